@@ -1,11 +1,111 @@
-//! handover (crate docs are written in a later step)
+//! Zero-downtime upgrades and graceful stops for network servers.
+//!
+//! `kill -USR2 <pid>` (or `SIGHUP`, or [`Running::upgrade`]) makes a handover server start the
+//! executable file at its own path again, hand it every listening socket, and wait until the
+//! new process says it is ready. Then the old process stops accepting, lets the new one go
+//! ahead, finishes what it was doing and exits. No connection is refused (the listening
+//! sockets never close; connections queue in the shared backlog), no request fails, none is
+//! cut short. If the new binary cannot be executed, exits, or is not ready in time, the old
+//! process kills it, logs why, and keeps serving.
+//!
+//! # How it works
+//!
+//! 1. **Listeners.** [`Handover::listen`] returns an inherited socket when the previous
+//!    generation (or systemd socket activation) passed one for that name or address, and binds
+//!    a new one otherwise. Sockets travel by the systemd protocol: fds 3.., `LISTEN_FDS`,
+//!    `LISTEN_FDNAMES`, and `LISTEN_PID` set to the child's own PID after the fork.
+//! 2. **Upgrade.** The old process forks and execs the executable at the path it was started
+//!    from (absolute, not canonicalised), with the same arguments, working directory and
+//!    environment. Only the listeners and one end of a readiness channel reach the child; every
+//!    other fd is closed on exec. `SIGUSR2`/`SIGHUP` stay blocked in the child until its
+//!    handlers exist, so an early signal cannot kill it.
+//! 3. **Readiness handshake.** The child calls [`Handover::ready`]: it sends READY; the parent
+//!    stops accepting and answers GO; only then does the child accept. Once the new version has
+//!    answered anyone, the old one never answers a fresh connection again. If the parent has
+//!    died, the child goes ahead alone.
+//! 4. **Drain.** The old process closes nothing abruptly: requests in progress finish, HTTP
+//!    keep-alive clients are told `Connection: close`, idle connections are closed after a
+//!    grace period, HTTP/2 gets GOAWAY, and a deadline bounds it all ([`http`]).
+//! 5. **Rollback.** Exec failure, an exit before ready, or the upgrade timeout: the child is
+//!    killed and reaped, the cause is logged and returned as [`UpgradeError`], and the old
+//!    process keeps its PID and serves on; a later upgrade may succeed.
+//!
+//! Stopping is the same drain: `SIGTERM`/`SIGINT` stop accepting, in-flight work finishes up
+//! to the drain deadline, then [`Running::wait`] returns; a second signal exits at once.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use handover::{Handover, ListenAddr};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Before the runtime starts threads: reads and clears the inheritance variables.
+//!     let mut handover = Handover::builder().pid_file("/tmp/app.pid").build()?;
+//!     let rt = tokio::runtime::Runtime::new()?;
+//!     rt.block_on(async move {
+//!         let addr: ListenAddr = "127.0.0.1:8080".parse()?;
+//!         let listener = handover.listen(&addr)?;
+//!         let running = handover.ready().await?;
+//!         let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+//!         tokio::spawn(handover::http::serve(listener, app));
+//!         running.wait().await;
+//!         Ok(())
+//!     })
+//! }
+//! ```
+//!
+//! # Layout
+//!
+//! | module | one reason to change |
+//! |---|---|
+//! | `env` | the inheritance protocol: parsing and writing `LISTEN_*` (pure) |
+//! | `addr`, `duration` | the `ADDR` and `DUR` forms shared with the CLI |
+//! | `listeners` | binding, validating inherited sockets, gated `accept` |
+//! | `handover` | start-up: builder, listener matching, the child's side of the handshake |
+//! | `spawn` | the only fork/exec: fds at 3.., signal mask, `LISTEN_PID` |
+//! | `upgrade` | one upgrade attempt: readiness, exit and timeout race here |
+//! | `control` | signals and API calls, one upgrade at a time, stop |
+//! | `drain` | serving phase and the count of live connections |
+//! | [`http`] | hyper/axum serving with the lossless drain |
+//! | `pidfile`, `systemd` | PID file and `sd_notify` for process managers |
+//!
+//! # Process managers and containers
+//!
+//! With `NOTIFY_SOCKET` set, each generation sends `READY=1` and `MAINPID=<pid>`, an upgrade
+//! sends `RELOADING=1`, a stop `STOPPING=1`: systemd `Type=notify` with `NotifyAccess=all`
+//! follows the PID change. A process that is PID 1 (a container's first process) cannot hand
+//! over to a child, since its exit ends the container: there an upgrade fails with
+//! [`UpgradeError::Pid1`] and the server keeps running; run it under the `handover`
+//! supervisor instead.
+
+#![warn(missing_docs)]
 
 mod addr;
+mod control;
+mod drain;
 mod duration;
 mod env;
+mod error;
+mod handover;
+mod listeners;
 mod pidfile;
+mod spawn;
 mod systemd;
+mod upgrade;
+
+#[cfg(feature = "http")]
+pub mod http;
 
 pub use addr::{AddrParseError, ListenAddr};
+pub use control::{Exit, Running};
+pub use drain::DrainReason;
 pub use duration::{parse_duration, DurationParseError};
 pub use env::EnvError;
+pub use error::{Error, UpgradeError};
+pub use handover::{
+    Builder, Handover, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_GRACE,
+    DEFAULT_UPGRADE_TIMEOUT,
+};
+pub use listeners::{Connection, Listener, Peer};
+pub use spawn::ExitStatus;
+pub use upgrade::Upgraded;

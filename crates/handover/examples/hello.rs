@@ -1,0 +1,116 @@
+//! The seed's demo server. `GET /` answers `<greeting> pid=<pid>`; the greeting is fixed at
+//! compile time from `HELLO_GREETING` (default `Welcome Server`), so building twice gives a v1
+//! and a v2. `GET /sleep/<ms>` answers the same after that many milliseconds.
+//!
+//! ```text
+//! cargo build --release --example hello
+//! target/release/examples/hello --listen 127.0.0.1:8080 &
+//! kill -USR2 $!    # after replacing the binary: the new PID answers
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::routing::get;
+use axum::Router;
+use clap::Parser;
+use handover::{Handover, ListenAddr};
+
+const GREETING: &str = match option_env!("HELLO_GREETING") {
+    Some(g) => g,
+    None => "Welcome Server",
+};
+
+/// The seed's demo server, upgradable with `kill -USR2 <pid>`.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to serve: `IP:PORT`, `tcp://IP:PORT` or `unix:PATH`; port 0 picks a free
+    /// port. May be given several times.
+    #[arg(long = "listen", value_name = "ADDR", default_values = ["127.0.0.1:8080"])]
+    listen: Vec<ListenAddr>,
+    /// Write the serving PID here (each generation rewrites it; removed at the final stop).
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
+    /// How long a new version may take to become ready before it is killed (e.g. 60s).
+    #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "60s")]
+    upgrade_timeout: Duration,
+    /// How long in-flight requests get to finish at a stop or handover (e.g. 30s).
+    #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "30s")]
+    drain_timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let args = Args::parse();
+    let mut builder = Handover::builder()
+        .upgrade_timeout(args.upgrade_timeout)
+        .drain_timeout(args.drain_timeout);
+    if let Some(p) = &args.pid_file {
+        builder = builder.pid_file(p);
+    }
+    // Before the runtime exists: this reads and clears the inheritance variables.
+    let handover = match builder.build() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(serve(handover, &args.listen)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("cannot serve: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(mut handover: Handover, addrs: &[ListenAddr]) -> Result<ExitCode, handover::Error> {
+    let listeners = addrs
+        .iter()
+        .map(|a| handover.listen(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let running = handover.ready().await?;
+    let pid = std::process::id();
+    let app = Router::new()
+        .route("/", get(hello))
+        .route("/sleep/{ms}", get(sleep_then_hello));
+    for l in listeners {
+        tracing::info!(
+            "serving {} (greeting {GREETING:?}, pid {pid})",
+            l.local_addr()
+        );
+        tokio::spawn(handover::http::serve(l, app.clone()));
+    }
+    Ok(running.wait().await.code())
+}
+
+async fn hello() -> String {
+    format!("{GREETING} pid={}", std::process::id())
+}
+
+async fn sleep_then_hello(Path(ms): Path<u64>) -> String {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    hello().await
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,172 @@
+//! The state every listener and connection of this process shares: serving phase, the accept
+//! gate and the count of live connections, which is what a drain waits for.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify, RwLock};
+use tokio::time::Instant;
+
+use crate::listeners::ListenerInner;
+
+/// Where this process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Listeners exist but nothing is accepted yet (`ready()` has not completed).
+    Starting,
+    /// Accepting connections.
+    Serving,
+    /// No longer accepting; live connections finish until `deadline`.
+    Draining {
+        deadline: Instant,
+        reason: DrainReason,
+    },
+}
+
+/// Why a process drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainReason {
+    /// A new generation took over the listeners (its PID is given).
+    Upgraded {
+        /// PID of the generation now serving.
+        new_pid: u32,
+    },
+    /// A graceful stop was requested (`SIGTERM`, `SIGINT` or [`crate::Running::stop`]).
+    Stopped,
+}
+
+pub(crate) struct Shared {
+    pub phase: watch::Sender<Phase>,
+    /// Mirrors `phase` being `Draining`, for the per-request path.
+    draining: AtomicBool,
+    /// `accept` holds a read guard while it waits; stopping takes the write guard, so once it
+    /// is held no accept is in progress and none will start.
+    pub accept_gate: RwLock<()>,
+    pub conns: ConnTracker,
+    pub drain_timeout: Duration,
+    pub idle_grace: Duration,
+    pub listeners: Mutex<Vec<Arc<ListenerInner>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("phase", &*self.phase.borrow())
+            .field("live_connections", &self.conns.live())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(drain_timeout: Duration, idle_grace: Duration) -> Arc<Self> {
+        Arc::new(Shared {
+            phase: watch::channel(Phase::Starting).0,
+            draining: AtomicBool::new(false),
+            accept_gate: RwLock::new(()),
+            conns: ConnTracker::default(),
+            drain_timeout,
+            idle_grace,
+            listeners: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Stops accepting and starts the drain. Returns once no accept is in progress, so the
+    /// caller may then tell a successor to go ahead. A second call keeps the first reason.
+    pub(crate) async fn stop_accepting(&self, reason: DrainReason) -> Instant {
+        let deadline = Instant::now() + self.drain_timeout;
+        self.draining.store(true, Ordering::SeqCst);
+        self.phase.send_if_modified(|p| match p {
+            Phase::Draining { .. } => false,
+            _ => {
+                *p = Phase::Draining { deadline, reason };
+                true
+            }
+        });
+        drop(self.accept_gate.write().await);
+        match *self.phase.borrow() {
+            Phase::Draining { deadline, .. } => deadline,
+            _ => deadline,
+        }
+    }
+
+    /// Counts a connection until the returned guard is dropped.
+    pub(crate) fn track(self: &Arc<Self>) -> ConnGuard {
+        self.conns.live.fetch_add(1, Ordering::SeqCst);
+        ConnGuard {
+            shared: Arc::clone(self),
+        }
+    }
+
+    /// Undoes [`Shared::stop_accepting`] when a successor died right after saying ready.
+    pub(crate) fn resume_accepting(&self) {
+        self.draining.store(false, Ordering::SeqCst);
+        self.phase.send_replace(Phase::Serving);
+    }
+
+    /// Resolves when the drain starts, with its deadline and reason.
+    pub(crate) async fn draining(&self) -> (Instant, DrainReason) {
+        let mut rx = self.phase.subscribe();
+        let p = *rx
+            .wait_for(|p| matches!(p, Phase::Draining { .. }))
+            .await
+            .expect("sender lives in Shared");
+        match p {
+            Phase::Draining { deadline, reason } => (deadline, reason),
+            _ => unreachable!("waited for Draining"),
+        }
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts live connections; a drain waits for the count to reach zero.
+#[derive(Default)]
+pub(crate) struct ConnTracker {
+    live: AtomicUsize,
+    became_zero: Notify,
+}
+
+impl ConnTracker {
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no tracked connection is left.
+    pub(crate) async fn all_closed(&self) {
+        loop {
+            let notified = self.became_zero.notified();
+            if self.live() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Keeps a connection counted until dropped.
+pub(crate) struct ConnGuard {
+    shared: Arc<Shared>,
+}
+
+impl ConnGuard {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.shared.conns.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.conns.became_zero.notify_waiters();
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnGuard")
+    }
+}

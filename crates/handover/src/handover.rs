@@ -1,0 +1,394 @@
+//! Start-up: read what was inherited, hand out listeners, and complete the readiness handshake.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::addr::{is_valid_fd_name, ListenAddr};
+use crate::control::{Finish, Running, Signals};
+use crate::drain::{Phase, Shared};
+use crate::env::{self, Parsed};
+use crate::error::Error;
+use crate::listeners::{self, InheritedSocket, Listener, ListenerInner};
+use crate::systemd::Notifier;
+use crate::upgrade::{UpgradeConfig, GO_AHEAD, READY};
+use crate::{pidfile, spawn};
+
+/// Default time a new generation has to become ready before it is killed.
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time in-flight work gets to finish after a stop or handover.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time an idle HTTP keep-alive connection is kept open once draining.
+pub const DEFAULT_IDLE_GRACE: Duration = Duration::from_secs(1);
+/// Default listen backlog.
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
+/// Configures a [`Handover`]. Create with [`Handover::builder`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    upgrade_timeout: Duration,
+    drain_timeout: Duration,
+    idle_grace: Duration,
+    backlog: i32,
+    pid_file: Option<PathBuf>,
+    executable: Option<PathBuf>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            idle_grace: DEFAULT_IDLE_GRACE,
+            backlog: DEFAULT_BACKLOG,
+            pid_file: None,
+            executable: None,
+        }
+    }
+}
+
+impl Builder {
+    /// How long a new generation may take to call [`Handover::ready`] (default 60 s). Past
+    /// it, the new process is killed and this one keeps serving.
+    pub fn upgrade_timeout(mut self, t: Duration) -> Self {
+        self.upgrade_timeout = t;
+        self
+    }
+
+    /// How long connections may take to finish once draining starts (default 30 s).
+    pub fn drain_timeout(mut self, t: Duration) -> Self {
+        self.drain_timeout = t;
+        self
+    }
+
+    /// How long an idle HTTP keep-alive connection stays open once draining (default 1 s),
+    /// so that a client about to reuse it is not cut off. Used by [`crate::http`].
+    pub fn idle_grace(mut self, t: Duration) -> Self {
+        self.idle_grace = t;
+        self
+    }
+
+    /// Backlog of sockets bound by this process (default 1024).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Writes this process's PID to `path` once ready, atomically; each generation rewrites
+    /// it, and the final stop removes it.
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pid_file = Some(path.into());
+        self
+    }
+
+    /// The executable an upgrade runs. By default, the path this process was started from
+    /// (`argv[0]` made absolute against the start-up directory, or found in `PATH`), not
+    /// canonicalised: a replaced file, or a re-pointed `current -> releases/vN` symlink, is
+    /// what runs.
+    pub fn executable(mut self, path: impl Into<PathBuf>) -> Self {
+        self.executable = Some(path.into());
+        self
+    }
+
+    /// Reads and removes the inheritance variables, validates inherited sockets and blocks
+    /// the upgrade signals until [`Handover::ready`].
+    ///
+    /// Call this early in `main`, before the async runtime starts threads: it changes the
+    /// process environment, which is only sound while the process has one thread.
+    pub fn build(self) -> Result<Handover, Error> {
+        // Threads started from here on inherit the mask, so an early SIGUSR2/SIGHUP waits
+        // instead of killing the process (a new generation already starts with them blocked).
+        spawn::set_upgrade_signals_blocked(true);
+        let me = spawn::own_pid();
+        let parsed = env::parse(|k| std::env::var_os(k), me)?;
+        for var in env::PROTOCOL_VARS {
+            // Sound here: documented to run before other threads exist.
+            std::env::remove_var(var);
+        }
+        let (inherited, sync) = match parsed {
+            Parsed::Inherited(inh) => {
+                let sockets = listeners::adopt_inherited(&inh.fds, &inh.owned)?;
+                let sync = match inh.sync_fd {
+                    Some(fd) => Some(adopt_sync_fd(fd)?),
+                    None => None,
+                };
+                tracing::debug!(
+                    "inherited {} listening sockets{}",
+                    sockets.len(),
+                    if sync.is_some() {
+                        " from the previous generation"
+                    } else {
+                        ""
+                    }
+                );
+                (sockets, sync)
+            }
+            Parsed::NotForUs { listen_pid } => {
+                tracing::warn!(
+                    "LISTEN_PID={listen_pid} is not this process ({me}); ignoring LISTEN_FDS"
+                );
+                (Vec::new(), None)
+            }
+            Parsed::Ignored { reason } => {
+                tracing::warn!("ignoring inherited sockets: {reason}");
+                (Vec::new(), None)
+            }
+            Parsed::Nothing => (Vec::new(), None),
+        };
+        let cwd = std::env::current_dir().map_err(Error::Executable)?;
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let exe = match self.executable {
+            Some(p) => absolute(&cwd, &p),
+            None => resolve_executable(&cwd, args.first()).map_err(Error::Executable)?,
+        };
+        Ok(Handover {
+            shared: Shared::new(self.drain_timeout, self.idle_grace),
+            inherited,
+            sync,
+            backlog: self.backlog,
+            names: HashSet::new(),
+            upgrade: UpgradeConfig {
+                exe,
+                args,
+                cwd,
+                timeout: self.upgrade_timeout,
+            },
+            pid_file: self.pid_file,
+            notifier: Notifier::from_env(|k| std::env::var_os(k)),
+        })
+    }
+}
+
+fn adopt_sync_fd(fd: i32) -> Result<std::os::unix::net::UnixStream, Error> {
+    let bad = |reason: String| Error::Inherited {
+        fd,
+        name: Some(env::HANDOVER_SYNC_FD.to_string()),
+        reason,
+    };
+    // SAFETY: fstat with a valid out-pointer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(bad(format!(
+            "is not open ({})",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(bad("is not a socket".into()));
+    }
+    // SAFETY: the previous generation handed this fd to us alone.
+    let s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    let sock = socket2::SockRef::from(&s);
+    sock.set_cloexec(true)
+        .map_err(|e| bad(format!("cannot set close-on-exec: {e}")))?;
+    Ok(s)
+}
+
+/// `p` made absolute against `cwd`. Only `.` components are dropped (lexically): no symlink
+/// is resolved, so a re-pointed `current` link is followed at exec time.
+fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    };
+    joined.components().collect()
+}
+
+/// `argv[0]` with a slash is a path (made absolute); without one it was found in `PATH`.
+fn resolve_executable(cwd: &Path, argv0: Option<&OsString>) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(a) = argv0 {
+        let p = Path::new(a);
+        if a.as_encoded_bytes().contains(&b'/') {
+            return Ok(absolute(cwd, p));
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&path) {
+                let cand = absolute(cwd, &dir.join(p));
+                if let Ok(m) = std::fs::metadata(&cand) {
+                    if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                        return Ok(cand);
+                    }
+                }
+            }
+        }
+    }
+    std::env::current_exe()
+}
+
+/// This process's part in the handover protocol, before it serves. Created by
+/// [`Handover::builder`] or [`Handover::from_env`].
+///
+/// Ask it for listeners with [`Handover::listen`], then call [`Handover::ready`] when the
+/// server can take traffic.
+#[derive(Debug)]
+pub struct Handover {
+    shared: Arc<Shared>,
+    inherited: Vec<InheritedSocket>,
+    sync: Option<std::os::unix::net::UnixStream>,
+    backlog: i32,
+    names: HashSet<String>,
+    upgrade: UpgradeConfig,
+    pid_file: Option<PathBuf>,
+    notifier: Option<Notifier>,
+}
+
+impl Handover {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// [`Builder::build`] with the defaults.
+    pub fn from_env() -> Result<Self, Error> {
+        Builder::default().build()
+    }
+
+    /// Whether a previous generation started this process (an upgrade in progress).
+    pub fn is_upgrade(&self) -> bool {
+        self.sync.is_some()
+    }
+
+    /// A listener for `addr`, named after the address (see [`Handover::listen_named`]).
+    pub fn listen(&mut self, addr: &ListenAddr) -> Result<Listener, Error> {
+        self.listen_named(&addr.fd_name(), addr)
+    }
+
+    /// A listener for `addr` under `name`. Must run inside a tokio runtime.
+    ///
+    /// An inherited socket is used when one matches, in this order: the same name in
+    /// `LISTEN_FDNAMES`; else the same local address exactly (IP and port, or Unix path;
+    /// never for port 0). Otherwise a new socket is bound. The next generation gets it under
+    /// `name`, so asking for the same name and address again always finds it, even when
+    /// port 0 picked a free port.
+    pub fn listen_named(&mut self, name: &str, addr: &ListenAddr) -> Result<Listener, Error> {
+        if !is_valid_fd_name(name) {
+            return Err(Error::InvalidName(name.to_string()));
+        }
+        if !self.names.insert(name.to_string()) {
+            return Err(Error::DuplicateName(name.to_string()));
+        }
+        let by_name = self
+            .inherited
+            .iter()
+            .position(|s| s.name.as_deref() == Some(name));
+        let by_addr = || {
+            let port_zero = matches!(addr, ListenAddr::Tcp(sa) if sa.port() == 0);
+            (!port_zero)
+                .then(|| self.inherited.iter().position(|s| &s.addr == addr))
+                .flatten()
+        };
+        let inner = match by_name.or_else(by_addr) {
+            Some(i) => {
+                let s = self.inherited.remove(i);
+                let owned_path = match (&s.addr, s.owned) {
+                    (ListenAddr::Unix(p), true) => Some(p.clone()),
+                    _ => None,
+                };
+                tracing::debug!("using inherited socket for {} as {name}", s.addr);
+                ListenerInner::from_socket(s.socket, s.addr, name.to_string(), owned_path).map_err(
+                    |source| Error::Bind {
+                        addr: addr.clone(),
+                        source,
+                    },
+                )?
+            }
+            None => {
+                let bind_err = |source| Error::Bind {
+                    addr: addr.clone(),
+                    source,
+                };
+                let (socket, owned_path) = listeners::bind(addr, self.backlog).map_err(bind_err)?;
+                let local = match addr {
+                    ListenAddr::Tcp(_) => socket
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_socket())
+                        .map(ListenAddr::Tcp)
+                        .unwrap_or_else(|| addr.clone()),
+                    ListenAddr::Unix(_) => addr.clone(),
+                };
+                ListenerInner::from_socket(socket, local, name.to_string(), owned_path)
+                    .map_err(bind_err)?
+            }
+        };
+        let inner = Arc::new(inner);
+        self.shared
+            .listeners
+            .lock()
+            .expect("not poisoned")
+            .push(Arc::clone(&inner));
+        Ok(Listener {
+            inner,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Declares the server ready and starts accepting. Must run inside a tokio runtime.
+    ///
+    /// In a new generation this tells the previous one, which stops accepting and answers;
+    /// only then do this process's listeners accept (if the previous one has died, it goes
+    /// ahead at once). Inherited sockets nobody asked for are closed. Then the PID file is
+    /// written, systemd is notified and the upgrade/stop signals are handled.
+    pub async fn ready(mut self) -> Result<Running, Error> {
+        let signals = Signals::install().map_err(|source| Error::Io {
+            context: "cannot install signal handlers",
+            source,
+        })?;
+        spawn::set_upgrade_signals_blocked(false);
+        for s in self.inherited.drain(..) {
+            tracing::info!(
+                "closing inherited socket {} ({}) that this version does not use",
+                s.addr,
+                s.name.as_deref().unwrap_or("unnamed")
+            );
+        }
+        let me = spawn::own_pid();
+        if let Some(sync) = self.sync.take() {
+            handshake(sync).await.map_err(Error::Handshake)?;
+        }
+        self.shared.phase.send_replace(Phase::Serving);
+        if let Some(path) = &self.pid_file {
+            pidfile::write_pid_file(path, me).map_err(Error::PidFile)?;
+        }
+        let finish = Finish {
+            pid_file: self.pid_file.clone(),
+            notifier: self.notifier.take(),
+        };
+        finish.notify(&format!("MAINPID={me}\nREADY=1"));
+        Ok(Running::start(
+            Arc::clone(&self.shared),
+            self.upgrade.clone(),
+            signals,
+            finish,
+        ))
+    }
+}
+
+/// Says READY to the previous generation and waits for its go-ahead (or its death).
+async fn handshake(sync: std::os::unix::net::UnixStream) -> std::io::Result<()> {
+    sync.set_nonblocking(true)?;
+    let mut sync = tokio::net::UnixStream::from_std(sync)?;
+    if let Err(e) = sync.write_all(&[READY]).await {
+        tracing::warn!("previous generation is gone ({e}); serving alone");
+        return Ok(());
+    }
+    let mut answer = [0u8; 1];
+    match sync.read(&mut answer).await {
+        Ok(1) if answer[0] == GO_AHEAD => Ok(()),
+        Ok(0) | Err(_) => {
+            tracing::warn!("previous generation closed the handshake; serving alone");
+            Ok(())
+        }
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unexpected answer {:#04x}", answer[0]),
+        )),
+    }
+}

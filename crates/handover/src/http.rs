@@ -1,0 +1,302 @@
+//! Serving HTTP/1.1 and HTTP/2 (hyper, axum, any tower service) with a drain that loses
+//! nothing. Enabled by the `http` feature (on by default).
+//!
+//! Once this process starts draining (a successor took over, or a graceful stop began):
+//!
+//! - it accepts no new connection (the successor gets them from the shared backlog);
+//! - a request in progress finishes; on HTTP/1 its response carries `Connection: close`, and
+//!   so does every later response, so a busy keep-alive client reconnects between requests
+//!   (to the new generation) and never sees its connection vanish;
+//! - a connection with nothing in progress is closed only after it has been idle for the
+//!   idle grace ([`crate::Builder::idle_grace`], default 1 s), with a clean FIN. A connection
+//!   accepted but not read yet counts as idle, so it is served if its request comes within
+//!   the grace. (HTTP/1.1 cannot do better: a client that sends a request at the very moment
+//!   an idle connection is closed can lose it; the grace keeps that moment away from clients
+//!   that are actually using the connection.)
+//! - HTTP/2 connections get GOAWAY at once; open streams finish;
+//! - at the drain deadline whatever is left is closed.
+//!
+//! Upgraded connections (WebSocket and the like) stay counted by the drain until the
+//! application drops them; [`crate::Running::draining`] tells it when to close them politely.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::{Request, Response, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::drain::Shared;
+use crate::listeners::{Connection, Listener};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves a tower service, such as an axum `Router`, on `listener` with the lossless drain.
+///
+/// Returns once this process has stopped accepting and its drain is over (every connection
+/// closed, or the drain deadline passed).
+///
+/// ```no_run
+/// # async fn example(listener: handover::Listener) {
+/// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+/// handover::http::serve(listener, app).await;
+/// # }
+/// ```
+pub async fn serve<S, B>(listener: Listener, service: S)
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    serve_hyper(
+        listener,
+        hyper_util::service::TowerToHyperService::new(service),
+    )
+    .await
+}
+
+/// Serves a hyper service (for example one made with `hyper::service::service_fn`) on
+/// `listener` with the lossless drain. Returns like [`serve`].
+pub async fn serve_hyper<S, B>(listener: Listener, service: S)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let shared = Arc::clone(&listener.shared);
+    while let Some(accepted) = listener.accept().await {
+        match accepted {
+            Ok((conn, _peer)) => {
+                let service = service.clone();
+                let builder = Arc::clone(&builder);
+                tokio::spawn(async move { serve_connection(&builder, conn, service).await });
+            }
+            Err(e) => accept_error(e).await,
+        }
+    }
+    wait_drained(&shared).await;
+}
+
+async fn wait_drained(shared: &Shared) {
+    let (deadline, _) = shared.draining().await;
+    drop(shared.accept_gate.write().await);
+    let _ = tokio::time::timeout_at(deadline, shared.conns.all_closed()).await;
+}
+
+/// Running out of fds or memory is transient: pause briefly instead of spinning.
+async fn accept_error(e: std::io::Error) {
+    let transient = matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED) | Some(libc::EINTR) | Some(libc::ECONNRESET)
+    );
+    if !transient {
+        tracing::warn!("accept failed: {e}; retrying shortly");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn serve_connection<S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    conn: Connection,
+    service: S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let shared = Arc::clone(conn.shared());
+    let activity = Arc::new(Activity::new());
+    let service = DrainAware {
+        inner: service,
+        activity: Arc::clone(&activity),
+        shared: Arc::clone(&shared),
+    };
+    let http = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
+    tokio::pin!(http);
+
+    let deadline = tokio::select! {
+        r = http.as_mut() => return log_conn_end(r),
+        (deadline, _) = shared.draining() => deadline,
+    };
+    let mut shut = false;
+    if activity.http2.load(Ordering::Relaxed) {
+        // GOAWAY now; streams in progress finish.
+        http.as_mut().graceful_shutdown();
+        shut = true;
+    }
+    let grace = shared.idle_grace;
+    loop {
+        tokio::select! {
+            r = http.as_mut() => return log_conn_end(r),
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = activity.idle_for(grace), if !shut => {
+                http.as_mut().graceful_shutdown();
+                shut = true;
+            }
+        }
+    }
+}
+
+fn log_conn_end(r: Result<(), BoxError>) {
+    if let Err(e) = r {
+        tracing::debug!("connection ended with an error: {e}");
+    }
+}
+
+/// What a connection is doing, kept with atomics so the request path stays cheap.
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Nanoseconds since `base` when the connection last became idle.
+    idle_since: AtomicU64,
+    base: Instant,
+    http2: AtomicBool,
+    went_idle: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            base: Instant::now(),
+            http2: AtomicBool::new(false),
+            went_idle: Notify::new(),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Resolves once nothing has been in progress for `grace`.
+    async fn idle_for(&self, grace: Duration) {
+        loop {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                let since = self.idle_since.load(Ordering::SeqCst);
+                let at = self.base + Duration::from_nanos(since) + grace;
+                tokio::time::sleep_until(at).await;
+                if self.in_flight.load(Ordering::SeqCst) == 0
+                    && self.idle_since.load(Ordering::SeqCst) == since
+                {
+                    return;
+                }
+                continue;
+            }
+            self.went_idle.notified().await;
+        }
+    }
+}
+
+/// One request in progress; ends when its response body is finished or dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.idle_since
+            .store(a.base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+        if a.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            a.went_idle.notify_one();
+        }
+    }
+}
+
+/// Wraps the application's service: counts requests in progress and marks responses sent
+/// while draining with `Connection: close`.
+#[derive(Clone)]
+struct DrainAware<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    shared: Arc<Shared>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for DrainAware<S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    B: Body,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let h1 = req.version() < Version::HTTP_2;
+        if !h1 {
+            self.activity.http2.store(true, Ordering::Relaxed);
+        }
+        let in_flight = self.activity.begin();
+        let shared = Arc::clone(&self.shared);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            let (mut parts, body) = resp.into_parts();
+            if h1 && shared.is_draining() {
+                parts
+                    .headers
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(Response::from_parts(
+                parts,
+                TrackedBody {
+                    inner: body,
+                    _in_flight: Some(in_flight),
+                },
+            ))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in progress until it is done.
+    struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        _in_flight: Option<InFlight>,
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            this._in_flight.take();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,373 @@
+//! Listening sockets: bind new ones, validate inherited ones, match requests to them, and
+//! accept connections only while this generation is the one serving.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::addr::ListenAddr;
+use crate::drain::{ConnGuard, Phase, Shared};
+use crate::env::InheritedFd;
+use crate::error::Error;
+
+/// A socket received from the previous generation (or systemd), checked but not yet claimed.
+#[derive(Debug)]
+pub(crate) struct InheritedSocket {
+    pub socket: Socket,
+    pub name: Option<String>,
+    pub addr: ListenAddr,
+    /// The lineage created its socket file, so the final generation removes it.
+    pub owned: bool,
+}
+
+/// Checks that each inherited fd is a listening stream socket we can serve, and takes
+/// ownership of it (close-on-exec, non-blocking).
+pub(crate) fn adopt_inherited(
+    fds: &[InheritedFd],
+    owned: &[RawFd],
+) -> Result<Vec<InheritedSocket>, Error> {
+    let mut out = Vec::with_capacity(fds.len());
+    for f in fds {
+        let bad = |reason: String| Error::Inherited {
+            fd: f.fd,
+            name: f.name.clone(),
+            reason,
+        };
+        // SAFETY: fstat on an fd number with a valid out-pointer; an unused number gives EBADF.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(f.fd, &mut st) } != 0 {
+            return Err(bad(format!("is not open ({})", io::Error::last_os_error())));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(bad("is not a socket".into()));
+        }
+        // SAFETY: the protocol hands this fd to us; we are its only owner from here on.
+        let socket = unsafe { Socket::from_raw_fd(f.fd) };
+        // Until validation passes, do not close an fd we may not end up owning.
+        let socket = scopeguard_forget_on_error(socket, |s| {
+            if s.r#type()? != Type::STREAM {
+                return Ok(Err("is not a stream socket".to_string()));
+            }
+            if !s.is_listener()? {
+                return Ok(Err("is a socket that is not listening".to_string()));
+            }
+            s.set_cloexec(true)?;
+            // O_NONBLOCK is shared by every process holding this socket; tokio needs it, and
+            // every generation of a handover server sets it the same way.
+            s.set_nonblocking(true)?;
+            Ok(Ok(()))
+        })
+        .map_err(&bad)?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| bad(format!("has no local address: {e}")))?;
+        let addr = sockaddr_to_listen_addr(&local)
+            .ok_or_else(|| bad("is neither a TCP nor a Unix socket".into()))?;
+        out.push(InheritedSocket {
+            socket,
+            name: f.name.clone(),
+            addr,
+            owned: owned.contains(&f.fd),
+        });
+    }
+    Ok(out)
+}
+
+/// Runs checks on a freshly wrapped socket; on failure the fd is released without closing, so
+/// an fd that is not ours stays as it was.
+fn scopeguard_forget_on_error(
+    socket: Socket,
+    check: impl FnOnce(&Socket) -> io::Result<Result<(), String>>,
+) -> Result<Socket, String> {
+    match check(&socket) {
+        Ok(Ok(())) => Ok(socket),
+        Ok(Err(reason)) => {
+            std::mem::forget(socket);
+            Err(reason)
+        }
+        Err(e) => {
+            std::mem::forget(socket);
+            Err(format!("cannot be inspected: {e}"))
+        }
+    }
+}
+
+fn sockaddr_to_listen_addr(a: &SockAddr) -> Option<ListenAddr> {
+    if let Some(sa) = a.as_socket() {
+        return Some(ListenAddr::Tcp(sa));
+    }
+    a.as_pathname().map(|p| ListenAddr::Unix(p.to_path_buf()))
+}
+
+/// Binds a new listening socket. Returns it with the path of a Unix socket file it created.
+pub(crate) fn bind(addr: &ListenAddr, backlog: i32) -> io::Result<(Socket, Option<PathBuf>)> {
+    match addr {
+        ListenAddr::Tcp(sa) => {
+            let socket = Socket::new(Domain::for_address(*sa), Type::STREAM.cloexec(), None)?;
+            // Lets a restarted server bind while old connections sit in TIME_WAIT.
+            socket.set_reuse_address(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&SockAddr::from(*sa))?;
+            socket.listen(backlog)?;
+            Ok((socket, None))
+        }
+        ListenAddr::Unix(path) => {
+            remove_stale_unix_socket(path)?;
+            let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&SockAddr::unix(path)?)?;
+            socket.listen(backlog)?;
+            Ok((socket, Some(path.clone())))
+        }
+    }
+}
+
+/// A socket file left by a process that is gone is removed; a live one is an error.
+fn remove_stale_unix_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket",
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process is listening on this socket",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// One listening socket of this process, shared by its [`Listener`] handle and the registry
+/// the upgrade reads from.
+#[derive(Debug)]
+pub(crate) struct ListenerInner {
+    pub addr: ListenAddr,
+    pub name: String,
+    pub io: ListenerIo,
+    /// A socket file the lineage created: removed at the final stop, never at an upgrade.
+    pub owned_path: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub(crate) enum ListenerIo {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl ListenerInner {
+    pub(crate) fn from_socket(
+        socket: Socket,
+        addr: ListenAddr,
+        name: String,
+        owned_path: Option<PathBuf>,
+    ) -> io::Result<Self> {
+        let io = match addr {
+            ListenAddr::Tcp(_) => ListenerIo::Tcp(TcpListener::from_std(socket.into())?),
+            ListenAddr::Unix(_) => ListenerIo::Unix(UnixListener::from_std(socket.into())?),
+        };
+        Ok(ListenerInner {
+            addr,
+            name,
+            io,
+            owned_path,
+        })
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        match &self.io {
+            ListenerIo::Tcp(l) => l.as_raw_fd(),
+            ListenerIo::Unix(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+/// A listening socket handed out by [`crate::Handover::listen`].
+///
+/// [`Listener::accept`] waits until [`crate::Handover::ready`] has completed, and returns
+/// `None` once this process stops accepting (a successor took over, or a graceful stop
+/// began). Every connection it returns is counted until dropped, so the drain knows when the
+/// last one is done.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub(crate) inner: Arc<ListenerInner>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Listener {
+    /// The address this socket is bound to (with the real port when `0` was asked for).
+    pub fn local_addr(&self) -> &ListenAddr {
+        &self.inner.addr
+    }
+
+    /// The name under which the socket is passed to the next generation (`LISTEN_FDNAMES`).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Accepts the next connection; `None` once this process no longer accepts.
+    ///
+    /// An `Err` is a failed `accept(2)` (for example `EMFILE`); the listener stays usable.
+    pub async fn accept(&self) -> Option<io::Result<(Connection, Peer)>> {
+        let mut phase = self.shared.phase.subscribe();
+        let serving = phase
+            .wait_for(|p| !matches!(p, Phase::Starting))
+            .await
+            .ok()
+            .map(|p| matches!(*p, Phase::Serving))?;
+        if !serving {
+            return None;
+        }
+        let _gate = self.shared.accept_gate.read().await;
+        if self.shared.is_draining() {
+            return None;
+        }
+        let stop = phase.wait_for(|p| matches!(p, Phase::Draining { .. }));
+        let accepted = tokio::select! {
+            biased;
+            _ = stop => return None,
+            r = self.accept_raw() => r,
+        };
+        Some(accepted.map(|(io, peer)| {
+            (
+                Connection {
+                    io,
+                    guard: self.shared.track(),
+                },
+                peer,
+            )
+        }))
+    }
+
+    async fn accept_raw(&self) -> io::Result<(ConnIo, Peer)> {
+        match &self.inner.io {
+            ListenerIo::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                // Small responses should not wait for Nagle's algorithm.
+                let _ = s.set_nodelay(true);
+                Ok((ConnIo::Tcp(s), Peer::Tcp(peer)))
+            }
+            ListenerIo::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                Ok((ConnIo::Unix(s), Peer::Unix))
+            }
+        }
+    }
+}
+
+/// Who is on the other end of a [`Connection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer.
+    Tcp(std::net::SocketAddr),
+    /// A peer on a Unix socket (usually unnamed).
+    Unix,
+}
+
+#[derive(Debug)]
+enum ConnIo {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// An accepted connection. It counts as live for the drain until it is dropped.
+#[derive(Debug)]
+pub struct Connection {
+    io: ConnIo,
+    guard: ConnGuard,
+}
+
+impl Connection {
+    /// Resolves when this process starts draining (stopping or handing over). A protocol
+    /// that can say goodbye politely (a WebSocket close frame, a GOAWAY) should do so then.
+    pub async fn draining(&self) {
+        self.guard.shared().draining().await;
+    }
+
+    /// Whether this process has started draining.
+    pub fn is_draining(&self) -> bool {
+        self.guard.shared().is_draining()
+    }
+
+    /// The TCP stream, when this is a TCP connection.
+    pub fn as_tcp(&self) -> Option<&TcpStream> {
+        match &self.io {
+            ConnIo::Tcp(s) => Some(s),
+            ConnIo::Unix(_) => None,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        self.guard.shared()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            ConnIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            ConnIo::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            ConnIo::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            ConnIo::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            ConnIo::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ConnIo::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            ConnIo::Tcp(s) => Pin::new(s).poll_flush(cx),
+            ConnIo::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            ConnIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            ConnIo::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Starting the next generation: fork, place the listeners at fds 3.., exec.
+//!
+//! This is the one place that calls `fork`/`execve`. `std::process::Command` cannot be used
+//! because `LISTEN_PID` must hold the child's own PID, which only exists after the fork, and
+//! `Command` builds the environment block before forking. So the whole `argv`/`envp` is prepared
+//! here beforehand, with a fixed-width slot for the PID digits, and the child only runs
+//! async-signal-safe code (the parent is multi-threaded: no allocation, no locks after fork).
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::env::{self, FIRST_FD};
+
+/// Everything the child needs, prepared before the fork.
+pub(crate) struct SpawnRequest<'a> {
+    /// Absolute path of the executable (not canonicalised).
+    pub exe: &'a Path,
+    /// The full argument vector, `argv[0]` included.
+    pub args: &'a [OsString],
+    /// Working directory of the child.
+    pub cwd: &'a Path,
+    /// Environment without any inheritance variable; they are added here.
+    pub env: Vec<(OsString, OsString)>,
+    /// Listening sockets, placed at fds 3.. in this order.
+    pub listeners: &'a [(RawFd, String)],
+    /// Listener fds (a subset of `listeners`) whose socket file the lineage created.
+    pub owned: &'a [RawFd],
+    /// The child's end of the readiness channel, placed right after the listeners.
+    pub sync: RawFd,
+}
+
+/// A forked child that has successfully exec'd.
+pub(crate) struct Spawned {
+    pub pid: libc::pid_t,
+}
+
+/// How the exec of the new binary failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpawnFailure {
+    #[error("cannot start {path}: {source}")]
+    Exec { path: PathBuf, source: io::Error },
+    #[error("cannot prepare the new process: {0}")]
+    Prepare(io::Error),
+}
+
+const PID_SLOT: &[u8] = b"LISTEN_PID=";
+/// Room for any pid_t in decimal.
+const PID_DIGITS: usize = 20;
+
+/// Which step in the child failed; sent to the parent with the errno.
+#[repr(u32)]
+#[derive(Clone, Copy)]
+enum ChildStep {
+    Chdir = 1,
+    Fds = 2,
+    Exec = 3,
+}
+
+/// Forks and execs the next generation. Blocking (it waits for the exec to succeed or fail),
+/// so call it from a blocking context.
+pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
+    let cstr = |s: &OsStr| {
+        CString::new(s.as_bytes()).map_err(|_| {
+            SpawnFailure::Prepare(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{:?} contains a NUL byte", s),
+            ))
+        })
+    };
+    let exe = cstr(req.exe.as_os_str())?;
+    let cwd = cstr(req.cwd.as_os_str())?;
+    let args: Vec<CString> = req.args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
+
+    let names: Vec<String> = req.listeners.iter().map(|(_, n)| n.clone()).collect();
+    let n = req.listeners.len() as RawFd;
+    let sync_target = FIRST_FD + n;
+    // The child sees each owned listener at its new position.
+    let owned_targets: Vec<RawFd> = req
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, (fd, _))| req.owned.contains(fd))
+        .map(|(i, _)| FIRST_FD + i as RawFd)
+        .collect();
+
+    let mut envs: Vec<Vec<u8>> = Vec::with_capacity(req.env.len() + 6);
+    for (k, v) in &req.env {
+        if env::PROTOCOL_VARS
+            .iter()
+            .any(|p| OsStr::new(p) == k.as_os_str())
+        {
+            continue;
+        }
+        let mut kv = k.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        envs.push(kv);
+    }
+    for (k, v) in env::child_vars(&names, Some(sync_target), &owned_targets) {
+        envs.push(format!("{k}={v}").into_bytes());
+    }
+    // The LISTEN_PID slot: digits are written by the child after fork, then a NUL ends it.
+    let mut slot = PID_SLOT.to_vec();
+    slot.extend(std::iter::repeat_n(b'0', PID_DIGITS));
+    envs.push(slot);
+    // NUL-terminated buffers that `envp` points into; the slot is written in place.
+    let mut env_bufs: Vec<Vec<u8>> = Vec::with_capacity(envs.len());
+    for e in envs {
+        if e.contains(&0) {
+            return Err(SpawnFailure::Prepare(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an environment variable contains a NUL byte",
+            )));
+        }
+        let mut b = e;
+        b.push(0);
+        env_bufs.push(b);
+    }
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let mut envp: Vec<*mut libc::c_char> = env_bufs
+        .iter_mut()
+        .map(|e| e.as_mut_ptr().cast::<libc::c_char>())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
+    let pid_slot: *mut u8 = envp[envp.len() - 2].cast::<u8>();
+
+    // Sources in target order: listeners, then the readiness channel.
+    let sources: Vec<RawFd> = req
+        .listeners
+        .iter()
+        .map(|(fd, _)| *fd)
+        .chain(std::iter::once(req.sync))
+        .collect();
+    let total = sources.len() as RawFd;
+
+    // Exec errors come back through this close-on-exec pipe: EOF means exec succeeded.
+    let (err_read, err_write) = cloexec_pipe().map_err(SpawnFailure::Prepare)?;
+
+    let mut blocked = signal_set(&[libc::SIGUSR2, libc::SIGHUP]);
+
+    // SAFETY: after fork the child runs only async-signal-safe calls on memory prepared above
+    // and never returns into Rust code (it execs or `_exit`s).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SpawnFailure::Prepare(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // Child.
+        unsafe {
+            child_after_fork(ChildPlan {
+                exe: exe.as_ptr(),
+                argv: argv.as_ptr(),
+                envp: envp.as_mut_ptr(),
+                cwd: cwd.as_ptr(),
+                pid_slot: pid_slot.add(PID_SLOT.len()),
+                sources: &sources,
+                total,
+                err_fd: err_write.as_raw_fd(),
+                mask: &mut blocked,
+            })
+        }
+    }
+    drop(err_write);
+    match read_child_error(&err_read) {
+        Ok(None) => Ok(Spawned { pid }),
+        Ok(Some((step, errno))) => {
+            reap_blocking(pid);
+            let source = io::Error::from_raw_os_error(errno);
+            Err(match step {
+                s if s == ChildStep::Exec as u32 => SpawnFailure::Exec {
+                    path: req.exe.to_path_buf(),
+                    source,
+                },
+                s if s == ChildStep::Chdir as u32 => SpawnFailure::Prepare(io::Error::new(
+                    source.kind(),
+                    format!("cannot enter {}: {source}", req.cwd.display()),
+                )),
+                _ => SpawnFailure::Prepare(io::Error::new(
+                    source.kind(),
+                    format!("cannot place the listening sockets: {source}"),
+                )),
+            })
+        }
+        Err(e) => {
+            // Should not happen; do not leave a half-started child behind.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            reap_blocking(pid);
+            Err(SpawnFailure::Prepare(e))
+        }
+    }
+}
+
+struct ChildPlan<'a> {
+    exe: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *mut *mut libc::c_char,
+    cwd: *const libc::c_char,
+    pid_slot: *mut u8,
+    sources: &'a [RawFd],
+    total: RawFd,
+    err_fd: RawFd,
+    mask: &'a mut libc::sigset_t,
+}
+
+/// Runs in the child between fork and exec. Async-signal-safe calls only.
+unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
+    // Upgrade signals stay blocked until the new generation has installed its handlers;
+    // every other signal is unblocked as for a fresh process.
+    libc::pthread_sigmask(libc::SIG_SETMASK, plan.mask, std::ptr::null_mut());
+    // Rust ignores SIGPIPE; a fresh process should start with the default, as std does.
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+
+    let fail = |step: ChildStep, err_fd: RawFd| -> ! {
+        let errno = *libc::__errno_location();
+        let mut buf = [0u8; 8];
+        buf[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+        buf[4..].copy_from_slice(&errno.to_ne_bytes());
+        libc::write(err_fd, buf.as_ptr().cast(), buf.len());
+        libc::_exit(127)
+    };
+
+    // Move the error pipe and every source above the target range so that placing fd i at
+    // 3+i can never overwrite a source that is still to be placed.
+    let high = FIRST_FD + plan.total;
+    let err_fd = libc::fcntl(plan.err_fd, libc::F_DUPFD_CLOEXEC, high);
+    if err_fd < 0 {
+        fail(ChildStep::Fds, plan.err_fd);
+    }
+    let mut temps = [0 as RawFd; 1024];
+    if plan.sources.len() > temps.len() {
+        *libc::__errno_location() = libc::EMFILE;
+        fail(ChildStep::Fds, err_fd);
+    }
+    for (i, &src) in plan.sources.iter().enumerate() {
+        let t = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, high);
+        if t < 0 {
+            fail(ChildStep::Fds, err_fd);
+        }
+        temps[i] = t;
+    }
+    for (i, &temp) in temps.iter().enumerate().take(plan.sources.len()) {
+        // dup2 clears close-on-exec on the target: exactly these fds survive exec.
+        if libc::dup2(temp, FIRST_FD + i as RawFd) < 0 {
+            fail(ChildStep::Fds, err_fd);
+        }
+    }
+    // Everything from `high` up (temps, the error pipe, any fd some library left inheritable)
+    // is closed by exec.
+    if libc::syscall(
+        libc::SYS_close_range,
+        high as libc::c_uint,
+        libc::c_uint::MAX,
+        libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+    ) != 0
+    {
+        // Kernels before 5.11: mark them one by one.
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(1 << 20) as RawFd
+        } else {
+            65536
+        };
+        for fd in high..max {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+
+    if libc::chdir(plan.cwd) != 0 {
+        fail(ChildStep::Chdir, err_fd);
+    }
+
+    write_pid_digits(plan.pid_slot, libc::getpid());
+    libc::execve(plan.exe, plan.argv, plan.envp as *const *const libc::c_char);
+    fail(ChildStep::Exec, err_fd)
+}
+
+/// Writes `pid` in decimal at `slot` followed by a NUL (the slot has room for 20 digits).
+unsafe fn write_pid_digits(slot: *mut u8, pid: libc::pid_t) {
+    let mut digits = [0u8; PID_DIGITS];
+    let mut n = pid as u64;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        *slot.add(i) = digits[len - 1 - i];
+    }
+    *slot.add(len) = 0;
+}
+
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: plain syscall with a valid out-array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    unsafe { Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))) }
+}
+
+fn read_child_error(fd: &OwnedFd) -> io::Result<Option<(u32, i32)>> {
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into a valid buffer.
+        let r = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            break;
+        }
+        got += r as usize;
+    }
+    match got {
+        0 => Ok(None),
+        8 => Ok(Some((
+            u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes")),
+            i32::from_ne_bytes(buf[4..].try_into().expect("4 bytes")),
+        ))),
+        _ => Err(io::Error::other("short error report from the new process")),
+    }
+}
+
+fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks or unblocks `SIGUSR2` and `SIGHUP` in the calling thread. Threads started later
+/// inherit the mask.
+pub(crate) fn set_upgrade_signals_blocked(blocked: bool) {
+    let set = signal_set(&[libc::SIGUSR2, libc::SIGHUP]);
+    let how = if blocked {
+        libc::SIG_BLOCK
+    } else {
+        libc::SIG_UNBLOCK
+    };
+    // SAFETY: valid set, null old-set pointer.
+    unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit` with this code.
+    Code(i32),
+    /// It was ended by this signal.
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exited with status {c}"),
+            ExitStatus::Signal(s) => write!(f, "was killed by signal {}", signal_name(*s)),
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        _ => return sig.to_string(),
+    };
+    name.to_string()
+}
+
+fn decode_status(status: libc::c_int) -> ExitStatus {
+    if libc::WIFSIGNALED(status) {
+        ExitStatus::Signal(libc::WTERMSIG(status))
+    } else {
+        ExitStatus::Code(libc::WEXITSTATUS(status))
+    }
+}
+
+/// Reaps `pid` if it has ended; `None` while it runs.
+pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
+    let mut status = 0;
+    // SAFETY: plain syscall.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    match r {
+        0 => Ok(None),
+        r if r == pid => Ok(Some(decode_status(status))),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Waits for `pid` to end (used after SIGKILL or a failed exec, so it is short).
+pub(crate) fn reap_blocking(pid: libc::pid_t) -> Option<ExitStatus> {
+    let mut status = 0;
+    loop {
+        // SAFETY: plain syscall.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Some(decode_status(status));
+        }
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// Sends SIGKILL to `pid`.
+pub(crate) fn kill_now(pid: libc::pid_t) {
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// This process's PID.
+pub(crate) fn own_pid() -> u32 {
+    std::process::id()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_digits_are_written_and_terminated() {
+        let mut buf = [b'x'; PID_DIGITS + 1];
+        unsafe { write_pid_digits(buf.as_mut_ptr(), 40213) };
+        assert_eq!(&buf[..6], b"40213\0");
+        unsafe { write_pid_digits(buf.as_mut_ptr(), 7) };
+        assert_eq!(&buf[..2], b"7\0");
+    }
+
+    #[test]
+    fn exit_status_reads_like_a_cause() {
+        assert_eq!(ExitStatus::Code(3).to_string(), "exited with status 3");
+        assert_eq!(
+            ExitStatus::Signal(libc::SIGKILL).to_string(),
+            "was killed by signal SIGKILL"
+        );
+    }
+}

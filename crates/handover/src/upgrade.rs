@@ -1,0 +1,193 @@
+//! One upgrade attempt: start the new generation, wait until it is ready, hand over or roll
+//! back. Readiness, exit and timeout race here and nowhere else.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::Signal;
+
+use crate::drain::{DrainReason, Shared};
+use crate::error::UpgradeError;
+use crate::spawn::{self, SpawnFailure, SpawnRequest};
+
+/// The byte the new generation sends when it is ready to accept.
+pub(crate) const READY: u8 = b'R';
+/// The byte the old generation answers once it has stopped accepting.
+pub(crate) const GO_AHEAD: u8 = b'A';
+
+/// How to start the next generation.
+#[derive(Debug, Clone)]
+pub(crate) struct UpgradeConfig {
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+    pub cwd: PathBuf,
+    pub timeout: Duration,
+}
+
+/// A successful handover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgraded {
+    /// PID of the new generation, which now accepts all new connections.
+    pub new_pid: u32,
+}
+
+/// Kills and reaps the child unless disarmed: dropping an unfinished upgrade (timeout,
+/// failure, cancellation by a stop) never leaves a process behind.
+struct ChildGuard {
+    pid: libc::pid_t,
+    armed: bool,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            spawn::kill_now(self.pid);
+            spawn::reap_blocking(self.pid);
+        }
+    }
+}
+
+/// Runs one upgrade. `sigchld` must have been created before this is called so that no exit
+/// is missed.
+pub(crate) async fn attempt(
+    shared: &Arc<Shared>,
+    cfg: &UpgradeConfig,
+    sigchld: &mut Signal,
+) -> Result<Upgraded, UpgradeError> {
+    if spawn::own_pid() == 1 {
+        return Err(UpgradeError::Pid1);
+    }
+    if shared.is_draining() {
+        return Err(UpgradeError::Draining);
+    }
+    let listeners: Vec<_> = shared.listeners.lock().expect("not poisoned").clone();
+    let fds: Vec<(RawFd, String)> = listeners
+        .iter()
+        .map(|l| (l.raw_fd(), l.name.clone()))
+        .collect();
+    let owned: Vec<RawFd> = listeners
+        .iter()
+        .filter(|l| l.owned_path.is_some())
+        .map(|l| l.raw_fd())
+        .collect();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| UpgradeError::Spawn(format!("cannot create the readiness channel: {e}")))?;
+
+    let cfg2 = cfg.clone();
+    let theirs_fd = theirs.as_raw_fd();
+    let spawned = tokio::task::spawn_blocking(move || {
+        let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let r = spawn::spawn(SpawnRequest {
+            exe: &cfg2.exe,
+            args: &cfg2.args,
+            cwd: &cfg2.cwd,
+            env,
+            listeners: &fds,
+            owned: &owned,
+            sync: theirs_fd,
+        });
+        // The listeners must stay open until the child has its copies.
+        drop(listeners);
+        drop(theirs);
+        r
+    })
+    .await
+    .map_err(|e| UpgradeError::Spawn(format!("spawn task failed: {e}")))?;
+    let spawned = spawned.map_err(|e| match e {
+        SpawnFailure::Exec { path, source } => UpgradeError::Exec {
+            path,
+            message: source.to_string(),
+        },
+        SpawnFailure::Prepare(e) => UpgradeError::Spawn(e.to_string()),
+    })?;
+    let pid = spawned.pid;
+    let mut child = ChildGuard { pid, armed: true };
+    tracing::info!(
+        "started pid {pid}; waiting up to {:?} for it to be ready",
+        cfg.timeout
+    );
+
+    ours.set_nonblocking(true)
+        .map_err(|e| UpgradeError::Spawn(e.to_string()))?;
+    let mut channel =
+        tokio::net::UnixStream::from_std(ours).map_err(|e| UpgradeError::Spawn(e.to_string()))?;
+    let deadline = tokio::time::sleep(cfg.timeout);
+    tokio::pin!(deadline);
+    let upid = pid as u32;
+
+    loop {
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            r = channel.read(&mut byte) => match r {
+                Ok(1) if byte[0] == READY => break,
+                Ok(1) => {
+                    tracing::warn!("pid {pid} sent an unexpected byte {:#04x} on the readiness channel", byte[0]);
+                }
+                _ => {
+                    // Closed without READY: most likely it is exiting; report how it ended.
+                    let status = wait_exit(pid, sigchld, Duration::from_secs(2)).await;
+                    return Err(match status {
+                        Some(status) => {
+                            child.armed = false;
+                            UpgradeError::Exited { pid: upid, status }
+                        }
+                        None => UpgradeError::ChannelClosed { pid: upid },
+                    });
+                }
+            },
+            _ = sigchld.recv() => {
+                if let Ok(Some(status)) = spawn::try_reap(pid) {
+                    child.armed = false;
+                    return Err(UpgradeError::Exited { pid: upid, status });
+                }
+            }
+            _ = &mut deadline => {
+                return Err(UpgradeError::Timeout { pid: upid, timeout: cfg.timeout });
+            }
+        }
+    }
+
+    // Ready. Stop accepting first, then let it accept: from here on only the new generation
+    // takes connections from the shared backlog.
+    shared
+        .stop_accepting(DrainReason::Upgraded { new_pid: upid })
+        .await;
+    if channel.write_all(&[GO_AHEAD]).await.is_err() {
+        // It died between READY and our answer: take the listeners back.
+        shared.resume_accepting();
+        let status = wait_exit(pid, sigchld, Duration::from_secs(2)).await;
+        return Err(match status {
+            Some(status) => {
+                child.armed = false;
+                UpgradeError::Exited { pid: upid, status }
+            }
+            None => UpgradeError::ChannelClosed { pid: upid },
+        });
+    }
+    child.armed = false;
+    Ok(Upgraded { new_pid: upid })
+}
+
+/// Waits up to `limit` for `pid` to end and reaps it.
+async fn wait_exit(
+    pid: libc::pid_t,
+    sigchld: &mut Signal,
+    limit: Duration,
+) -> Option<spawn::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = spawn::try_reap(pid) {
+            return Some(status);
+        }
+        if tokio::time::timeout_at(deadline, sigchld.recv())
+            .await
+            .is_err()
+        {
+            return spawn::try_reap(pid).ok().flatten();
+        }
+    }
+}
