@@ -40,6 +40,16 @@ struct Args {
     /// How long in-flight requests get to finish at a stop or handover (e.g. 30s).
     #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "30s")]
     drain_timeout: Duration,
+    /// How connections are drained: `handover` (lossless, the default) or `axum` (axum's own
+    /// `with_graceful_shutdown` on the same handover listeners; a baseline for benchmarks).
+    #[arg(long, value_enum, default_value_t = Drain::Handover)]
+    drain: Drain,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Drain {
+    Handover,
+    Axum,
 }
 
 fn main() -> ExitCode {
@@ -66,7 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(serve(handover, &args.listen)) {
+    match runtime.block_on(serve(handover, &args.listen, args.drain)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("cannot serve: {e}");
@@ -75,7 +85,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(mut handover: Handover, addrs: &[ListenAddr]) -> Result<ExitCode, handover::Error> {
+async fn serve(
+    mut handover: Handover,
+    addrs: &[ListenAddr],
+    drain: Drain,
+) -> Result<ExitCode, handover::Error> {
     let listeners = addrs
         .iter()
         .map(|a| handover.listen(a))
@@ -90,7 +104,19 @@ async fn serve(mut handover: Handover, addrs: &[ListenAddr]) -> Result<ExitCode,
             "serving {} (greeting {GREETING:?}, pid {pid})",
             l.local_addr()
         );
-        tokio::spawn(handover::http::serve(l, app.clone()));
+        match drain {
+            Drain::Handover => {
+                tokio::spawn(handover::http::serve(l, app.clone()));
+            }
+            Drain::Axum => {
+                let running = running.clone();
+                let serve =
+                    axum::serve(AxumListener(l), app.clone()).with_graceful_shutdown(async move {
+                        running.draining().await;
+                    });
+                tokio::spawn(async move { serve.await });
+            }
+        }
     }
     Ok(running.wait().await.code())
 }
@@ -113,4 +139,33 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Lets axum's own server accept from a handover listener. Once handover stops accepting,
+/// `accept` never returns again and axum's graceful shutdown takes over.
+struct AxumListener(handover::Listener);
+
+impl axum::serve::Listener for AxumListener {
+    type Io = handover::Connection;
+    type Addr = handover::Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Some(Ok(accepted)) => return accepted,
+                Some(Err(e)) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match self.0.local_addr() {
+            ListenAddr::Tcp(sa) => Ok(handover::Peer::Tcp(*sa)),
+            ListenAddr::Unix(_) => Ok(handover::Peer::Unix),
+        }
+    }
 }
