@@ -137,6 +137,11 @@ impl Running {
         self.shared.draining().await.1
     }
 
+    /// A handle that resolves when the drain starts, for tasks that outlive a borrow.
+    pub fn drain_signal(&self) -> crate::DrainSignal {
+        crate::DrainSignal::new(Arc::clone(&self.shared))
+    }
+
     /// Number of connections currently open.
     pub fn live_connections(&self) -> usize {
         self.shared.conns.live()

@@ -170,3 +170,34 @@ impl std::fmt::Debug for ConnGuard {
         f.write_str("ConnGuard")
     }
 }
+
+/// Tells when this process starts draining. Cheap to clone; get one from
+/// [`crate::Connection::drain_signal`] or [`crate::Running::drain_signal`].
+#[derive(Clone)]
+pub struct DrainSignal {
+    shared: Arc<Shared>,
+}
+
+impl DrainSignal {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        DrainSignal { shared }
+    }
+
+    /// Resolves when the drain starts (at once if it has), with the reason.
+    pub async fn draining(&self) -> DrainReason {
+        self.shared.draining().await.1
+    }
+
+    /// Whether the drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.shared.is_draining()
+    }
+}
+
+impl std::fmt::Debug for DrainSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrainSignal")
+            .field("draining", &self.is_draining())
+            .finish()
+    }
+}

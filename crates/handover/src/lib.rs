@@ -98,7 +98,7 @@ pub mod http;
 
 pub use addr::{AddrParseError, ListenAddr};
 pub use control::{Exit, Running};
-pub use drain::DrainReason;
+pub use drain::{DrainReason, DrainSignal};
 pub use duration::{parse_duration, DurationParseError};
 pub use env::EnvError;
 pub use error::{Error, UpgradeError};

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::addr::ListenAddr;
-use crate::drain::{ConnGuard, Phase, Shared};
+use crate::drain::{ConnGuard, DrainSignal, Phase, Shared};
 use crate::env::InheritedFd;
 use crate::error::Error;
 
@@ -302,6 +302,11 @@ impl Connection {
     /// Whether this process has started draining.
     pub fn is_draining(&self) -> bool {
         self.guard.shared().is_draining()
+    }
+
+    /// A handle that outlives borrows of the connection (for example after splitting it).
+    pub fn drain_signal(&self) -> DrainSignal {
+        DrainSignal::new(Arc::clone(self.guard.shared()))
     }
 
     /// The TCP stream, when this is a TCP connection.
