@@ -68,6 +68,7 @@
 //! | `drain` | serving phase and the count of live connections |
 //! | [`http`] | hyper/axum serving with the lossless drain |
 //! | `pidfile`, `systemd` | PID file and `sd_notify` for process managers |
+//! | [`sys`] | the same building blocks, public, for supervisors |
 //!
 //! # Process managers and containers
 //!
@@ -90,6 +91,7 @@ mod handover;
 mod listeners;
 mod pidfile;
 mod spawn;
+pub mod sys;
 mod systemd;
 mod upgrade;
 

@@ -28,11 +28,16 @@ pub(crate) struct SpawnRequest<'a> {
     pub listeners: &'a [(RawFd, String)],
     /// Listener fds (a subset of `listeners`) whose socket file the lineage created.
     pub owned: &'a [RawFd],
-    /// The child's end of the readiness channel, placed right after the listeners.
-    pub sync: RawFd,
+    /// The child's end of the readiness channel, placed right after the listeners and named
+    /// in `HANDOVER_SYNC_FD`. `None` for a plain socket-activated child.
+    pub sync: Option<RawFd>,
+    /// Keep `SIGUSR2`/`SIGHUP` blocked across exec (for a handover-library child, which
+    /// unblocks them once its handlers exist). A foreign program gets an empty mask.
+    pub block_upgrade_signals: bool,
 }
 
 /// A forked child that has successfully exec'd.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Spawned {
     pub pid: libc::pid_t,
 }
@@ -76,7 +81,7 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
 
     let names: Vec<String> = req.listeners.iter().map(|(_, n)| n.clone()).collect();
     let n = req.listeners.len() as RawFd;
-    let sync_target = FIRST_FD + n;
+    let sync_target = req.sync.map(|_| FIRST_FD + n);
     // The child sees each owned listener at its new position.
     let owned_targets: Vec<RawFd> = req
         .listeners
@@ -99,7 +104,7 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
         kv.extend_from_slice(v.as_bytes());
         envs.push(kv);
     }
-    for (k, v) in env::child_vars(&names, Some(sync_target), &owned_targets) {
+    for (k, v) in env::child_vars(&names, sync_target, &owned_targets) {
         envs.push(format!("{k}={v}").into_bytes());
     }
     // The LISTEN_PID slot: digits are written by the child after fork, then a NUL ends it.
@@ -136,14 +141,18 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
         .listeners
         .iter()
         .map(|(fd, _)| *fd)
-        .chain(std::iter::once(req.sync))
+        .chain(req.sync)
         .collect();
     let total = sources.len() as RawFd;
 
     // Exec errors come back through this close-on-exec pipe: EOF means exec succeeded.
     let (err_read, err_write) = cloexec_pipe().map_err(SpawnFailure::Prepare)?;
 
-    let mut blocked = signal_set(&[libc::SIGUSR2, libc::SIGHUP]);
+    let mut blocked = if req.block_upgrade_signals {
+        signal_set(&[libc::SIGUSR2, libc::SIGHUP])
+    } else {
+        signal_set(&[])
+    };
 
     // SAFETY: after fork the child runs only async-signal-safe calls on memory prepared above
     // and never returns into Rust code (it execs or `_exit`s).
@@ -211,8 +220,8 @@ struct ChildPlan<'a> {
 
 /// Runs in the child between fork and exec. Async-signal-safe calls only.
 unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
-    // Upgrade signals stay blocked until the new generation has installed its handlers;
-    // every other signal is unblocked as for a fresh process.
+    // For a handover child, upgrade signals stay blocked until the new generation has
+    // installed its handlers; every other signal is unblocked as for a fresh process.
     libc::pthread_sigmask(libc::SIG_SETMASK, plan.mask, std::ptr::null_mut());
     // Rust ignores SIGPIPE; a fresh process should start with the default, as std does.
     libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -424,6 +433,22 @@ pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
         0 => Ok(None),
         r if r == pid => Ok(Some(decode_status(status))),
         _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Reaps any ended child; `None` when none has ended or there is no child.
+pub(crate) fn reap_any() -> Option<(libc::pid_t, ExitStatus)> {
+    let mut status = 0;
+    loop {
+        // SAFETY: plain syscall.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if r > 0 {
+            return Some((r, decode_status(status)));
+        }
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return None;
     }
 }
 

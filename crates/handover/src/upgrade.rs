@@ -88,7 +88,8 @@ pub(crate) async fn attempt(
             env,
             listeners: &fds,
             owned: &owned,
-            sync: theirs_fd,
+            sync: Some(theirs_fd),
+            block_upgrade_signals: true,
         });
         // The listeners must stay open until the child has its copies.
         drop(listeners);

@@ -1,0 +1,160 @@
+//! Building blocks for supervisors such as the `handover` command: bind sockets, start a
+//! program with them by the systemd socket-activation protocol, reap it, write a PID file, talk
+//! to systemd. A server using the library directly needs none of this.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::addr::ListenAddr;
+use crate::spawn::{self, SpawnFailure, SpawnRequest};
+
+pub use crate::spawn::ExitStatus;
+
+/// A listening socket bound by [`bind`].
+#[derive(Debug)]
+pub struct Bound {
+    /// The socket (close-on-exec, non-blocking, listening).
+    pub fd: OwnedFd,
+    /// The address it is bound to, with the real port when 0 was asked for.
+    pub local: ListenAddr,
+    /// The Unix socket file this call created; remove it at the final stop.
+    pub created_file: Option<PathBuf>,
+}
+
+/// Binds a listening socket the way the library does (`SO_REUSEADDR` for TCP, a stale Unix
+/// socket file replaced, a live one refused).
+pub fn bind(addr: &ListenAddr, backlog: i32) -> io::Result<Bound> {
+    let (socket, created_file) = crate::listeners::bind(addr, backlog)?;
+    let local = match addr {
+        ListenAddr::Tcp(_) => socket
+            .local_addr()?
+            .as_socket()
+            .map(ListenAddr::Tcp)
+            .unwrap_or_else(|| addr.clone()),
+        ListenAddr::Unix(_) => addr.clone(),
+    };
+    Ok(Bound {
+        fd: socket.into(),
+        local,
+        created_file,
+    })
+}
+
+/// A program to start with listening sockets.
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// Path of the executable (see [`find_program`]).
+    pub path: PathBuf,
+    /// The full argument vector, `argv[0]` included.
+    pub args: Vec<OsString>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// The environment; any `LISTEN_*`/`HANDOVER_*` variable in it is replaced.
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// Starts `program` with `listeners` (fd, name) at fds 3.. and `LISTEN_FDS`,
+/// `LISTEN_FDNAMES` and `LISTEN_PID` (its own PID) set; no other fd of this process reaches it,
+/// and it starts with no signal blocked. Blocking until the exec has succeeded or failed;
+/// returns the PID. The caller must reap it ([`try_reap`], [`reap_any`]).
+pub fn spawn_with_listeners(program: &Program, listeners: &[(RawFd, String)]) -> io::Result<u32> {
+    spawn::spawn(SpawnRequest {
+        exe: &program.path,
+        args: &program.args,
+        cwd: &program.cwd,
+        env: program.env.clone(),
+        listeners,
+        owned: &[],
+        sync: None,
+        block_upgrade_signals: false,
+    })
+    .map(|s| s.pid as u32)
+    .map_err(|e| match e {
+        SpawnFailure::Exec { path, source } => io::Error::new(
+            source.kind(),
+            format!("cannot execute {}: {source}", path.display()),
+        ),
+        SpawnFailure::Prepare(e) => e,
+    })
+}
+
+/// Finds a program the way a shell does: a name with a `/` is a path (made absolute against
+/// `cwd`), any other is looked up in `PATH`.
+pub fn find_program(name: &Path, cwd: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return Ok(if name.is_absolute() {
+            name.to_path_buf()
+        } else {
+            cwd.join(name).components().collect()
+        });
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let cand = dir.join(name);
+        if let Ok(m) = std::fs::metadata(&cand) {
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(if cand.is_absolute() {
+                    cand
+                } else {
+                    cwd.join(cand)
+                });
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: not found in PATH", name.display()),
+    ))
+}
+
+/// Reaps `pid` if it has ended; `None` while it runs.
+pub fn try_reap(pid: u32) -> io::Result<Option<ExitStatus>> {
+    spawn::try_reap(pid as libc::pid_t)
+}
+
+/// Reaps any ended child of this process: `Some((pid, status))`, or `None` when no child has
+/// ended (or there is none). A supervisor that is PID 1 must reap from one place only, so
+/// that it does not race its own per-child waits: use this, not [`try_reap`], there.
+pub fn reap_any() -> Option<(u32, ExitStatus)> {
+    spawn::reap_any().map(|(pid, st)| (pid as u32, st))
+}
+
+/// Sends `signal` to `pid`.
+pub fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::kill(pid as libc::pid_t, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Writes `pid` to `path` atomically (temporary file + rename; a symlink at `path` is
+/// replaced, never followed).
+pub fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
+    crate::pidfile::write_pid_file(path, pid)
+}
+
+/// Removes the PID file at `path` if it still names `pid`; `Ok(true)` when removed.
+pub fn remove_pid_file_if_ours(path: &Path, pid: u32) -> io::Result<bool> {
+    crate::pidfile::remove_pid_file_if_ours(path, pid)
+}
+
+/// Sends `sd_notify` messages to the socket named by `NOTIFY_SOCKET`.
+#[derive(Debug, Clone)]
+pub struct SystemdNotifier(crate::systemd::Notifier);
+
+impl SystemdNotifier {
+    /// The notifier for this process's `NOTIFY_SOCKET`, if set and usable.
+    pub fn from_env() -> Option<Self> {
+        crate::systemd::Notifier::from_env(|k| std::env::var_os(k)).map(SystemdNotifier)
+    }
+
+    /// Sends one message such as `READY=1`; failures are logged, not returned.
+    pub fn notify(&self, state: &str) {
+        self.0.notify_or_warn(state);
+    }
+}
