@@ -95,6 +95,8 @@ pub mod sys;
 mod systemd;
 mod upgrade;
 
+#[cfg(feature = "control")]
+pub mod control_socket;
 #[cfg(feature = "http")]
 pub mod http;
 
