@@ -17,6 +17,9 @@ pub(crate) enum Phase {
     Starting,
     /// Accepting connections.
     Serving,
+    /// Handing over: not accepting while the successor is told to go ahead. Becomes
+    /// `Draining` once it has been told, or `Serving` again if it died first.
+    Paused,
     /// No longer accepting; live connections finish until `deadline`.
     Draining {
         deadline: Instant,
@@ -71,8 +74,8 @@ impl Shared {
         })
     }
 
-    /// Stops accepting and starts the drain. Returns once no accept is in progress, so the
-    /// caller may then tell a successor to go ahead. A second call keeps the first reason.
+    /// Stops accepting and starts the drain. Returns once no accept is in progress. A second
+    /// call keeps the first deadline and reason.
     pub(crate) async fn stop_accepting(&self, reason: DrainReason) -> Instant {
         let deadline = Instant::now() + self.drain_timeout;
         self.draining.store(true, Ordering::SeqCst);
@@ -90,18 +93,38 @@ impl Shared {
         }
     }
 
+    /// Stops accepting without starting a drain (see [`Phase::Paused`]). Returns once no
+    /// accept is in progress. `false` if the process is not serving (e.g. already stopping).
+    pub(crate) async fn pause_accepting(&self) -> bool {
+        let paused = self.phase.send_if_modified(|p| match p {
+            Phase::Serving => {
+                *p = Phase::Paused;
+                true
+            }
+            _ => false,
+        });
+        drop(self.accept_gate.write().await);
+        paused
+    }
+
+    /// Accepts again after [`Shared::pause_accepting`], when the successor died before it was
+    /// told to go ahead.
+    pub(crate) fn resume_accepting(&self) {
+        self.phase.send_if_modified(|p| match p {
+            Phase::Paused => {
+                *p = Phase::Serving;
+                true
+            }
+            _ => false,
+        });
+    }
+
     /// Counts a connection until the returned guard is dropped.
     pub(crate) fn track(self: &Arc<Self>) -> ConnGuard {
         self.conns.live.fetch_add(1, Ordering::SeqCst);
         ConnGuard {
             shared: Arc::clone(self),
         }
-    }
-
-    /// Undoes [`Shared::stop_accepting`] when a successor died right after saying ready.
-    pub(crate) fn resume_accepting(&self) {
-        self.draining.store(false, Ordering::SeqCst);
-        self.phase.send_replace(Phase::Serving);
     }
 
     /// Resolves when the drain starts, with its deadline and reason.

@@ -225,33 +225,32 @@ impl Listener {
     /// An `Err` is a failed `accept(2)` (for example `EMFILE`); the listener stays usable.
     pub async fn accept(&self) -> Option<io::Result<(Connection, Peer)>> {
         let mut phase = self.shared.phase.subscribe();
-        let serving = phase
-            .wait_for(|p| !matches!(p, Phase::Starting))
-            .await
-            .ok()
-            .map(|p| matches!(*p, Phase::Serving))?;
-        if !serving {
-            return None;
+        loop {
+            let now = *phase
+                .wait_for(|p| matches!(p, Phase::Serving | Phase::Draining { .. }))
+                .await
+                .ok()?;
+            if matches!(now, Phase::Draining { .. }) {
+                return None;
+            }
+            let _gate = self.shared.accept_gate.read().await;
+            if !matches!(*phase.borrow_and_update(), Phase::Serving) {
+                continue;
+            }
+            // Leaving `Serving` (pause or drain) cancels the accept in progress; the gate then
+            // lets the pauser know no accept is running.
+            let leave = phase.wait_for(|p| !matches!(p, Phase::Serving));
+            tokio::select! {
+                biased;
+                _ = leave => continue,
+                r = self.accept_raw() => {
+                    return Some(r.map(|(io, peer)| {
+                        let guard = self.shared.track();
+                        (Connection { io, guard }, peer)
+                    }));
+                }
+            }
         }
-        let _gate = self.shared.accept_gate.read().await;
-        if self.shared.is_draining() {
-            return None;
-        }
-        let stop = phase.wait_for(|p| matches!(p, Phase::Draining { .. }));
-        let accepted = tokio::select! {
-            biased;
-            _ = stop => return None,
-            r = self.accept_raw() => r,
-        };
-        Some(accepted.map(|(io, peer)| {
-            (
-                Connection {
-                    io,
-                    guard: self.shared.track(),
-                },
-                peer,
-            )
-        }))
     }
 
     async fn accept_raw(&self) -> io::Result<(ConnIo, Peer)> {

@@ -154,9 +154,9 @@ pub(crate) async fn attempt(
 
     // Ready. Stop accepting first, then let it accept: from here on only the new generation
     // takes connections from the shared backlog.
-    shared
-        .stop_accepting(DrainReason::Upgraded { new_pid: upid })
-        .await;
+    if !shared.pause_accepting().await {
+        return Err(UpgradeError::Draining);
+    }
     if channel.write_all(&[GO_AHEAD]).await.is_err() {
         // It died between READY and our answer: take the listeners back.
         shared.resume_accepting();
@@ -169,7 +169,11 @@ pub(crate) async fn attempt(
             None => UpgradeError::ChannelClosed { pid: upid },
         });
     }
+    // Told to go ahead: from here on it is the successor, even if this future is dropped.
     child.armed = false;
+    shared
+        .stop_accepting(DrainReason::Upgraded { new_pid: upid })
+        .await;
     Ok(Upgraded { new_pid: upid })
 }
 
