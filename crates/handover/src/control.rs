@@ -212,6 +212,10 @@ async fn control_loop(
             Done(Result<Upgraded, UpgradeError>),
         }
         let trigger = tokio::select! {
+            // An upgrade's outcome first: a stop arriving in the same instant must not treat
+            // a successor that was already told to go ahead as a failed upgrade.
+            biased;
+            r = async { running.as_mut().expect("guarded").await }, if running.is_some() => Trigger::Done(r),
             _ = signals.usr2.recv() => Trigger::Upgrade("SIGUSR2", None),
             _ = signals.hup.recv() => Trigger::Upgrade("SIGHUP", None),
             _ = signals.term.recv() => Trigger::Stop("SIGTERM"),
@@ -220,7 +224,6 @@ async fn control_loop(
                 Command::Upgrade(reply) => Trigger::Upgrade("API call", Some(reply)),
                 Command::Stop => Trigger::Stop("API call"),
             },
-            r = async { running.as_mut().expect("guarded").await }, if running.is_some() => Trigger::Done(r),
         };
         match trigger {
             Trigger::Upgrade(source, reply) => {
@@ -261,6 +264,10 @@ async fn control_loop(
                             u.new_pid
                         );
                         finish.notify(&format!("MAINPID={}", u.new_pid));
+                        // Only now may `wait` return: the handover is logged and announced.
+                        shared
+                            .stop_accepting(DrainReason::Upgraded { new_pid: u.new_pid })
+                            .await;
                     }
                     Err(e) => {
                         tracing::error!("upgrade failed: {e}; still serving as pid {me}");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::Signal;
 
-use crate::drain::{DrainReason, Shared};
+use crate::drain::Shared;
 use crate::error::UpgradeError;
 use crate::spawn::{self, SpawnFailure, SpawnRequest};
 
@@ -170,10 +170,8 @@ pub(crate) async fn attempt(
         });
     }
     // Told to go ahead: from here on it is the successor, even if this future is dropped.
+    // Accepting stays paused; the caller starts the drain once it has recorded the handover.
     child.armed = false;
-    shared
-        .stop_accepting(DrainReason::Upgraded { new_pid: upid })
-        .await;
     Ok(Upgraded { new_pid: upid })
 }
 
