@@ -1,0 +1,332 @@
+//! The command line: subcommands, flags, their defaults and their help.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::listeners::ListenSpec;
+use crate::readiness::ReadyMode;
+use crate::signals::Signal;
+
+/// Shared by every subcommand's help.
+macro_rules! common_help {
+    () => {
+        "Durations are written 30s, 500ms, 2m, 1h or a plain number of seconds.
+
+Control socket (--control): by default next to --pid-file (app.pid -> app.sock) when one is \
+given, else $XDG_RUNTIME_DIR/handover/<NAME>.sock, else /run/handover/<NAME>.sock for root and \
+/tmp/handover-<UID>/<NAME>.sock for other users (directories created with mode 0700)."
+    };
+}
+
+const AFTER_HELP: &str = common_help!();
+
+const RUN_AFTER_HELP: &str = concat!(
+    "Signals: SIGHUP or SIGUSR2 upgrades; SIGTERM or SIGINT stops gracefully (workers get the \
+stop signal and drain, then the supervisor exits 0); a second SIGTERM/SIGINT kills the workers \
+at once. Running as PID 1 (a container's first process), every orphan is reaped.
+
+Each worker gets: the sockets at fds 3.. with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (its \
+own PID); NOTIFY_SOCKET (its own, with --ready notify; systemd's is never passed on); \
+HANDOVER_HEALTH_PORT (with {port} in --ready); the supervisor's stdin, stdout and stderr.
+
+Logs: stderr; filter with HANDOVER_LOG (e.g. HANDOVER_LOG=debug).
+
+",
+    common_help!()
+);
+
+/// Zero-downtime upgrades for network servers written in any language.
+///
+/// `handover run` binds the listening sockets once and runs a program with them (the systemd
+/// socket-activation protocol: fds from 3, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID). On an
+/// upgrade it starts the new version, waits until it is ready, then lets the old one drain.
+/// Its own PID never changes.
+#[derive(Debug, Parser)]
+#[command(name = "handover", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bind the sockets and run COMMAND with them; upgrade it on SIGHUP, SIGUSR2,
+    /// `handover upgrade` or a change of a --watch'ed file.
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run(Box<RunArgs>),
+    /// Upgrade a running server and wait for the outcome: exit status 0 once the new version
+    /// serves, 1 with the reason if it was rolled back.
+    #[command(after_help = AFTER_HELP)]
+    Upgrade(UpgradeArgs),
+    /// Show the generation, worker PIDs, states, uptimes and the last upgrade's outcome.
+    #[command(after_help = AFTER_HELP)]
+    Status(StatusArgs),
+    /// Stop a running server gracefully (workers drain, then everything exits) and wait
+    /// until it has stopped.
+    #[command(after_help = AFTER_HELP)]
+    Stop(StopArgs),
+}
+
+/// `handover run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address to listen on, repeatable: IP:PORT, tcp://IP:PORT or unix:PATH, optionally
+    /// prefixed with NAME= to set its LISTEN_FDNAMES entry (default name: tcp_IP_PORT or
+    /// unix_PATH). The worker gets them at fds 3, 4, ... in this order. Port 0 picks a free
+    /// port, which is logged and shown by `handover status`.
+    #[arg(short, long = "listen", value_name = "[NAME=]ADDR", required = true)]
+    pub listen: Vec<ListenSpec>,
+
+    /// Name of the service: names the default control socket and appears in the logs and
+    /// `handover status`. [default: the file name of COMMAND]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// How a new worker proves it is ready:
+    /// `notify` (it sends READY=1 to $NOTIFY_SOCKET, the sd_notify protocol; each worker gets
+    /// a socket of its own),
+    /// `tcp:ADDR` (a TCP connect to ADDR succeeds),
+    /// `http:URL` (GET URL answers 2xx; `http:/PATH` means http://127.0.0.1:{port}/PATH),
+    /// or `delay:DUR` (it is still running after DUR).
+    /// A worker that never sends READY=1 needs one of the other modes.
+    /// In ADDR and URL, `{port}` is a free port chosen for each worker and exported to it as
+    /// HANDOVER_HEALTH_PORT, so the probe reaches that worker and not the old one.
+    #[arg(long, value_name = "MODE", default_value = "notify")]
+    pub ready: ReadyMode,
+
+    /// How long a new worker has to become ready before it is killed (and, for an upgrade,
+    /// the old one kept).
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+
+    /// How long a replaced or stopped worker has after the stop signal before SIGKILL.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// The signal that tells a worker to stop accepting, finish its work and exit
+    /// (TERM, SIGTERM, 15, ...).
+    #[arg(long, value_name = "SIG", default_value = "SIGTERM")]
+    pub stop_signal: Signal,
+
+    /// Upgrade when this file changes (repeatable). A change counts once the file has been
+    /// left alone for --watch-debounce and is a complete executable (an ELF file whose
+    /// headers and sections are all present, or a #! script, with an execute bit set).
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
+
+    /// How long a --watch'ed file must stay unchanged before it triggers an upgrade.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub watch_debounce: Duration,
+
+    /// Write the supervisor's PID (which never changes) to this file; removed at exit.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Path of the control socket used by `handover upgrade|status|stop` (mode 0600).
+    /// [default: see below]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// Delay before restarting a worker that exited unexpectedly; doubled after each
+    /// failed start up to --restart-backoff-max, reset once a worker has served for 10s.
+    /// The listening sockets stay open meanwhile: clients wait, nobody is refused.
+    #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = parse_duration)]
+    pub restart_backoff: Duration,
+
+    /// Longest delay between restarts.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub restart_backoff_max: Duration,
+
+    /// Most old generations allowed to drain at once; an upgrade requested beyond that is
+    /// refused until one of them has exited.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_draining: u32,
+
+    /// Listen backlog of each socket (connections waiting while no worker accepts).
+    #[arg(long, value_name = "N", default_value_t = handover::DEFAULT_BACKLOG)]
+    pub backlog: i32,
+
+    /// The program to run and its arguments (after `--`). A name without `/` is looked up
+    /// in PATH once, at start; upgrades run the file at that path again, so replacing the
+    /// file (or a script it runs) deploys the new version.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// How `upgrade`, `status` and `stop` find the control socket.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Path of the control socket. [default: derived from --pid-file or --name as for
+    /// `handover run`; with neither, the only socket in the default directory]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// The --name given to `handover run` (or its default, the command's file name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The --pid-file given to `handover run`: the control socket is next to it.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// `handover upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub target: Target,
+
+    /// Give up waiting for the outcome after this long (the upgrade itself goes on).
+    /// [default: wait for the outcome, which the server bounds by its --ready-timeout]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// `handover status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+
+    /// Print the status as JSON (schema in the README and `handover::control_socket`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `handover stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub target: Target,
+
+    /// Return as soon as the stop has begun instead of waiting until the server is gone.
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// Give up waiting after this long (the stop itself goes on). [default: no limit]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    handover::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_documents_every_default() {
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").unwrap();
+        let help = run.render_long_help().to_string();
+        for needle in [
+            "[default: notify]",
+            "[default: 60s]",
+            "[default: 30s]",
+            "[default: SIGTERM]",
+            "[default: 1s]",
+            "[default: 100ms]",
+            "[default: 3]",
+            "[default: 1024]",
+            "[default: the file name of COMMAND]",
+            "$XDG_RUNTIME_DIR/handover/<NAME>.sock",
+            "HANDOVER_HEALTH_PORT",
+        ] {
+            assert!(
+                help.contains(needle),
+                "`run --help` lacks {needle:?}:\n{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn run_parses_a_full_command_line() {
+        let cli = Cli::try_parse_from([
+            "handover",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "-l",
+            "web=unix:/tmp/x.sock",
+            "--ready",
+            "http:/healthz",
+            "--ready-timeout",
+            "5",
+            "--stop-signal",
+            "INT",
+            "--",
+            "./server",
+            "--flag",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.listen.len(), 2);
+        assert_eq!(run.listen[1].name.as_deref(), Some("web"));
+        assert_eq!(run.ready_timeout, Duration::from_secs(5));
+        assert_eq!(run.stop_signal.number, libc::SIGINT);
+        assert_eq!(
+            run.command,
+            vec![OsString::from("./server"), "--flag".into()]
+        );
+    }
+
+    #[test]
+    fn bad_input_is_explained() {
+        let err = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&["handover", "run", "--listen", "nowhere", "--", "x"]);
+        assert!(e.contains("invalid listen address \"nowhere\""), "{e}");
+        let e = err(&[
+            "handover",
+            "run",
+            "-l",
+            "127.0.0.1:1",
+            "--ready-timeout",
+            "3x",
+            "--",
+            "x",
+        ]);
+        assert!(e.contains("invalid duration \"3x\""), "{e}");
+        let e = err(&[
+            "handover",
+            "run",
+            "-l",
+            "127.0.0.1:1",
+            "--stop-signal",
+            "SIGNOPE",
+            "--",
+            "x",
+        ]);
+        assert!(e.contains("unknown signal \"SIGNOPE\""), "{e}");
+        let e = err(&[
+            "handover",
+            "run",
+            "-l",
+            "127.0.0.1:1",
+            "--ready",
+            "smoke",
+            "--",
+            "x",
+        ]);
+        assert!(e.contains("unknown readiness mode"), "{e}");
+        let e = err(&["handover", "run", "-l", "127.0.0.1:1"]);
+        assert!(e.contains("COMMAND"), "{e}");
+    }
+}

@@ -1,0 +1,159 @@
+//! The listening sockets: `--listen [NAME=]ADDR`, bound once, open for the supervisor's
+//! whole life (connections queue in the backlog whenever no worker accepts).
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use handover::{sys, ListenAddr};
+
+/// One `--listen` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// The `LISTEN_FDNAMES` entry asked for, if any.
+    pub name: Option<String>,
+    /// The address.
+    pub addr: ListenAddr,
+}
+
+impl FromStr for ListenSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // `NAME=ADDR` only when the part before `=` is a plain name: `unix:/a=b` is an address.
+        let (name, addr) = match s.split_once('=') {
+            Some((name, addr))
+                if !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) =>
+            {
+                (Some(name.to_string()), addr)
+            }
+            _ => (None, s),
+        };
+        let addr = addr.parse::<ListenAddr>().map_err(|e| e.to_string())?;
+        Ok(ListenSpec { name, addr })
+    }
+}
+
+/// A bound listening socket.
+#[derive(Debug)]
+pub struct Listener {
+    /// Its `LISTEN_FDNAMES` entry.
+    pub name: String,
+    /// The address it is bound to (with the real port when 0 was asked for).
+    pub local: ListenAddr,
+    fd: OwnedFd,
+    created_file: Option<PathBuf>,
+}
+
+impl Listener {
+    /// The fd and name, as [`sys::spawn_with_listeners`] takes them.
+    pub fn as_pass(&self) -> (RawFd, String) {
+        (self.fd.as_raw_fd(), self.name.clone())
+    }
+
+    /// Removes the Unix socket file this supervisor created (at the final stop).
+    pub fn remove_created_file(&self) {
+        if let Some(path) = &self.created_file {
+            if let Err(e) = std::fs::remove_file(path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {e}", path.display());
+                }
+            }
+        }
+    }
+}
+
+/// Binds every socket, or fails naming the address that could not be bound.
+pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, String> {
+    let mut out: Vec<Listener> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let bound = sys::bind(&spec.addr, backlog).map_err(|e| {
+            for l in &out {
+                l.remove_created_file();
+            }
+            format!("cannot listen on {}: {e}", spec.addr)
+        })?;
+        let name = spec
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(&bound.local));
+        let duplicate = out.iter().any(|l| l.name == name);
+        out.push(Listener {
+            name: name.clone(),
+            local: bound.local,
+            fd: bound.fd,
+            created_file: bound.created_file,
+        });
+        if duplicate {
+            for l in &out {
+                l.remove_created_file();
+            }
+            return Err(format!(
+                "two listeners are named {name:?}; give them distinct names with NAME=ADDR"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The library's default name for an address (`tcp_127.0.0.1_8080`, `unix_/run/x.sock`), so a
+/// handover-library worker matches its listeners by name: the `Display` form with every `:`
+/// or non-printable character replaced by `_`, at most 255 characters.
+fn default_name(addr: &ListenAddr) -> String {
+    let raw = match addr {
+        ListenAddr::Tcp(sa) => format!("tcp:{sa}"),
+        ListenAddr::Unix(path) => format!("unix:{}", path.to_string_lossy()),
+    };
+    raw.chars()
+        .map(|c| {
+            if c == ':' || !(' '..='~').contains(&c) {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(255)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_addresses() {
+        let s: ListenSpec = "web=127.0.0.1:80".parse().unwrap();
+        assert_eq!(s.name.as_deref(), Some("web"));
+        let s: ListenSpec = "unix:/tmp/a=b.sock".parse().unwrap();
+        assert_eq!(s.name, None);
+        assert_eq!(s.addr, ListenAddr::Unix("/tmp/a=b.sock".into()));
+        let e = "web=nowhere".parse::<ListenSpec>().unwrap_err();
+        assert!(e.contains("invalid listen address \"nowhere\""), "{e}");
+    }
+
+    #[test]
+    fn default_names_match_the_library() {
+        assert_eq!(
+            default_name(&"127.0.0.1:8080".parse().unwrap()),
+            "tcp_127.0.0.1_8080"
+        );
+        assert_eq!(default_name(&"[::1]:80".parse().unwrap()), "tcp_[__1]_80");
+        assert_eq!(
+            default_name(&"unix:/run/x.sock".parse().unwrap()),
+            "unix_/run/x.sock"
+        );
+    }
+
+    #[test]
+    fn port_zero_is_named_after_the_real_port() {
+        let l = bind_all(&["127.0.0.1:0".parse().unwrap()], 16).unwrap();
+        let ListenAddr::Tcp(sa) = l[0].local else {
+            panic!()
+        };
+        assert_ne!(sa.port(), 0);
+        assert_eq!(l[0].name, format!("tcp_127.0.0.1_{}", sa.port()));
+    }
+}

@@ -1,0 +1,193 @@
+//! `handover run`: check the input, set everything up in an order that loses no signal and no
+//! child, run the supervisor, and clean up.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use handover::control_socket::ControlServer;
+use handover::sys::{self, SystemdNotifier};
+
+use crate::cli::RunArgs;
+use crate::events::Events;
+use crate::listeners::{self, Listener};
+use crate::paths::{self, RuntimeDir};
+use crate::readiness::HEALTH_PORT_VAR;
+use crate::restart::Backoff;
+use crate::supervisor::{Config, Outcome, Supervisor};
+use crate::worker::Launcher;
+use crate::{control, reaper, signals, watch};
+
+/// Runs the supervisor; errors are printed as `handover: ...` with exit status 1.
+pub fn main(args: RunArgs) -> ExitCode {
+    match run(args) {
+        Ok(Outcome::Stopped) => ExitCode::SUCCESS,
+        Ok(Outcome::Killed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("handover: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<Outcome, String> {
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let command = Path::new(&args.command[0]);
+    let program = find_executable(command, &cwd)?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => command
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "handover".into()),
+    };
+    paths::validate_name(&name)?;
+    if let Some(w) = args.ready.warning() {
+        tracing::warn!("{w}");
+    }
+    let control_path =
+        paths::control_path(args.control.as_deref(), args.pid_file.as_deref(), &name);
+    paths::prepare_control_dir(&control_path)?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // Handlers first: no SIGCHLD and no stop signal may be lost once a worker exists.
+        reaper::start(tx.clone()).map_err(|e| format!("cannot handle SIGCHLD: {e}"))?;
+        signals::start(tx.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
+        let control = ControlServer::bind(&control_path)
+            .map_err(|e| format!("cannot create the control socket: {e}"))?;
+        let listeners = listeners::bind_all(&args.listen, args.backlog)?;
+        let guard = Cleanup {
+            listeners: &listeners,
+            pid_file: args.pid_file.clone(),
+        };
+        if let Some(p) = &args.pid_file {
+            sys::write_pid_file(p, std::process::id())
+                .map_err(|e| format!("cannot write the PID file {}: {e}", p.display()))?;
+        }
+        let runtime_dir = RuntimeDir::create(&name)?;
+        for l in &listeners {
+            tracing::info!("listening on {} (fd name {:?})", l.local, l.name);
+        }
+        tracing::info!(
+            "{name}: supervisor pid {}; control socket {}",
+            std::process::id(),
+            control_path.display()
+        );
+        if std::process::id() == 1 {
+            tracing::info!("running as PID 1: every orphaned process is reaped here");
+        }
+        let outcome = supervise(
+            &args,
+            name,
+            program,
+            &listeners,
+            &runtime_dir,
+            tx,
+            rx,
+            control,
+        )
+        .await;
+        drop(guard);
+        outcome
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    args: &RunArgs,
+    name: String,
+    program: PathBuf,
+    listeners: &[Listener],
+    runtime_dir: &RuntimeDir,
+    tx: Events,
+    rx: tokio::sync::mpsc::UnboundedReceiver<crate::events::Event>,
+    control: ControlServer,
+) -> Result<Outcome, String> {
+    let systemd = SystemdNotifier::from_env();
+    let launcher = Launcher {
+        program: sys::Program {
+            path: program,
+            args: args.command.clone(),
+            cwd: std::env::current_dir().map_err(|e| e.to_string())?,
+            env: worker_env(),
+        },
+        listeners: listeners.iter().map(Listener::as_pass).collect(),
+        ready: args.ready.clone(),
+        runtime_dir: runtime_dir.path().to_path_buf(),
+        events: tx.clone(),
+    };
+    let cfg = Config {
+        name,
+        listeners: listeners.iter().map(|l| l.local.to_string()).collect(),
+        ready_timeout: args.ready_timeout,
+        drain_timeout: args.drain_timeout,
+        stop_signal: args.stop_signal,
+        max_draining: args.max_draining as usize,
+        backoff: Backoff::new(args.restart_backoff, args.restart_backoff_max),
+    };
+    let mut supervisor = Supervisor::new(cfg, launcher, systemd);
+    supervisor.start()?;
+    let control = control::serve(control, tx.clone());
+    watch::start(&args.watch, args.watch_debounce, &tx);
+    drop(tx);
+    let outcome = supervisor.run(rx).await;
+    // Dropping the server removes the socket file.
+    control.abort();
+    let _ = control.await;
+    tracing::info!("stopped");
+    Ok(outcome)
+}
+
+/// Our environment minus what belongs to us alone: systemd's `NOTIFY_SOCKET` (each worker
+/// gets its own) and a stale `HANDOVER_HEALTH_PORT`. `LISTEN_*` are replaced at spawn.
+fn worker_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| k != "NOTIFY_SOCKET" && k != HEALTH_PORT_VAR)
+        .collect()
+}
+
+/// Resolves COMMAND like a shell and checks it can be executed, naming it otherwise.
+fn find_executable(command: &Path, cwd: &Path) -> Result<PathBuf, String> {
+    let shown = command.display();
+    let path = sys::find_program(command, cwd).map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "cannot run {shown}: {} is not a file",
+            path.display()
+        ));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!(
+            "cannot run {shown}: {} is not executable (chmod +x it, or run it through its interpreter)",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
+/// Removes what the supervisor created, however `run` ends after binding.
+struct Cleanup<'a> {
+    listeners: &'a [Listener],
+    pid_file: Option<PathBuf>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for l in self.listeners {
+            l.remove_created_file();
+        }
+        if let Some(p) = &self.pid_file {
+            if let Err(e) = sys::remove_pid_file_if_ours(p, std::process::id()) {
+                tracing::warn!("cannot remove the PID file {}: {e}", p.display());
+            }
+        }
+    }
+}

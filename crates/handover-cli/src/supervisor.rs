@@ -1,0 +1,527 @@
+//! The supervisor: one loop owns every worker record and reacts to one event at a time
+//! (`events.rs`). Upgrades, crash restarts, drains and the stop are all transitions here.
+//!
+//! * **Upgrade**: start a new worker; once it is ready, send every older worker the stop
+//!   signal (SIGKILL after the drain timeout). If it fails to start, exits or is not ready in
+//!   time, it is killed and the old one keeps serving; whoever asked is told why.
+//! * **Crash**: a serving worker that exits unexpectedly is replaced after a backoff. The
+//!   listening sockets stay open in the supervisor, so clients wait in the backlog.
+//! * **Stop**: every worker gets the stop signal; the loop ends once all are reaped.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use handover::control_socket::{
+    ServerKind, ServerState, Status, StopReport, UpgradeRecord, WorkerState, STATUS_SCHEMA_VERSION,
+};
+use handover::sys::{ExitStatus, SystemdNotifier};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::events::{Event, Events, UpgradeReply, WorkerId};
+use crate::restart::{Backoff, STABLE_AFTER};
+use crate::signals::Signal;
+use crate::upgrade::PendingUpgrade;
+use crate::worker::{Launcher, Role, Worker};
+
+/// The fixed settings.
+#[derive(Debug)]
+pub struct Config {
+    pub name: String,
+    pub listeners: Vec<String>,
+    pub ready_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub stop_signal: Signal,
+    pub max_draining: usize,
+    pub backoff: Backoff,
+}
+
+/// How the supervisor ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every worker drained and exited.
+    Stopped,
+    /// A second stop signal killed the workers.
+    Killed,
+}
+
+/// The state.
+#[derive(Debug)]
+pub struct Supervisor {
+    cfg: Config,
+    launcher: Launcher,
+    events: Events,
+    systemd: Option<SystemdNotifier>,
+    workers: BTreeMap<WorkerId, Worker>,
+    /// The worker new connections go to.
+    current: Option<WorkerId>,
+    upgrade: Option<PendingUpgrade>,
+    next_id: u64,
+    next_generation: u64,
+    backoff: Backoff,
+    /// The restart that is scheduled, by number (stale timers carry an older one).
+    restart_pending: Option<u64>,
+    restart_epoch: u64,
+    restarts: u64,
+    last_upgrade: Option<UpgradeRecord>,
+    stopping: bool,
+    killed: bool,
+    ever_ready: bool,
+    started: Instant,
+}
+
+impl Supervisor {
+    /// A supervisor with no worker yet.
+    pub fn new(cfg: Config, launcher: Launcher, systemd: Option<SystemdNotifier>) -> Self {
+        let events = launcher.events.clone();
+        let backoff = cfg.backoff.clone();
+        Supervisor {
+            cfg,
+            launcher,
+            events,
+            systemd,
+            workers: BTreeMap::new(),
+            current: None,
+            upgrade: None,
+            next_id: 1,
+            next_generation: 1,
+            backoff,
+            restart_pending: None,
+            restart_epoch: 0,
+            restarts: 0,
+            last_upgrade: None,
+            stopping: false,
+            killed: false,
+            ever_ready: false,
+            started: Instant::now(),
+        }
+    }
+
+    /// Starts the first worker; an error (the program cannot be executed) is fatal.
+    pub fn start(&mut self) -> Result<(), String> {
+        self.launch(Role::Start).map(drop)
+    }
+
+    /// Handles events until the stop is complete.
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Outcome {
+        while let Some(event) = events.recv().await {
+            self.handle(event);
+            if self.stopping && self.workers.is_empty() {
+                break;
+            }
+        }
+        if self.killed {
+            Outcome::Killed
+        } else {
+            Outcome::Stopped
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Exited { pid, status } => self.on_exit(pid, status),
+            Event::Ready { id, how } => self.on_ready(id, &how),
+            Event::ReadyTimeout { id } => self.on_ready_timeout(id),
+            Event::DrainTimeout { id } => self.on_drain_timeout(id),
+            Event::RestartDue { epoch } => self.on_restart_due(epoch),
+            Event::Upgrade { trigger, reply } => self.on_upgrade(trigger, reply),
+            Event::Stop {
+                trigger,
+                from_signal,
+                reply,
+            } => self.on_stop(&trigger, from_signal, reply),
+            Event::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    // -- starting -------------------------------------------------------------------------
+
+    fn launch(&mut self, role: Role) -> Result<WorkerId, String> {
+        let id = WorkerId(self.next_id);
+        self.next_id += 1;
+        let generation = self.next_generation;
+        let mut worker = self.launcher.launch(id, generation)?;
+        self.next_generation += 1;
+        worker.add_task(self.after(self.cfg.ready_timeout, Event::ReadyTimeout { id }));
+        let role = match role {
+            Role::Start => "the first worker",
+            Role::Restart => "a replacement worker",
+            Role::Upgrade => "the new version",
+        };
+        tracing::info!(
+            "started {role}, {}; waiting for readiness ({}, at most {:?})",
+            worker.describe(),
+            self.launcher.ready,
+            self.cfg.ready_timeout
+        );
+        self.workers.insert(id, worker);
+        Ok(id)
+    }
+
+    /// Sends `event` after `delay`, unless the returned handle is aborted first.
+    fn after(&self, delay: Duration, event: Event) -> AbortHandle {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(event);
+        })
+        .abort_handle()
+    }
+
+    fn on_ready(&mut self, id: WorkerId, how: &str) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if w.state != WorkerState::Starting {
+            return;
+        }
+        w.state = WorkerState::Ready;
+        w.ready_at = Some(Instant::now());
+        let what = w.describe();
+        tracing::info!("{what} is ready ({how})");
+        if self.upgrade.as_ref().and_then(|u| u.worker) == Some(id) {
+            self.upgrade_succeeded(id);
+            return;
+        }
+        match self.current {
+            None => {
+                self.current = Some(id);
+                let first = !self.ever_ready;
+                self.ever_ready = true;
+                if first {
+                    self.notify(&format!("READY=1\nSTATUS={what} serving"));
+                } else {
+                    self.notify(&format!("STATUS={what} serving (restarted)"));
+                }
+            }
+            // Another worker took over meanwhile: this one is not needed.
+            Some(_) => self.begin_drain(id, "not needed: another worker serves"),
+        }
+    }
+
+    fn on_ready_timeout(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if w.state != WorkerState::Starting {
+            return;
+        }
+        w.signal(libc::SIGKILL);
+        w.state = WorkerState::Killed;
+        let reason = format!(
+            "the new worker ({}) was not ready within {:?}{}; it was killed",
+            w.describe(),
+            self.cfg.ready_timeout,
+            w.probe_hint()
+        );
+        let new = (w.generation, w.pid);
+        if self.upgrade.as_ref().and_then(|u| u.worker) == Some(id) {
+            self.upgrade_failed(&reason, Some(new));
+        } else {
+            tracing::error!("{reason}");
+            // Another one is started once this one has been reaped.
+            w.restart_when_reaped = true;
+        }
+    }
+
+    // -- upgrading ------------------------------------------------------------------------
+
+    fn on_upgrade(&mut self, trigger: String, reply: Option<UpgradeReply>) {
+        if self.stopping {
+            tracing::warn!("upgrade requested by {trigger} ignored: stopping");
+            if let Some(r) = reply {
+                let _ = r.send(Err("the server is stopping".into()));
+            }
+            return;
+        }
+        if let Some(up) = &mut self.upgrade {
+            tracing::info!("upgrade requested by {trigger} joins the one in progress");
+            up.join(reply);
+            return;
+        }
+        let mut pending = PendingUpgrade::new(trigger.clone(), reply);
+        let draining = self.count(WorkerState::Draining);
+        if draining >= self.cfg.max_draining {
+            let message = format!(
+                "upgrade refused: older generations still draining: {draining} (--max-draining {}); \
+                 try again once one has exited",
+                self.cfg.max_draining
+            );
+            tracing::warn!("{message}");
+            self.last_upgrade = Some(pending.fail(&message, None));
+            return;
+        }
+        tracing::info!("upgrade requested by {trigger}: starting a new worker");
+        self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        self.restart_pending = None; // a scheduled restart is superseded by the upgrade
+        match self.launch(Role::Upgrade) {
+            Ok(id) => {
+                pending.worker = Some(id);
+                self.upgrade = Some(pending);
+            }
+            Err(e) => {
+                self.upgrade = Some(pending);
+                self.upgrade_failed(&format!("cannot start the new worker: {e}"), None);
+            }
+        }
+    }
+
+    fn upgrade_succeeded(&mut self, new: WorkerId) {
+        let Some(pending) = self.upgrade.take() else {
+            return;
+        };
+        let older: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(id, w)| {
+                **id != new && matches!(w.state, WorkerState::Starting | WorkerState::Ready)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let previous_pids = older.iter().map(|id| self.workers[id].pid).collect();
+        let (generation, pid, what) = {
+            let w = &self.workers[&new];
+            (w.generation, w.pid, w.describe())
+        };
+        for id in older {
+            self.begin_drain(id, &format!("replaced by generation {generation}"));
+        }
+        self.current = Some(new);
+        self.ever_ready = true;
+        tracing::info!("upgrade complete: {what} serves new connections");
+        self.notify(&format!("READY=1\nSTATUS={what} serving"));
+        self.last_upgrade = Some(pending.succeed(generation, pid, previous_pids));
+    }
+
+    /// Ends the pending upgrade with `reason`; the old worker keeps serving.
+    fn upgrade_failed(&mut self, reason: &str, new: Option<(u64, u32)>) {
+        let Some(pending) = self.upgrade.take() else {
+            return;
+        };
+        let kept = match self.current.and_then(|id| self.workers.get(&id)) {
+            _ if self.stopping => "the server is stopping".to_string(),
+            Some(w) => format!("{} keeps serving", w.describe()),
+            None => "no worker is serving; starting one".to_string(),
+        };
+        let message = format!("{reason}; {kept}");
+        tracing::error!("upgrade failed: {message}");
+        self.notify(&format!("READY=1\nSTATUS=upgrade failed: {reason}"));
+        self.last_upgrade = Some(pending.fail(&message, new));
+        self.schedule_restart();
+    }
+
+    // -- draining and exits ---------------------------------------------------------------
+
+    fn begin_drain(&mut self, id: WorkerId, why: &str) {
+        let delay = self.cfg.drain_timeout;
+        let timer = self.after(delay, Event::DrainTimeout { id });
+        let signal = self.cfg.stop_signal;
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        w.state = WorkerState::Draining;
+        w.signal(signal.number);
+        w.add_task(timer);
+        tracing::info!(
+            "sent {signal} to {} ({why}); SIGKILL in {delay:?} if it is still running",
+            w.describe()
+        );
+        if self.current == Some(id) {
+            self.current = None;
+        }
+    }
+
+    fn on_drain_timeout(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            if w.state == WorkerState::Draining {
+                tracing::warn!(
+                    "{} is still running {:?} after {}; sending SIGKILL",
+                    w.describe(),
+                    self.cfg.drain_timeout,
+                    self.cfg.stop_signal
+                );
+                w.signal(libc::SIGKILL);
+                w.state = WorkerState::Killed;
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: u32, status: ExitStatus) {
+        let Some(id) = self.workers.values().find(|w| w.pid == pid).map(|w| w.id) else {
+            tracing::debug!("reaped pid {pid} (not a worker), which {status}");
+            return;
+        };
+        let w = self.workers.remove(&id).expect("found above");
+        let what = w.describe();
+        let is_upgrade = self.upgrade.as_ref().and_then(|u| u.worker) == Some(id);
+        match w.state {
+            WorkerState::Draining => tracing::info!("{what} {status} after draining"),
+            WorkerState::Starting if is_upgrade => self.upgrade_failed(
+                &format!("the new worker ({what}) {status} before it was ready"),
+                Some((w.generation, w.pid)),
+            ),
+            WorkerState::Ready if self.current == Some(id) && !self.stopping => {
+                self.current = None;
+                tracing::error!(
+                    "{what} {status} unexpectedly; restarting it (connections wait in the listen backlog)"
+                );
+                if w.ready_at.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+                    self.backoff.reset();
+                }
+                self.schedule_restart();
+            }
+            WorkerState::Starting if !self.stopping => {
+                tracing::error!("{what} {status} before it was ready");
+                self.schedule_restart();
+            }
+            _ => {
+                tracing::info!("{what} {status}");
+                if self.current == Some(id) {
+                    self.current = None;
+                }
+                if w.restart_when_reaped {
+                    self.schedule_restart();
+                }
+            }
+        }
+    }
+
+    // -- restarting -----------------------------------------------------------------------
+
+    /// Starts a replacement after the backoff, unless something else will serve.
+    fn schedule_restart(&mut self) {
+        if self.stopping
+            || self.restart_pending.is_some()
+            || self.upgrade.is_some()
+            || self.current.is_some()
+            || self.count(WorkerState::Starting) > 0
+        {
+            return;
+        }
+        let delay = self.backoff.next_delay();
+        self.restart_epoch += 1;
+        let epoch = self.restart_epoch;
+        self.restart_pending = Some(epoch);
+        tracing::info!("starting a new worker in {delay:?}");
+        self.notify("STATUS=restarting the worker");
+        self.after(delay, Event::RestartDue { epoch });
+    }
+
+    fn on_restart_due(&mut self, epoch: u64) {
+        if self.restart_pending != Some(epoch) {
+            return; // superseded (an upgrade started meanwhile)
+        }
+        self.restart_pending = None;
+        if self.stopping || self.current.is_some() || self.upgrade.is_some() {
+            return;
+        }
+        match self.launch(Role::Restart) {
+            Ok(_) => self.restarts += 1,
+            Err(e) => {
+                tracing::error!("cannot restart the worker: {e}");
+                self.schedule_restart();
+            }
+        }
+    }
+
+    // -- stopping -------------------------------------------------------------------------
+
+    fn on_stop(
+        &mut self,
+        trigger: &str,
+        from_signal: bool,
+        reply: Option<oneshot::Sender<StopReport>>,
+    ) {
+        let report = StopReport {
+            pid: std::process::id(),
+        };
+        if self.stopping {
+            if from_signal && !self.killed {
+                tracing::warn!("second stop request ({trigger}): killing every worker now");
+                self.killed = true;
+                for w in self.workers.values_mut() {
+                    w.signal(libc::SIGKILL);
+                    w.state = WorkerState::Killed;
+                }
+            }
+            if let Some(r) = reply {
+                let _ = r.send(report);
+            }
+            return;
+        }
+        self.stopping = true;
+        tracing::info!(
+            "graceful stop requested by {trigger}: workers drain, then the supervisor exits \
+             (a second SIGTERM/SIGINT kills them at once)"
+        );
+        self.notify("STOPPING=1");
+        if self.upgrade.is_some() {
+            self.upgrade_failed("the upgrade was cancelled", None);
+        }
+        let live: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| matches!(w.state, WorkerState::Starting | WorkerState::Ready))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in live {
+            self.begin_drain(id, "stopping");
+        }
+        if let Some(r) = reply {
+            let _ = r.send(report);
+        }
+    }
+
+    // -- reporting ------------------------------------------------------------------------
+
+    fn status(&self) -> Status {
+        let state = if self.stopping {
+            ServerState::Stopping
+        } else if self.upgrade.is_some() {
+            ServerState::Upgrading
+        } else if self.current.is_some() {
+            ServerState::Running
+        } else if !self.ever_ready {
+            ServerState::Starting
+        } else {
+            ServerState::Restarting
+        };
+        let mut workers: Vec<_> = self.workers.values().map(Worker::status).collect();
+        workers.sort_by_key(|w| std::cmp::Reverse(w.generation));
+        Status {
+            schema_version: STATUS_SCHEMA_VERSION,
+            kind: ServerKind::Supervisor,
+            name: Some(self.cfg.name.clone()),
+            pid: std::process::id(),
+            state,
+            generation: self
+                .current
+                .and_then(|id| self.workers.get(&id))
+                .map_or(0, |w| w.generation),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            restarts: self.restarts,
+            listeners: self.cfg.listeners.clone(),
+            workers,
+            last_upgrade: self.last_upgrade.clone(),
+        }
+    }
+
+    fn count(&self, state: WorkerState) -> usize {
+        self.workers.values().filter(|w| w.state == state).count()
+    }
+
+    fn notify(&self, message: &str) {
+        if let Some(n) = &self.systemd {
+            n.notify(message);
+        }
+    }
+}
+
+fn monotonic_usec() -> u64 {
+    // SAFETY: clock_gettime with a valid out-pointer.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
