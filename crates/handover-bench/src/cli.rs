@@ -1,0 +1,158 @@
+//! Command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::load::Mode;
+use crate::plan::Phase;
+use crate::server::hello::Drain;
+
+/// Longest allowed load run.
+pub const MAX_RUN: Duration = Duration::from_secs(30);
+
+/// Load + upgrade benchmark for handover's `hello` example: failures by kind, stale answers,
+/// handover time, throughput per 100 ms, latency; (a) handover's drain with upgrades, (b) axum's
+/// drain with upgrades, (c) steady state, as ratios of runs in the same invocation.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+pub struct Args {
+    /// Prebuilt v1 `hello` (greeting "v1 Welcome Server"); with --bin-v2, skips building.
+    #[arg(long, value_name = "PATH")]
+    pub bin_v1: Option<PathBuf>,
+    /// Prebuilt v2 `hello` (greeting "v2 Welcome New Server").
+    #[arg(long, value_name = "PATH")]
+    pub bin_v2: Option<PathBuf>,
+    /// Workspace to build `hello` in (into target/bench/v1 and target/bench/v2).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Where report.json, chart.svg, table.txt and server logs go.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-report")]
+    pub out: PathBuf,
+    /// Client modes to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["keepalive", "close"])]
+    pub modes: Vec<Mode>,
+    /// Connection counts to run.
+    #[arg(long, value_delimiter = ',', default_values = ["64", "512"])]
+    pub conns: Vec<usize>,
+    /// Drains to compare; the first is the subject of the ratios, the second the baseline.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["handover", "axum"])]
+    pub drains: Vec<Drain>,
+    /// Parts of the matrix to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["upgrade", "steady", "idle"])]
+    pub phases: Vec<Phase>,
+    /// Duration of each run with upgrades (≤ 30s).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Upgrades per upgrade run, the i-th fired at i × --interval.
+    #[arg(long, default_value_t = 8)]
+    pub upgrades: usize,
+    /// Interval between upgrades.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Duration of each steady run (≤ 30s).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "3s")]
+    pub steady_duration: Duration,
+    /// Interleaved steady runs per drain (the throughput ratio is their median).
+    #[arg(long, default_value_t = 5)]
+    pub ab_runs: usize,
+    /// Upgrades without load per drain (each waits for the old PID to exit).
+    #[arg(long, default_value_t = 10)]
+    pub idle_upgrades: usize,
+    /// Pause between idle upgrades.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "300ms")]
+    pub idle_pause: Duration,
+    /// Client worker threads (and wrk threads).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Per-request timeout.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "2s")]
+    pub timeout: Duration,
+    /// How long to keep probing fresh connections after a switch (stale answers).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "300ms")]
+    pub linger: Duration,
+    /// Pause between handover probes.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "200us")]
+    pub probe_interval: Duration,
+    /// Give up on an upgrade whose new version has not answered after this long.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub switch_timeout: Duration,
+    /// The server's --drain-timeout.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
+    pub drain_timeout: Duration,
+    /// The server's --upgrade-timeout.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
+    pub upgrade_timeout: Duration,
+    /// Also run wrk (steady: req/s next to ours; upgrades: wrk's error counts).
+    #[arg(long)]
+    pub wrk: bool,
+}
+
+impl Args {
+    /// Checks the bounds the benchmark promises (every run ≤ 30 s, upgrades inside the run).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.duration > MAX_RUN || self.steady_duration > MAX_RUN {
+            return Err("--duration and --steady-duration are capped at 30s".into());
+        }
+        if self.duration.is_zero() || self.steady_duration.is_zero() {
+            return Err("durations must be positive".into());
+        }
+        if self.upgrades > 0 && self.interval * self.upgrades as u32 >= self.duration {
+            return Err(format!(
+                "{} upgrades every {:?} do not fit in --duration {:?}",
+                self.upgrades, self.interval, self.duration
+            ));
+        }
+        if self.conns.iter().any(|&c| c == 0 || c > 10_000) || self.threads == 0 {
+            return Err("--conns must be 1..=10000 and --threads ≥ 1".into());
+        }
+        if self.drains.is_empty() || self.modes.is_empty() || self.conns.is_empty() {
+            return Err("--drains, --modes and --conns need at least one value".into());
+        }
+        if self.ab_runs > 20 || self.upgrades > 100 || self.idle_upgrades > 100 {
+            return Err("--ab-runs ≤ 20, --upgrades and --idle-upgrades ≤ 100".into());
+        }
+        Ok(())
+    }
+}
+
+/// `250ms`, `3s`, `200us`, `1.5s`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "m" => n * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use us, ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("200us"), Ok(Duration::from_micros(200)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3x").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let a = Args::parse_from(["handover-bench"]);
+        assert_eq!(a.validate(), Ok(()));
+        let bad = Args::parse_from(["handover-bench", "--duration", "31s"]);
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! One client connection slot: sends `GET /` back to back until the run ends, never retrying,
+//! and records each request's outcome.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+use super::stats::{Failure, Stats};
+use super::Mode;
+use crate::generations::{Generations, Snapshot};
+use crate::http1::{self, Parse};
+use crate::version::{parse_pid, Greetings};
+
+/// Pause after a failed connect, so a dead server does not turn into a busy loop.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// What every connection slot of a run shares.
+pub struct Shared {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Keep-alive or one connection per request.
+    pub mode: Mode,
+    /// The request bytes.
+    pub request: Vec<u8>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// No request starts at or after this.
+    pub end: Instant,
+    /// Body prefixes of v1 and v2.
+    pub greetings: Arc<Greetings>,
+    /// Generations seen by the probe, for stale answers.
+    pub generations: Arc<Generations>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    snapshot: Snapshot,
+    answered: bool,
+}
+
+/// How one request ended.
+enum Exchange {
+    /// A whole response: status, body range in the buffer, `Connection: close`.
+    Response(http1::Response),
+    Failed(Failure),
+}
+
+/// Runs one slot until `shared.end`.
+pub async fn run(shared: Rc<Shared>, stats: Rc<RefCell<Stats>>) {
+    let mut conn: Option<Conn> = None;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let started = Instant::now();
+        if started >= shared.end || crate::abort::requested() {
+            return;
+        }
+        let deadline = started + shared.timeout;
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match connect(&shared, deadline).await {
+                Ok(c) => {
+                    stats.borrow_mut().connections += 1;
+                    conn.insert(c)
+                }
+                Err(()) => {
+                    stats
+                        .borrow_mut()
+                        .fail(Instant::now().into_std(), Failure::Connect);
+                    tokio::time::sleep(CONNECT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        buf.clear();
+        let outcome =
+            match timeout_at(deadline, exchange(&mut c.stream, &shared.request, &mut buf)).await {
+                Ok(x) => x,
+                Err(_) => Exchange::Failed(Failure::Timeout),
+            };
+        let now = Instant::now();
+        let keep = record(&shared, c, &buf, outcome, started, now, &stats);
+        if !keep || shared.mode == Mode::Close {
+            conn = None;
+        }
+    }
+}
+
+async fn connect(shared: &Shared, deadline: Instant) -> Result<Conn, ()> {
+    let snapshot = shared.generations.snapshot();
+    match timeout_at(deadline, TcpStream::connect(shared.addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(Conn {
+                stream,
+                snapshot,
+                answered: false,
+            })
+        }
+        _ => Err(()),
+    }
+}
+
+/// Writes the request and reads one whole response into `buf`.
+async fn exchange(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Exchange {
+    if stream.write_all(request).await.is_err() {
+        return Exchange::Failed(Failure::Write);
+    }
+    let mut eof = false;
+    loop {
+        match http1::parse(buf, eof) {
+            Parse::Done(r) if r.body_end == buf.len() => return Exchange::Response(r),
+            Parse::Done(_) => return Exchange::Failed(Failure::Protocol),
+            Parse::Invalid(_) => return Exchange::Failed(Failure::Protocol),
+            Parse::Incomplete | Parse::UntilEof if eof => return Exchange::Failed(Failure::Read),
+            Parse::Incomplete | Parse::UntilEof => {}
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        match read_some(stream, buf).await {
+            Ok(0) => eof = true,
+            Ok(_) => {}
+            Err(_) => return Exchange::Failed(Failure::Read),
+        }
+    }
+}
+
+async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    stream.read_buf(buf).await
+}
+
+/// Counts the outcome; returns whether the connection may carry another request.
+fn record(
+    shared: &Shared,
+    c: &mut Conn,
+    buf: &[u8],
+    outcome: Exchange,
+    started: Instant,
+    now: Instant,
+    stats: &RefCell<Stats>,
+) -> bool {
+    let mut stats = stats.borrow_mut();
+    let at = now.into_std();
+    let r = match outcome {
+        Exchange::Failed(kind) => {
+            stats.fail(at, kind);
+            return false;
+        }
+        Exchange::Response(r) => r,
+    };
+    if r.close {
+        stats.announced_closes += 1;
+    }
+    let body = &buf[r.body_start..r.body_end];
+    if !(200..300).contains(&r.status) {
+        stats.fail(at, Failure::Status);
+        return !r.close;
+    }
+    let Some(version) = shared.greetings.classify(body) else {
+        stats.fail(at, Failure::Body);
+        return !r.close;
+    };
+    stats.ok(at, now - started, version);
+    if !c.answered {
+        c.answered = true;
+        let stale = parse_pid(body).is_some_and(|pid| shared.generations.is_stale(c.snapshot, pid));
+        if stale {
+            stats.stale(at);
+        }
+    }
+    !r.close
+}

@@ -1,0 +1,203 @@
+//! The load client's counting against small fake servers that misbehave on purpose.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::stats::Failure;
+use super::{run, LoadConfig, Mode};
+use crate::generations::Generations;
+use crate::version::Greetings;
+
+#[derive(Clone, Copy)]
+enum Behavior {
+    /// 200 with the v1 greeting, keep-alive.
+    Good,
+    /// 200, then close without announcing it.
+    OneThenClose,
+    /// 200 with `Connection: close`, then close.
+    OneAnnounced,
+    /// 503.
+    Unavailable,
+    /// 200 with a body no build sends.
+    Bogus,
+    /// Read the request, never answer.
+    Silent,
+}
+
+/// Serves `behavior` on a fresh port; counts the responses it sent.
+fn fake(behavior: Behavior) -> (SocketAddr, Arc<AtomicU64>) {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&sent);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let sent = Arc::clone(&counter);
+            std::thread::spawn(move || serve(s, behavior, &sent));
+        }
+    });
+    (addr, sent)
+}
+
+fn serve(mut s: TcpStream, behavior: Behavior, sent: &AtomicU64) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.clear();
+        let (status, body, close) = match behavior {
+            Behavior::Good => ("200 OK", "v1 Welcome Server pid=1", false),
+            Behavior::OneThenClose => ("200 OK", "v1 Welcome Server pid=1", false),
+            Behavior::OneAnnounced => ("200 OK", "v1 Welcome Server pid=1", true),
+            Behavior::Unavailable => ("503 Busy", "", false),
+            Behavior::Bogus => ("200 OK", "v9 who", false),
+            Behavior::Silent => {
+                std::thread::sleep(Duration::from_secs(3));
+                return;
+            }
+        };
+        let conn = if close { "Connection: close\r\n" } else { "" };
+        let resp = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{conn}\r\n{body}",
+            body.len()
+        );
+        if s.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+        sent.fetch_add(1, Ordering::SeqCst);
+        if matches!(behavior, Behavior::OneThenClose | Behavior::OneAnnounced) {
+            return;
+        }
+    }
+}
+
+fn load(addr: SocketAddr, mode: Mode, timeout: Duration) -> super::stats::Stats {
+    load_with(addr, mode, timeout, Generations::new(1))
+}
+
+fn load_with(
+    addr: SocketAddr,
+    mode: Mode,
+    timeout: Duration,
+    generations: Generations,
+) -> super::stats::Stats {
+    let cfg = LoadConfig {
+        addr,
+        mode,
+        conns: 4,
+        threads: 2,
+        duration: Duration::from_millis(400),
+        timeout,
+        greetings: Arc::new(Greetings::new("v1 Welcome Server", "v2 Welcome New Server")),
+        generations: Arc::new(generations),
+    };
+    run(&cfg, Instant::now()).unwrap().0
+}
+
+fn failed(s: &super::stats::Stats, kind: Failure) -> u32 {
+    s.total().failed[Failure::ALL.iter().position(|k| *k == kind).unwrap()]
+}
+
+#[test]
+fn every_response_is_counted_once() {
+    for mode in [Mode::Keepalive, Mode::Close] {
+        let (addr, sent) = fake(Behavior::Good);
+        let s = load(addr, mode, Duration::from_secs(2));
+        let t = s.total();
+        assert_eq!(t.failed_total(), 0, "{mode:?}");
+        assert!(t.ok[0] > 100, "{mode:?}: {t:?}");
+        assert_eq!(u64::from(t.ok[0]), sent.load(Ordering::SeqCst), "{mode:?}");
+        assert_eq!(s.latency.len(), u64::from(t.ok[0]));
+    }
+}
+
+#[test]
+fn unannounced_close_loses_the_next_request() {
+    let (addr, sent) = fake(Behavior::OneThenClose);
+    let s = load(addr, Mode::Keepalive, Duration::from_secs(2));
+    let t = s.total();
+    let lost = failed(&s, Failure::Read) + failed(&s, Failure::Write);
+    assert_eq!(u64::from(t.ok[0]), sent.load(Ordering::SeqCst));
+    assert_eq!(lost, t.failed_total(), "only read/write failures: {t:?}");
+    // Each connection carries one answer, then its next request fails (the last few
+    // connections may end with the run instead).
+    assert!(lost + 4 >= t.ok[0] && lost <= t.ok[0], "{t:?}");
+}
+
+#[test]
+fn announced_close_is_not_a_failure() {
+    let (addr, sent) = fake(Behavior::OneAnnounced);
+    let s = load(addr, Mode::Keepalive, Duration::from_secs(2));
+    assert_eq!(s.total().failed_total(), 0);
+    assert_eq!(u64::from(s.total().ok[0]), sent.load(Ordering::SeqCst));
+    assert_eq!(s.announced_closes, u64::from(s.total().ok[0]));
+}
+
+#[test]
+fn bad_status_and_body_are_counted() {
+    let (addr, sent) = fake(Behavior::Unavailable);
+    let s = load(addr, Mode::Keepalive, Duration::from_secs(2));
+    assert_eq!(s.total().ok_total(), 0);
+    assert_eq!(
+        u64::from(failed(&s, Failure::Status)),
+        sent.load(Ordering::SeqCst)
+    );
+    assert_eq!(s.total().failed_total(), failed(&s, Failure::Status));
+
+    let (addr, sent) = fake(Behavior::Bogus);
+    let s = load(addr, Mode::Close, Duration::from_secs(2));
+    assert_eq!(
+        u64::from(failed(&s, Failure::Body)),
+        sent.load(Ordering::SeqCst)
+    );
+    assert_eq!(s.total().failed_total(), failed(&s, Failure::Body));
+}
+
+#[test]
+fn silence_times_out_and_refusal_is_connect() {
+    let (addr, _) = fake(Behavior::Silent);
+    let s = load(addr, Mode::Keepalive, Duration::from_millis(150));
+    let n = failed(&s, Failure::Timeout);
+    assert!(
+        (4..=16).contains(&n),
+        "4 slots, 150 ms timeout, 400 ms run: {n}"
+    );
+    assert_eq!(s.total().failed_total(), n);
+
+    let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let s = load(closed, Mode::Close, Duration::from_secs(1));
+    assert!(failed(&s, Failure::Connect) >= 4);
+    assert_eq!(s.total().failed_total(), failed(&s, Failure::Connect));
+    assert_eq!(s.total().ok_total(), 0);
+}
+
+#[test]
+fn answers_from_a_replaced_generation_are_stale() {
+    // The fake answers as pid 1, but pid 2 had already taken over when the load started.
+    let generations = Generations::new(1);
+    generations.switched_to(2);
+    let (addr, _) = fake(Behavior::Good);
+    let s = load_with(addr, Mode::Close, Duration::from_secs(2), generations);
+    let t = s.total();
+    assert!(t.ok[0] > 10);
+    assert_eq!(
+        t.stale, t.ok[0],
+        "every fresh connection's first answer is stale"
+    );
+
+    // Pid 1 still current: nothing is stale.
+    let (addr, _) = fake(Behavior::Good);
+    let s = load(addr, Mode::Close, Duration::from_secs(2));
+    assert_eq!(s.total().stale, 0);
+}

@@ -1,0 +1,160 @@
+//! `handover-bench`: the load + upgrade benchmark of issue 3. See `--help` and the crate's
+//! README for what it measures and how failures are counted.
+
+mod abort;
+mod binaries;
+mod cli;
+mod generations;
+mod http1;
+mod load;
+mod plan;
+mod probe;
+mod process;
+mod reaper;
+mod report;
+mod run;
+mod server;
+mod upgrade;
+mod version;
+mod wrk;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use cli::Args;
+use plan::{progress, Plan};
+use report::model::Report;
+use run::Settings;
+use server::hello::Hello;
+use server::ServerKind;
+use upgrade::measure::ProbeOpts;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = args.validate() {
+        eprintln!("handover-bench: {e}");
+        return ExitCode::from(2);
+    }
+    match bench(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("handover-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &Args) -> std::io::Result<()> {
+    let workspace = args
+        .workspace
+        .clone()
+        .unwrap_or_else(binaries::default_workspace);
+    let bins = binaries::resolve(args.bin_v1.clone(), args.bin_v2.clone(), &workspace)?;
+    // Only after the builds: from here on, orphaned server generations are ours to reap.
+    reaper::become_subreaper()?;
+    abort::install();
+    if args.wrk && !wrk::available() {
+        return Err(std::io::Error::other(
+            "--wrk: wrk is not installed (apt-get install wrk)",
+        ));
+    }
+    let kinds: Vec<Arc<dyn ServerKind>> = args
+        .drains
+        .iter()
+        .map(|&drain| {
+            Arc::new(Hello {
+                drain,
+                bins: bins.clone(),
+                drain_timeout: args.drain_timeout,
+                upgrade_timeout: args.upgrade_timeout,
+            }) as Arc<dyn ServerKind>
+        })
+        .collect();
+    let log_dir = args.out.join("logs");
+    std::fs::create_dir_all(&log_dir)?;
+    let settings = Settings {
+        threads: args.threads,
+        timeout: args.timeout,
+        probe: ProbeOpts {
+            switch_timeout: args.switch_timeout,
+            linger: args.linger,
+            interval: args.probe_interval,
+            probe_timeout: Duration::from_secs(1),
+        },
+        ready_timeout: Duration::from_secs(15),
+        stop_grace: args.drain_timeout + Duration::from_secs(2),
+        settle: Duration::from_millis(200),
+        log_dir,
+    };
+    let plan = Plan {
+        kinds,
+        modes: args.modes.clone(),
+        conns: args.conns.clone(),
+        phases: args.phases.clone(),
+        duration: args.duration,
+        upgrades: args.upgrades,
+        interval: args.interval,
+        steady_duration: args.steady_duration,
+        ab_runs: args.ab_runs,
+        idle_upgrades: args.idle_upgrades,
+        idle_pause: args.idle_pause,
+        wrk: args.wrk,
+    };
+    let (cells, idle) = plan::execute(&plan, &settings);
+    let mut meta = meta(args, &bins);
+    meta["left_behind_at_exit"] = left_behind().into();
+    let report = Report { meta, cells, idle };
+    report::write(&args.out, &report)?;
+    print!("{}", report::table::render(&report));
+    progress(&format!(
+        "wrote {0}/report.json, {0}/chart.svg, {0}/table.txt",
+        args.out.display()
+    ));
+    if abort::requested() {
+        return Err(std::io::Error::other("interrupted; the report is partial"));
+    }
+    Ok(())
+}
+
+/// Last line of defence: kills and reaps anything still below this process (each run's stop
+/// should have left nothing) and says how many there were.
+fn left_behind() -> usize {
+    let left = reaper::descendants();
+    for d in &left {
+        let _ = reaper::signal(d.pid, libc::SIGKILL);
+    }
+    if !left.is_empty() {
+        progress(&format!("killed {} processes left behind", left.len()));
+        std::thread::sleep(Duration::from_millis(200));
+        reaper::reap_exited();
+    }
+    left.len()
+}
+
+fn meta(args: &Args, bins: &binaries::Binaries) -> serde_json::Value {
+    serde_json::json!({
+        "tool": concat!("handover-bench ", env!("CARGO_PKG_VERSION")),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "started_unix": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "bins": bins,
+        "threads": args.threads,
+        "timeout_ms": args.timeout.as_millis() as u64,
+        "upgrade_run_s": args.duration.as_secs_f64(),
+        "upgrades": args.upgrades,
+        "interval_s": args.interval.as_secs_f64(),
+        "steady_run_s": args.steady_duration.as_secs_f64(),
+        "ab_runs": args.ab_runs,
+        "idle_upgrades": args.idle_upgrades,
+        "linger_ms": args.linger.as_millis() as u64,
+        "probe_interval_us": args.probe_interval.as_micros() as u64,
+        "drain_timeout_ms": args.drain_timeout.as_millis() as u64,
+        "slice_ms": load::stats::SLICE.as_millis() as u64,
+    })
+}

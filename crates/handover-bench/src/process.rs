@@ -1,0 +1,174 @@
+//! Lifecycle of a server under test: a private directory, start, wait until it answers, stop
+//! (graceful signal, then SIGKILL after a deadline) and reap everything it left.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::probe::{self, Probe};
+use crate::reaper;
+use crate::server::ServerKind;
+use crate::version::{Greetings, Version};
+
+/// A started server.
+pub struct Server {
+    /// Its kind.
+    pub kind: Arc<dyn ServerKind>,
+    /// Private directory (binaries, pid file); removed at stop.
+    pub dir: PathBuf,
+    /// Where it serves.
+    pub addr: SocketAddr,
+    /// Body prefixes of its builds.
+    pub greetings: Greetings,
+    /// PID of the first generation.
+    pub first_pid: u32,
+}
+
+/// How a stop went.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct StopReport {
+    /// From the stop signal until no process was left below the benchmark.
+    pub stop_ms: f64,
+    /// Processes that had to be killed with SIGKILL after the grace.
+    pub killed: usize,
+    /// Processes still there after SIGKILL (must be 0).
+    pub left_behind: usize,
+    /// Exited processes reaped by the benchmark (generations reparented to it included).
+    pub reaped: usize,
+    /// Reaped processes that did not exit with status 0 (`PID: exit N` / `PID: signal N`).
+    pub abnormal_exits: Vec<String>,
+}
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+fn private_dir() -> io::Result<PathBuf> {
+    let n = DIRS.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("handover-bench.{}.{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+impl Server {
+    /// Starts `kind` (stdout and stderr appended to `log`) and waits up to `ready` for a 200
+    /// answer; returns the server, the version and the PID that answered.
+    pub fn start(
+        kind: Arc<dyn ServerKind>,
+        log: &Path,
+        ready: Duration,
+    ) -> io::Result<(Server, Version, u32)> {
+        let dir = private_dir()?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut cmd = kind.start(&dir, addr.port())?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0);
+        let child = cmd.spawn()?;
+        let server = Server {
+            greetings: kind.greetings(),
+            kind,
+            dir,
+            addr,
+            first_pid: child.id(),
+        };
+        // The child is reaped by `stop` (reaper::reap_exited), not through `child`.
+        drop(child);
+        match server.wait_ready(ready) {
+            Ok((v, pid)) => Ok((server, v, pid)),
+            Err(e) => {
+                server.stop(server.first_pid, Duration::from_secs(2));
+                Err(e)
+            }
+        }
+    }
+
+    fn wait_ready(&self, within: Duration) -> io::Result<(Version, u32)> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline && !crate::abort::requested() {
+            if let Probe::Answer {
+                status: 200,
+                version: Some(v),
+                pid,
+            } = probe::once(self.addr, &self.greetings, Duration::from_millis(500))
+            {
+                return Ok((v, pid.unwrap_or(self.first_pid)));
+            }
+            if reaper::exited(self.first_pid) {
+                return Err(io::Error::other(format!(
+                    "{} exited before answering (see its log)",
+                    self.kind.name()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::other(format!(
+            "{} did not answer within {within:?}",
+            self.kind.name()
+        )))
+    }
+
+    /// Asks `current_pid` to stop, waits up to `grace` for every process below the benchmark
+    /// to exit, kills what is left, reaps, and removes the private directory.
+    pub fn stop(&self, current_pid: u32, grace: Duration) -> StopReport {
+        let t0 = Instant::now();
+        let mut report = StopReport::default();
+        let _ = reaper::signal(current_pid, self.kind.stop_signal());
+        let deadline = t0 + grace;
+        wait_gone(deadline, &mut report);
+        let left = alive_descendants();
+        if !left.is_empty() {
+            report.killed = left.len();
+            for pid in left {
+                let _ = reaper::signal(pid, libc::SIGKILL);
+            }
+            wait_gone(Instant::now() + Duration::from_secs(3), &mut report);
+        }
+        report.left_behind = alive_descendants().len();
+        report.stop_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        report
+    }
+}
+
+fn alive_descendants() -> Vec<u32> {
+    reaper::descendants()
+        .into_iter()
+        .filter(|d| d.state != 'Z' && d.state != 'X')
+        .map(|d| d.pid)
+        .collect()
+}
+
+/// Reaps until nothing is left below this process or `deadline` passes.
+fn wait_gone(deadline: Instant, report: &mut StopReport) {
+    loop {
+        for (pid, how) in reaper::reap_exited() {
+            report.reaped += 1;
+            if how != "exit 0" {
+                report.abnormal_exits.push(format!("{pid}: {how}"));
+            }
+        }
+        if reaper::descendants().is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,21 @@
+//! The report: JSON with every number, an SVG chart, and the human table.
+
+pub mod build;
+pub mod model;
+pub mod summary;
+pub mod svg;
+pub mod table;
+
+use std::io;
+use std::path::Path;
+
+use model::Report;
+
+/// Writes `report.json` and `chart.svg` into `dir`.
+pub fn write(dir: &Path, report: &Report) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_vec_pretty(report).map_err(io::Error::other)?;
+    std::fs::write(dir.join("report.json"), json)?;
+    std::fs::write(dir.join("chart.svg"), svg::render(report))?;
+    std::fs::write(dir.join("table.txt"), table::render(report))
+}

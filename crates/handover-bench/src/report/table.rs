@@ -1,0 +1,220 @@
+//! The concise human table printed to stdout.
+
+use std::fmt::Write;
+
+use super::model::{Cell, Report, RunReport, Scenario, SteadyAggregate};
+use super::summary::{idle_line, opt};
+
+const COLS: [(&str, usize); 17] = [
+    ("run", 24),
+    ("server", 15),
+    ("requests", 9),
+    ("req/s", 8),
+    ("failed", 6),
+    ("conn", 5),
+    ("read", 5),
+    ("write", 5),
+    ("tmo", 4),
+    ("non2xx", 6),
+    ("body", 4),
+    ("stale", 5),
+    ("ho-med", 6),
+    ("ho-max", 6),
+    ("p50", 6),
+    ("p99", 6),
+    ("max", 6),
+];
+
+fn line(out: &mut String, cells: &[String]) {
+    let mut s = String::new();
+    for (i, ((_, w), c)) in COLS.iter().zip(cells).enumerate() {
+        if i < 2 {
+            let _ = write!(s, "{c:<w$} ");
+        } else {
+            let _ = write!(s, "{c:>w$} ");
+        }
+    }
+    let _ = writeln!(out, "{}", s.trim_end());
+}
+
+fn fail(r: &RunReport, k: &str) -> String {
+    r.failures.get(k).copied().unwrap_or(0).to_string()
+}
+
+fn run_row(out: &mut String, label: String, r: &RunReport) {
+    let (ho_med, ho_max, probe_stale) = match &r.upgrade_summary {
+        Some(u) => (opt(u.handover_ms_median), opt(u.handover_ms_max), u.stale),
+        None => ("-".into(), "-".into(), 0),
+    };
+    let body = r.failures.get("wrong_body").copied().unwrap_or(0)
+        + r.failures.get("protocol").copied().unwrap_or(0);
+    line(
+        out,
+        &[
+            label,
+            r.server.clone(),
+            r.requests.to_string(),
+            format!("{:.0}", r.rps),
+            r.failed.to_string(),
+            fail(r, "connect"),
+            fail(r, "read"),
+            fail(r, "write"),
+            fail(r, "timeout"),
+            fail(r, "non_2xx"),
+            body.to_string(),
+            (r.stale + u64::from(probe_stale)).to_string(),
+            ho_med,
+            ho_max,
+            format!("{:.2}", r.latency_ms.p50),
+            format!("{:.2}", r.latency_ms.p99),
+            format!("{:.1}", r.latency_ms.max),
+        ],
+    );
+}
+
+fn steady_row(out: &mut String, s: &SteadyAggregate) {
+    let dash = || "-".to_string();
+    line(
+        out,
+        &[
+            format!("(c) steady, median of {}", s.runs),
+            s.server.clone(),
+            s.requests.to_string(),
+            format!("{:.0}", s.rps_median),
+            s.failed.to_string(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+            s.stale.to_string(),
+            dash(),
+            dash(),
+            format!("{:.2}", s.latency_ms.p50),
+            format!("{:.2}", s.latency_ms.p99),
+            format!("{:.1}", s.latency_ms.max),
+        ],
+    );
+}
+
+fn label(r: &RunReport) -> String {
+    match r.label.as_str() {
+        "a" => "(a) upgrades".into(),
+        "b" => "(b) upgrades".into(),
+        l => l.into(),
+    }
+}
+
+fn cell(out: &mut String, c: &Cell) {
+    let _ = writeln!(out, "\n== {} / {} connections", c.mode, c.conns);
+    let header: Vec<String> = COLS.iter().map(|(h, _)| h.to_string()).collect();
+    line(out, &header);
+    for r in c.runs.iter().filter(|r| r.scenario == Scenario::Upgrade) {
+        run_row(out, label(r), r);
+    }
+    for s in &c.steady {
+        steady_row(out, s);
+    }
+    for r in c
+        .runs
+        .iter()
+        .filter(|r| r.generator == "wrk" && r.scenario == Scenario::Steady)
+    {
+        run_row(out, label(r), r);
+    }
+    notes(out, c);
+    let x = &c.ratios;
+    let f = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.3}"));
+    let n = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
+    let _ = writeln!(
+        out,
+        "ratios: a/c req/s {} (target ≥0.90) | a/c p99 {} (≤2) | steady handover/axum {} (median of pairs, ≥0.98) | b/c req/s {} | failed a={} (0) b={}",
+        f(x.a_over_c_rps),
+        f(x.a_over_c_p99),
+        f(x.steady_ab_median),
+        f(x.b_over_c_rps),
+        n(x.a_failed),
+        n(x.b_failed),
+    );
+    if let Some(ab) = c.ab.as_ref().filter(|ab| !ab.ratios.is_empty()) {
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "A/B steady req/s in run order: {} [{}] vs {} [{}]",
+            ab.subject,
+            list(&ab.subject_rps),
+            ab.baseline,
+            list(&ab.baseline_rps)
+        );
+    }
+}
+
+/// Upgrades that went wrong and processes that did not stop cleanly.
+fn notes(out: &mut String, c: &Cell) {
+    for r in &c.runs {
+        for u in r.upgrades.iter().filter(|u| u.error.is_some()) {
+            let _ = writeln!(
+                out,
+                "! {} {}: upgrade {} ({} pid {}): {} (server log: {})",
+                label(r),
+                r.server,
+                u.index,
+                u.from.label_to(u.to),
+                u.old_pid,
+                u.error.as_deref().unwrap_or_default(),
+                r.server_log
+            );
+        }
+        let st = &r.stop;
+        if st.killed > 0 || st.left_behind > 0 || !st.abnormal_exits.is_empty() {
+            let _ = writeln!(
+                out,
+                "! {} {}: stop killed {} left {} abnormal exits {:?}",
+                label(r),
+                r.server,
+                st.killed,
+                st.left_behind,
+                st.abnormal_exits
+            );
+        }
+    }
+}
+
+/// Renders the whole table.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    for c in &report.cells {
+        cell(&mut out, c);
+    }
+    if !report.idle.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n== idle handover (no load; upgrade action → first new-version 200 on a fresh connection)"
+        );
+        for r in &report.idle {
+            let _ = writeln!(out, "{}", idle_line(r));
+            for u in r.upgrades.iter().filter(|u| u.error.is_some()) {
+                let _ = writeln!(
+                    out,
+                    "! idle {}: upgrade {} (pid {}): {} (server log: {})",
+                    r.server,
+                    u.index,
+                    u.old_pid,
+                    u.error.as_deref().unwrap_or_default(),
+                    r.server_log
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nfailed = requests lost (never retried); stale = load connections opened after the new version had answered a probe but served by an older one, plus probes answered by the old version after the switch (both must be 0); ho = handover time, ms; latency in ms."
+    );
+    out
+}

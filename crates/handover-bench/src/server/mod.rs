@@ -1,0 +1,40 @@
+//! Servers under test. A [`ServerKind`] knows how to start the first generation and how to
+//! upgrade it; everything else (load, probing, stopping, reaping) is generic.
+//!
+//! Extension point for the peers (Go grace, tableflip, nginx binary upgrade): implement
+//! [`ServerKind`] for each (start command + upgrade action + greetings) and add it to the
+//! list built in `plan::server_kinds`; scenarios then run for it like for `hello`.
+
+pub mod hello;
+
+use std::io;
+use std::path::Path;
+use std::process::Command;
+
+use crate::version::{Greetings, Version};
+
+/// A server that can be started as v1 and upgraded in place to the other build.
+pub trait ServerKind: Send + Sync {
+    /// Name for reports, e.g. `hello/handover`.
+    fn name(&self) -> String;
+
+    /// Body prefixes of its v1 and v2 builds.
+    fn greetings(&self) -> Greetings;
+
+    /// Prepares `dir` (a fresh private directory) and returns the command that starts the
+    /// first generation (v1) serving `GET /` on `127.0.0.1:port`.
+    fn start(&self, dir: &Path, port: u16) -> io::Result<Command>;
+
+    /// Untimed preparation for an upgrade to `to` (e.g. copying the binary next to the
+    /// running one).
+    fn prepare_upgrade(&self, dir: &Path, to: Version) -> io::Result<()>;
+
+    /// The upgrade action itself, timed as part of the handover: e.g. rename the prepared
+    /// binary over the running one and signal `current_pid`.
+    fn upgrade(&self, dir: &Path, to: Version, current_pid: u32) -> io::Result<()>;
+
+    /// Signal that asks the serving generation for a graceful stop.
+    fn stop_signal(&self) -> libc::c_int {
+        libc::SIGTERM
+    }
+}

@@ -1,0 +1,211 @@
+//! One timed upgrade: action, probe until the new build answers, linger counting stale
+//! answers, optionally wait for the old PID to exit.
+
+use std::time::{Duration, Instant};
+
+use super::{Current, UpgradeRecord};
+use crate::generations::Generations;
+use crate::probe::{self, Probe, ProbeCounts};
+use crate::process::Server;
+use crate::reaper;
+use crate::version::Version;
+
+/// Upper bound on probes per phase of one upgrade (besides the time limits).
+const MAX_PROBES: u32 = 200_000;
+
+/// How probing is done.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeOpts {
+    /// Give up waiting for the new build after this long.
+    pub switch_timeout: Duration,
+    /// Keep probing this long after the switch (stale answers).
+    pub linger: Duration,
+    /// Pause between probes.
+    pub interval: Duration,
+    /// Timeout of one probe.
+    pub probe_timeout: Duration,
+}
+
+/// What an upgrade needs.
+pub struct Ctx<'a> {
+    /// The server being upgraded.
+    pub server: &'a Server,
+    /// Generations seen so far (updated at the switch).
+    pub generations: &'a Generations,
+    /// Time origin of the run.
+    pub run_start: Instant,
+    /// Probe settings.
+    pub opts: ProbeOpts,
+}
+
+/// Untimed preparation of the next upgrade.
+pub fn prepare(ctx: &Ctx, cur: Current) -> std::io::Result<()> {
+    ctx.server
+        .kind
+        .prepare_upgrade(&ctx.server.dir, cur.version.other())
+}
+
+/// Fires upgrade `index` from `cur` (prepared already) and times it. Waits for the old PID
+/// to exit until `exit_wait_until` at most. Updates `cur` to whoever serves afterwards.
+pub fn perform(
+    ctx: &Ctx,
+    index: usize,
+    cur: &mut Current,
+    exit_wait_until: Option<Instant>,
+) -> UpgradeRecord {
+    let (from, to, old_pid) = (cur.version, cur.version.other(), cur.pid);
+    let t0 = Instant::now();
+    let action = ctx.server.kind.upgrade(&ctx.server.dir, to, old_pid);
+    let action_ms = ms(t0.elapsed());
+    let mut rec = UpgradeRecord {
+        index,
+        from,
+        to,
+        old_pid,
+        new_pid: None,
+        at_ms: ms(t0 - ctx.run_start),
+        handover_ms: None,
+        action_ms,
+        before: ProbeCounts::default(),
+        after: ProbeCounts::default(),
+        old_exit_ms: None,
+        error: action.err().map(|e| e.to_string()),
+    };
+    if rec.error.is_some() {
+        return rec;
+    }
+    match probe_until_switch(ctx, to, old_pid, t0, &mut rec.before) {
+        Some((pid, at)) => {
+            rec.new_pid = pid;
+            rec.handover_ms = Some(ms(at - t0));
+            if let Some(pid) = pid {
+                ctx.generations.switched_to(pid);
+            }
+            *cur = Current {
+                version: to,
+                pid: pid.unwrap_or(old_pid),
+            };
+            let exit = linger(ctx, to, at, old_pid, &mut rec.after);
+            rec.old_exit_ms = exit.map(|e| ms(e - t0));
+        }
+        None => match who_serves(ctx) {
+            Some(now) => *cur = now,
+            None => rec.error = Some("no new version answered and nothing serves now".into()),
+        },
+    }
+    if let (None, Some(until)) = (rec.old_exit_ms, exit_wait_until) {
+        rec.old_exit_ms = wait_exit(old_pid, until).map(|at| ms(at - t0));
+    }
+    rec
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn probe_until_switch(
+    ctx: &Ctx,
+    to: Version,
+    old_pid: u32,
+    t0: Instant,
+    counts: &mut ProbeCounts,
+) -> Option<(Option<u32>, Instant)> {
+    let s = ctx.server;
+    let mut n = 0;
+    while t0.elapsed() < ctx.opts.switch_timeout && n < MAX_PROBES && !crate::abort::requested() {
+        n += 1;
+        let p = probe::once(s.addr, &s.greetings, ctx.opts.probe_timeout);
+        let at = Instant::now();
+        match p {
+            Probe::Answer {
+                status: 200,
+                version: Some(v),
+                pid,
+            } if v == to && pid != Some(old_pid) => {
+                counts.ok_new += 1;
+                return Some((pid, at));
+            }
+            other => count(counts, other, to),
+        }
+        std::thread::sleep(ctx.opts.interval);
+    }
+    None
+}
+
+/// Probes for the linger period after the switch; returns when the old PID was first seen
+/// gone, if it was.
+fn linger(
+    ctx: &Ctx,
+    to: Version,
+    switched_at: Instant,
+    old_pid: u32,
+    counts: &mut ProbeCounts,
+) -> Option<Instant> {
+    let s = ctx.server;
+    let new_pid = ctx.generations.current_pid();
+    let mut exited = None;
+    let mut n = 0;
+    while switched_at.elapsed() < ctx.opts.linger && n < MAX_PROBES && !crate::abort::requested() {
+        n += 1;
+        if exited.is_none() && reaper::exited(old_pid) {
+            exited = Some(Instant::now());
+        }
+        match probe::once(s.addr, &s.greetings, ctx.opts.probe_timeout) {
+            // The new build's greeting from another PID: an older generation of that build
+            // (no newer one can start during the linger), so stale too.
+            Probe::Answer {
+                status: 200,
+                version: Some(v),
+                pid: Some(pid),
+            } if v == to && pid != new_pid => counts.ok_old += 1,
+            other => count(counts, other, to),
+        }
+        std::thread::sleep(ctx.opts.interval);
+    }
+    exited
+}
+
+fn count(counts: &mut ProbeCounts, p: Probe, to: Version) {
+    match p {
+        Probe::Answer {
+            status: 200,
+            version: Some(v),
+            ..
+        } => {
+            if v == to {
+                counts.ok_new += 1;
+            } else {
+                counts.ok_old += 1;
+            }
+        }
+        Probe::Answer { .. } | Probe::Other => counts.other += 1,
+        Probe::Refused => counts.refused += 1,
+        Probe::Reset => counts.reset += 1,
+        Probe::Timeout => counts.timeout += 1,
+    }
+}
+
+/// Who answers a fresh connection now.
+fn who_serves(ctx: &Ctx) -> Option<Current> {
+    let s = ctx.server;
+    match probe::once(s.addr, &s.greetings, ctx.opts.probe_timeout) {
+        Probe::Answer {
+            status: 200,
+            version: Some(version),
+            pid: Some(pid),
+        } => Some(Current { version, pid }),
+        _ => None,
+    }
+}
+
+fn wait_exit(pid: u32, until: Instant) -> Option<Instant> {
+    loop {
+        if reaper::exited(pid) {
+            return Some(Instant::now());
+        }
+        if Instant::now() >= until || crate::abort::requested() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
