@@ -40,6 +40,9 @@ struct Args {
     /// How long in-flight requests get to finish at a stop or handover (e.g. 30s).
     #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "30s")]
     drain_timeout: Duration,
+    /// Answer `handover upgrade|status|stop` on this Unix socket (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
     /// How connections are drained: `handover` (lossless, the default) or `axum` (axum's own
     /// `with_graceful_shutdown` on the same handover listeners; a baseline for benchmarks).
     #[arg(long, value_enum, default_value_t = Drain::Handover)]
@@ -60,6 +63,9 @@ fn main() -> ExitCode {
         .drain_timeout(args.drain_timeout);
     if let Some(p) = &args.pid_file {
         builder = builder.pid_file(p);
+    }
+    if let Some(p) = &args.control {
+        builder = builder.control_socket(p);
     }
     // Before the runtime exists: this reads and clears the inheritance variables.
     let handover = match builder.build() {

@@ -17,7 +17,7 @@ use crate::{pidfile, spawn};
 type Reply = oneshot::Sender<Result<Upgraded, UpgradeError>>;
 
 enum Command {
-    Upgrade(Reply),
+    Upgrade(Reply, &'static str),
     Stop,
 }
 
@@ -47,6 +47,19 @@ impl Signals {
 pub(crate) struct Finish {
     pub pid_file: Option<PathBuf>,
     pub notifier: Option<Notifier>,
+    pub control_socket: Option<PathBuf>,
+    pub generation: u64,
+    pub started: std::time::Instant,
+    pub last_upgrade: std::sync::Mutex<Option<LastUpgrade>>,
+}
+
+/// The most recent upgrade attempt of this process, for `handover status`.
+#[derive(Debug, Clone)]
+pub(crate) struct LastUpgrade {
+    pub trigger: &'static str,
+    pub started: std::time::SystemTime,
+    pub duration: std::time::Duration,
+    pub result: Result<Upgraded, UpgradeError>,
 }
 
 impl Finish {
@@ -68,7 +81,7 @@ pub struct Running {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Upgrade(_) => f.write_str("Upgrade"),
+            Command::Upgrade(_, _) => f.write_str("Upgrade"),
             Command::Stop => f.write_str("Stop"),
         }
     }
@@ -120,9 +133,14 @@ impl Running {
     /// On success this process has stopped accepting and is draining; on error it keeps
     /// serving and may be upgraded again.
     pub async fn upgrade(&self) -> Result<Upgraded, UpgradeError> {
+        self.upgrade_by("API call").await
+    }
+
+    /// [`Running::upgrade`], recording what asked for it.
+    pub(crate) async fn upgrade_by(&self, trigger: &'static str) -> Result<Upgraded, UpgradeError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Upgrade(tx))
+            .send(Command::Upgrade(tx, trigger))
             .map_err(|_| UpgradeError::NotRunning)?;
         rx.await.map_err(|_| UpgradeError::NotRunning)?
     }
@@ -173,7 +191,22 @@ impl Running {
         }
     }
 
+    pub(crate) fn finish(&self) -> &Finish {
+        &self.finish
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     fn final_cleanup(&self) {
+        if let Some(path) = &self.finish.control_socket {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
         if let Some(path) = &self.finish.pid_file {
             if let Err(e) = pidfile::remove_pid_file_if_ours(path, spawn::own_pid()) {
                 tracing::warn!("{e}");
@@ -200,6 +233,8 @@ async fn control_loop(
 ) {
     let me = spawn::own_pid();
     let mut waiters: Vec<Reply> = Vec::new();
+    // What started the upgrade in progress, and when.
+    let mut current: Option<(&'static str, std::time::SystemTime, std::time::Instant)> = None;
     let mut stop_signals = 0u32;
     // The upgrade in progress, if any. Boxed so the loop can keep serving signals meanwhile.
     let mut running: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = None;
@@ -221,7 +256,7 @@ async fn control_loop(
             _ = signals.term.recv() => Trigger::Stop("SIGTERM"),
             _ = signals.int.recv() => Trigger::Stop("SIGINT"),
             Some(cmd) = commands.recv() => match cmd {
-                Command::Upgrade(reply) => Trigger::Upgrade("API call", Some(reply)),
+                Command::Upgrade(reply, trigger) => Trigger::Upgrade(trigger, Some(reply)),
                 Command::Stop => Trigger::Stop("API call"),
             },
         };
@@ -247,6 +282,11 @@ async fn control_loop(
                 );
                 finish.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
                 waiters.extend(reply);
+                current = Some((
+                    source,
+                    std::time::SystemTime::now(),
+                    std::time::Instant::now(),
+                ));
                 let shared = Arc::clone(&shared);
                 let cfg = cfg.clone();
                 let chld = Arc::clone(&chld);
@@ -257,6 +297,14 @@ async fn control_loop(
             }
             Trigger::Done(result) => {
                 running = None;
+                if let Some((trigger, started, t0)) = current.take() {
+                    *finish.last_upgrade.lock().expect("not poisoned") = Some(LastUpgrade {
+                        trigger,
+                        started,
+                        duration: t0.elapsed(),
+                        result: result.clone(),
+                    });
+                }
                 match &result {
                     Ok(u) => {
                         tracing::info!(

@@ -382,7 +382,6 @@ where
 /// (or the future of [`ControlServer::serve`] is), the socket file is removed if it is still
 /// the one this server created; see [`ControlServer::remove_on_drop`] to keep it, as a server
 /// that hands its sockets to a successor must.
-#[derive(Debug)]
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
@@ -390,6 +389,20 @@ pub struct ControlServer {
     identity: Option<(u64, u64)>,
     remove_on_drop: bool,
     read_timeout: Duration,
+    connection_guard: Option<ConnectionGuardFn>,
+}
+
+/// Makes a value held for as long as one control connection is handled.
+type ConnectionGuardFn = Arc<dyn Fn() -> Box<dyn Send> + Send + Sync>;
+
+impl std::fmt::Debug for ControlServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlServer")
+            .field("path", &self.path)
+            .field("remove_on_drop", &self.remove_on_drop)
+            .field("read_timeout", &self.read_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ControlServer {
@@ -437,6 +450,7 @@ impl ControlServer {
             identity: Some((meta.dev(), meta.ino())),
             remove_on_drop: true,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            connection_guard: None,
         })
     }
 
@@ -465,6 +479,7 @@ impl ControlServer {
             identity,
             remove_on_drop: false,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            connection_guard: None,
         })
     }
 
@@ -487,6 +502,17 @@ impl ControlServer {
     /// Changes how long a client has to send its request (default [`DEFAULT_READ_TIMEOUT`]).
     pub fn with_read_timeout(mut self, timeout: Duration) -> ControlServer {
         self.read_timeout = timeout;
+        self
+    }
+
+    /// Calls `make` for each accepted connection and keeps its result until the reply has
+    /// been written: a server that drains before exiting can count control connections like
+    /// any other, so a reply to `upgrade` or `stop` is not cut off by the exit.
+    pub fn with_connection_guard<G: Send + 'static>(
+        mut self,
+        make: impl Fn() -> G + Send + Sync + 'static,
+    ) -> ControlServer {
+        self.connection_guard = Some(Arc::new(move || Box::new(make()) as Box<dyn Send>));
         self
     }
 
@@ -518,8 +544,10 @@ impl ControlServer {
             };
             let handler = Arc::clone(&handler);
             let read_timeout = self.read_timeout;
+            let guard = self.connection_guard.as_ref().map(|make| make());
             tokio::spawn(async move {
                 handle_connection(stream, &*handler, me, read_timeout).await;
+                drop(guard);
                 drop(permit);
             });
         }

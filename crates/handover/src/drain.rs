@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub drain_timeout: Duration,
     pub idle_grace: Duration,
     pub listeners: Mutex<Vec<Arc<ListenerInner>>>,
+    /// Other sockets handed to the next generation after the listeners (name, fd).
+    pub extra_fds: Mutex<Vec<(std::os::fd::OwnedFd, String)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -71,6 +73,7 @@ impl Shared {
             drain_timeout,
             idle_grace,
             listeners: Mutex::new(Vec::new()),
+            extra_fds: Mutex::new(Vec::new()),
         })
     }
 

@@ -48,7 +48,12 @@ pub(crate) const PROTOCOL_VARS: &[&str] = &[
     LISTEN_FDNAMES,
     HANDOVER_SYNC_FD,
     HANDOVER_OWNED_FDS,
+    HANDOVER_GENERATION,
 ];
+
+/// The generation number of a handover child (1 for the first process; informational, shown
+/// by `handover status`). Read leniently: a malformed value counts as unknown.
+pub(crate) const HANDOVER_GENERATION: &str = "HANDOVER_GENERATION";
 
 /// More inherited fds than this is treated as corruption rather than a plan:
 /// it keeps `FIRST_FD + n` far from overflow and bounds allocations.
@@ -710,7 +715,8 @@ mod tests {
     #[test]
     fn non_utf8_values_are_errors_naming_the_variable() {
         let bad = OsString::from_vec(b"4\xff".to_vec());
-        for &var in PROTOCOL_VARS {
+        // HANDOVER_GENERATION is informational and read leniently elsewhere.
+        for &var in PROTOCOL_VARS.iter().filter(|v| **v != HANDOVER_GENERATION) {
             let mut map = env(&[
                 ("LISTEN_PID", "4242"),
                 ("LISTEN_FDS", "1"),

@@ -25,6 +25,10 @@ pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time an idle HTTP keep-alive connection is kept open once draining.
 pub const DEFAULT_IDLE_GRACE: Duration = Duration::from_secs(1);
+/// The `LISTEN_FDNAMES` name of the control socket passed between generations.
+#[cfg(feature = "control")]
+const CONTROL_FD_NAME: &str = "handover-control";
+
 /// Default listen backlog.
 pub const DEFAULT_BACKLOG: i32 = 1024;
 
@@ -37,6 +41,7 @@ pub struct Builder {
     backlog: i32,
     pid_file: Option<PathBuf>,
     executable: Option<PathBuf>,
+    control_socket: Option<PathBuf>,
 }
 
 impl Default for Builder {
@@ -48,6 +53,7 @@ impl Default for Builder {
             backlog: DEFAULT_BACKLOG,
             pid_file: None,
             executable: None,
+            control_socket: None,
         }
     }
 }
@@ -86,6 +92,15 @@ impl Builder {
         self
     }
 
+    /// Answers `handover upgrade`, `handover status` and `handover stop` on a Unix socket at
+    /// `path` (mode 0600, same uid or root only; see [`crate::control_socket`]). Every
+    /// generation answers on the same socket; the final stop removes it.
+    #[cfg(feature = "control")]
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.control_socket = Some(path.into());
+        self
+    }
+
     /// The executable an upgrade runs. By default, the path this process was started from
     /// (`argv[0]` made absolute against the start-up directory, or found in `PATH`), not
     /// canonicalised: a replaced file, or a re-pointed `current -> releases/vN` symlink, is
@@ -106,6 +121,11 @@ impl Builder {
         spawn::set_upgrade_signals_blocked(true);
         let me = spawn::own_pid();
         let parsed = env::parse(|k| std::env::var_os(k), me)?;
+        let generation = std::env::var(env::HANDOVER_GENERATION)
+            .ok()
+            .and_then(|g| g.parse::<u64>().ok())
+            .filter(|_| matches!(parsed, Parsed::Inherited(_)))
+            .unwrap_or(1);
         for var in env::PROTOCOL_VARS {
             // Sound here: documented to run before other threads exist.
             std::env::remove_var(var);
@@ -157,7 +177,9 @@ impl Builder {
                 args,
                 cwd,
                 timeout: self.upgrade_timeout,
+                generation,
             },
+            control_socket: self.control_socket,
             pid_file: self.pid_file,
             notifier: Notifier::from_env(|k| std::env::var_os(k)),
         })
@@ -237,6 +259,7 @@ pub struct Handover {
     upgrade: UpgradeConfig,
     pid_file: Option<PathBuf>,
     notifier: Option<Notifier>,
+    control_socket: Option<PathBuf>,
 }
 
 impl Handover {
@@ -342,6 +365,11 @@ impl Handover {
             source,
         })?;
         spawn::set_upgrade_signals_blocked(false);
+        #[cfg(feature = "control")]
+        let control = match self.control_socket.clone() {
+            Some(path) => Some(self.open_control_socket(&path)?),
+            None => None,
+        };
         for s in self.inherited.drain(..) {
             tracing::info!(
                 "closing inherited socket {} ({}) that this version does not use",
@@ -360,14 +388,57 @@ impl Handover {
         let finish = Finish {
             pid_file: self.pid_file.clone(),
             notifier: self.notifier.take(),
+            control_socket: self.control_socket.clone(),
+            generation: self.upgrade.generation,
+            started: std::time::Instant::now(),
+            last_upgrade: std::sync::Mutex::new(None),
         };
         finish.notify(&format!("MAINPID={me}\nREADY=1"));
-        Ok(Running::start(
+        let running = Running::start(
             Arc::clone(&self.shared),
             self.upgrade.clone(),
             signals,
             finish,
-        ))
+        );
+        #[cfg(feature = "control")]
+        if let Some(server) = control {
+            crate::control_serve::start(server, running.clone());
+        }
+        Ok(running)
+    }
+
+    /// Takes the control socket from the previous generation, or creates it; either way it is
+    /// passed on at the next upgrade.
+    #[cfg(feature = "control")]
+    fn open_control_socket(
+        &mut self,
+        path: &Path,
+    ) -> Result<crate::control_socket::ControlServer, Error> {
+        use crate::control_socket::ControlServer;
+        let io_err = |source| Error::Io {
+            context: "cannot open the control socket",
+            source,
+        };
+        let inherited = self
+            .inherited
+            .iter()
+            .position(|s| s.name.as_deref() == Some(CONTROL_FD_NAME));
+        let server = match inherited {
+            Some(i) => {
+                let s = self.inherited.remove(i);
+                let fd: std::os::fd::OwnedFd = s.socket.into();
+                ControlServer::from_listener(fd.into()).map_err(io_err)?
+            }
+            None => ControlServer::bind(path).map_err(io_err)?,
+        }
+        .remove_on_drop(false);
+        let dup = server.try_clone_fd().map_err(io_err)?;
+        self.shared
+            .extra_fds
+            .lock()
+            .expect("not poisoned")
+            .push((dup, CONTROL_FD_NAME.to_string()));
+        Ok(server)
     }
 }
 

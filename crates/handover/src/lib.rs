@@ -83,6 +83,8 @@
 
 mod addr;
 mod control;
+#[cfg(feature = "control")]
+mod control_serve;
 mod drain;
 mod duration;
 mod env;

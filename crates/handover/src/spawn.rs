@@ -34,6 +34,8 @@ pub(crate) struct SpawnRequest<'a> {
     /// Keep `SIGUSR2`/`SIGHUP` blocked across exec (for a handover-library child, which
     /// unblocks them once its handlers exist). A foreign program gets an empty mask.
     pub block_upgrade_signals: bool,
+    /// Generation number announced to a handover child in `HANDOVER_GENERATION`.
+    pub generation: Option<u64>,
 }
 
 /// A forked child that has successfully exec'd.
@@ -106,6 +108,9 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
     }
     for (k, v) in env::child_vars(&names, sync_target, &owned_targets) {
         envs.push(format!("{k}={v}").into_bytes());
+    }
+    if let Some(g) = req.generation {
+        envs.push(format!("{}={g}", env::HANDOVER_GENERATION).into_bytes());
     }
     // The LISTEN_PID slot: digits are written by the child after fork, then a NUL ends it.
     let mut slot = PID_SLOT.to_vec();

@@ -51,7 +51,8 @@ pub struct Program {
     pub args: Vec<OsString>,
     /// Working directory.
     pub cwd: PathBuf,
-    /// The environment; any `LISTEN_*`/`HANDOVER_*` variable in it is replaced.
+    /// The environment; the socket-activation variables (`LISTEN_PID`, `LISTEN_FDS`,
+    /// `LISTEN_FDNAMES`) and handover's own inheritance variables in it are replaced.
     pub env: Vec<(OsString, OsString)>,
 }
 
@@ -69,6 +70,7 @@ pub fn spawn_with_listeners(program: &Program, listeners: &[(RawFd, String)]) ->
         owned: &[],
         sync: None,
         block_upgrade_signals: false,
+        generation: None,
     })
     .map(|s| s.pid as u32)
     .map_err(|e| match e {

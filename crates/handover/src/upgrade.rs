@@ -26,6 +26,8 @@ pub(crate) struct UpgradeConfig {
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
     pub timeout: Duration,
+    /// This process's generation; the child gets the next one.
+    pub generation: u64,
 }
 
 /// A successful handover.
@@ -65,9 +67,19 @@ pub(crate) async fn attempt(
         return Err(UpgradeError::Draining);
     }
     let listeners: Vec<_> = shared.listeners.lock().expect("not poisoned").clone();
+    // Extra sockets (the control socket) travel after the listeners; duplicated so they stay
+    // open while the child is being started.
+    let extras: Vec<(std::os::fd::OwnedFd, String)> = shared
+        .extra_fds
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter_map(|(fd, name)| fd.try_clone().ok().map(|fd| (fd, name.clone())))
+        .collect();
     let fds: Vec<(RawFd, String)> = listeners
         .iter()
         .map(|l| (l.raw_fd(), l.name.clone()))
+        .chain(extras.iter().map(|(fd, n)| (fd.as_raw_fd(), n.clone())))
         .collect();
     let owned: Vec<RawFd> = listeners
         .iter()
@@ -90,9 +102,11 @@ pub(crate) async fn attempt(
             owned: &owned,
             sync: Some(theirs_fd),
             block_upgrade_signals: true,
+            generation: Some(cfg2.generation + 1),
         });
         // The listeners must stay open until the child has its copies.
         drop(listeners);
+        drop(extras);
         drop(theirs);
         r
     })

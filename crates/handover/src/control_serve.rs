@@ -1,0 +1,104 @@
+//! Answers the control socket for a library-mode server: `upgrade`, `status` and `stop` map
+//! onto [`Running`]. Only the serving generation answers: the task ends when the drain starts.
+
+use crate::control::Running;
+use crate::control_socket::{
+    unix_ms, ControlServer, Request, Response, ServerKind, ServerState, Status, StopReport,
+    UpgradeRecord, UpgradeReport, WorkerState, WorkerStatus, STATUS_SCHEMA_VERSION,
+};
+use crate::drain::Phase;
+
+pub(crate) fn start(server: ControlServer, running: Running) {
+    let handler_running = running.clone();
+    // A reply under way keeps the process alive through its drain.
+    let shared = std::sync::Arc::clone(running.shared());
+    let server = server.with_connection_guard(move || shared.track());
+    let task = tokio::spawn(server.serve(move |req: Request| {
+        let running = handler_running.clone();
+        async move { answer(&running, req).await }
+    }));
+    // Replies already under way still go out: each connection has its own task.
+    tokio::spawn(async move {
+        running.draining().await;
+        task.abort();
+    });
+}
+
+async fn answer(running: &Running, req: Request) -> Result<Response, String> {
+    let me = std::process::id();
+    match req {
+        Request::Upgrade => {
+            let t0 = std::time::Instant::now();
+            let u = running
+                .upgrade_by("control socket")
+                .await
+                .map_err(|e| format!("{e}; pid {me} keeps serving"))?;
+            Ok(Response::Upgraded(UpgradeReport {
+                pid: u.new_pid,
+                generation: Some(running.finish().generation + 1),
+                previous_pids: vec![me],
+                duration_ms: t0.elapsed().as_millis() as u64,
+            }))
+        }
+        Request::Stop => {
+            running.stop();
+            Ok(Response::Stopping(StopReport { pid: me }))
+        }
+        Request::Status => Ok(Response::Status(status(running))),
+        #[allow(unreachable_patterns)]
+        other => Err(format!(
+            "{other:?} is not supported by a library-mode server"
+        )),
+    }
+}
+
+fn status(running: &Running) -> Status {
+    let finish = running.finish();
+    let shared = running.shared();
+    let phase = *shared.phase.borrow();
+    let (state, worker_state) = match phase {
+        Phase::Starting => (ServerState::Starting, WorkerState::Starting),
+        Phase::Serving => (ServerState::Running, WorkerState::Ready),
+        Phase::Paused => (ServerState::Upgrading, WorkerState::Ready),
+        Phase::Draining { .. } => (ServerState::Stopping, WorkerState::Draining),
+    };
+    let uptime_ms = finish.started.elapsed().as_millis() as u64;
+    let last_upgrade = finish
+        .last_upgrade
+        .lock()
+        .expect("not poisoned")
+        .as_ref()
+        .map(|u| UpgradeRecord {
+            ok: u.result.is_ok(),
+            trigger: u.trigger.to_string(),
+            generation: Some(finish.generation + 1),
+            pid: u.result.as_ref().ok().map(|r| r.new_pid),
+            error: u.result.as_ref().err().map(|e| e.to_string()),
+            started_unix_ms: unix_ms(u.started),
+            duration_ms: u.duration.as_millis() as u64,
+        });
+    Status {
+        schema_version: STATUS_SCHEMA_VERSION,
+        kind: ServerKind::Library,
+        name: None,
+        pid: std::process::id(),
+        state,
+        generation: finish.generation,
+        uptime_ms,
+        restarts: 0,
+        listeners: shared
+            .listeners
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|l| l.addr.to_string())
+            .collect(),
+        workers: vec![WorkerStatus {
+            generation: finish.generation,
+            pid: std::process::id(),
+            state: worker_state,
+            uptime_ms,
+        }],
+        last_upgrade,
+    }
+}
