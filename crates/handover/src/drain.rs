@@ -52,6 +52,14 @@ pub(crate) struct Shared {
     pub listeners: Mutex<Vec<Arc<ListenerInner>>>,
     /// Other sockets handed to the next generation after the listeners (name, fd).
     pub extra_fds: Mutex<Vec<(std::os::fd::OwnedFd, String)>>,
+    /// One wake-up per open connection, told when the drain starts (see [`DrainNotice`]).
+    notices: Mutex<NoticeBoard>,
+}
+
+#[derive(Default)]
+struct NoticeBoard {
+    next: u64,
+    open: std::collections::HashMap<u64, Arc<Notify>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -74,6 +82,7 @@ impl Shared {
             idle_grace,
             listeners: Mutex::new(Vec::new()),
             extra_fds: Mutex::new(Vec::new()),
+            notices: Mutex::new(NoticeBoard::default()),
         })
     }
 
@@ -89,6 +98,9 @@ impl Shared {
                 true
             }
         });
+        for n in self.notices.lock().expect("not poisoned").open.values() {
+            n.notify_one();
+        }
         drop(self.accept_gate.write().await);
         match *self.phase.borrow() {
             Phase::Draining { deadline, .. } => deadline,
@@ -120,6 +132,33 @@ impl Shared {
             }
             _ => false,
         });
+    }
+
+    /// A wake-up for one connection when the drain starts. Waiting on the shared `phase`
+    /// channel from every connection would take one shared lock per poll of every
+    /// connection task; this takes one lock when the connection opens and one when it closes.
+    pub(crate) fn drain_notice(self: &Arc<Self>) -> DrainNotice {
+        let notify = Arc::new(Notify::new());
+        let id = {
+            let mut board = self.notices.lock().expect("not poisoned");
+            let id = board.next;
+            board.next += 1;
+            board.open.insert(id, Arc::clone(&notify));
+            id
+        };
+        DrainNotice {
+            shared: Arc::clone(self),
+            id,
+            notify,
+        }
+    }
+
+    /// The drain deadline, once draining.
+    pub(crate) fn drain_deadline(&self) -> Option<Instant> {
+        match *self.phase.borrow() {
+            Phase::Draining { deadline, .. } => Some(deadline),
+            _ => None,
+        }
     }
 
     /// Counts a connection until the returned guard is dropped.
@@ -225,5 +264,36 @@ impl std::fmt::Debug for DrainSignal {
         f.debug_struct("DrainSignal")
             .field("draining", &self.is_draining())
             .finish()
+    }
+}
+
+/// See [`Shared::drain_notice`].
+pub(crate) struct DrainNotice {
+    shared: Arc<Shared>,
+    id: u64,
+    notify: Arc<Notify>,
+}
+
+impl DrainNotice {
+    /// Resolves when the drain starts (at once if it has), with the deadline.
+    pub(crate) async fn wait(&self) -> Instant {
+        loop {
+            // Registered before this check, so a drain starting now cannot be missed.
+            if let Some(deadline) = self.shared.drain_deadline() {
+                return deadline;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for DrainNotice {
+    fn drop(&mut self) {
+        self.shared
+            .notices
+            .lock()
+            .expect("not poisoned")
+            .open
+            .remove(&self.id);
     }
 }

@@ -33,7 +33,6 @@ use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::drain::Shared;
 use crate::listeners::{Connection, Listener};
@@ -124,19 +123,21 @@ async fn serve_connection<S, B>(
     B::Error: Into<BoxError>,
 {
     let shared = Arc::clone(conn.shared());
-    let activity = Arc::new(Activity::new());
+    let notice = shared.drain_notice();
+    let activity = Arc::new(Activity::new(Arc::clone(&shared)));
     let service = DrainAware {
         inner: service,
         activity: Arc::clone(&activity),
-        shared: Arc::clone(&shared),
     };
     let http = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
     tokio::pin!(http);
 
     let deadline = tokio::select! {
+        biased;
         r = http.as_mut() => return log_conn_end(r),
-        (deadline, _) = shared.draining() => deadline,
+        deadline = notice.wait() => deadline,
     };
+    drop(notice);
     let mut shut = false;
     if activity.http2.load(Ordering::Relaxed) {
         // GOAWAY now; streams in progress finish.
@@ -165,38 +166,38 @@ fn log_conn_end(r: Result<(), BoxError>) {
 /// What a connection is doing, kept with atomics so the request path stays cheap.
 struct Activity {
     in_flight: AtomicUsize,
-    /// Nanoseconds since `base` when the connection last became idle.
-    idle_since: AtomicU64,
-    base: Instant,
+    /// Requests begun so far: an idle period is over when this moves.
+    begun: AtomicU64,
     http2: AtomicBool,
     went_idle: Notify,
+    shared: Arc<Shared>,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(shared: Arc<Shared>) -> Self {
         Activity {
             in_flight: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
-            base: Instant::now(),
+            begun: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             went_idle: Notify::new(),
+            shared,
         }
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(self))
     }
 
-    /// Resolves once nothing has been in progress for `grace`.
+    /// Resolves once nothing has been in progress, and no request has begun, for `grace`.
     async fn idle_for(&self, grace: Duration) {
         loop {
-            if self.in_flight.load(Ordering::SeqCst) == 0 {
-                let since = self.idle_since.load(Ordering::SeqCst);
-                let at = self.base + Duration::from_nanos(since) + grace;
-                tokio::time::sleep_until(at).await;
-                if self.in_flight.load(Ordering::SeqCst) == 0
-                    && self.idle_since.load(Ordering::SeqCst) == since
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                let begun = self.begun.load(Ordering::Relaxed);
+                tokio::time::sleep(grace).await;
+                if self.in_flight.load(Ordering::Acquire) == 0
+                    && self.begun.load(Ordering::Relaxed) == begun
                 {
                     return;
                 }
@@ -212,11 +213,8 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let a = &self.0;
-        a.idle_since
-            .store(a.base.elapsed().as_nanos() as u64, Ordering::SeqCst);
-        if a.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            a.went_idle.notify_one();
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.went_idle.notify_one();
         }
     }
 }
@@ -227,43 +225,68 @@ impl Drop for InFlight {
 struct DrainAware<S> {
     inner: S,
     activity: Arc<Activity>,
-    shared: Arc<Shared>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for DrainAware<S>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
     B: Body,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = DrainAwareFuture<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let h1 = req.version() < Version::HTTP_2;
         if !h1 {
             self.activity.http2.store(true, Ordering::Relaxed);
         }
-        let in_flight = self.activity.begin();
-        let shared = Arc::clone(&self.shared);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            let (mut parts, body) = resp.into_parts();
-            if h1 && shared.is_draining() {
-                parts
-                    .headers
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(Response::from_parts(
-                parts,
-                TrackedBody {
-                    inner: body,
-                    _in_flight: Some(in_flight),
-                },
-            ))
-        })
+        let in_flight = Some(self.activity.begin());
+        DrainAwareFuture {
+            inner: self.inner.call(req),
+            in_flight,
+            h1,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The application's response future, plus the request's place in the drain.
+    struct DrainAwareFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+        h1: bool,
+    }
+}
+
+impl<F, B, E> Future for DrainAwareFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = match this.inner.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r?,
+        };
+        let in_flight = this.in_flight.take();
+        let (mut parts, body) = resp.into_parts();
+        let draining = in_flight.as_ref().is_some_and(|f| f.0.shared.is_draining());
+        if *this.h1 && draining {
+            parts
+                .headers
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        Poll::Ready(Ok(Response::from_parts(
+            parts,
+            TrackedBody {
+                inner: body,
+                _in_flight: in_flight,
+            },
+        )))
     }
 }
 
