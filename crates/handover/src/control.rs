@@ -24,17 +24,23 @@ enum Command {
 /// The signal streams, created before the upgrade signals are unblocked.
 pub(crate) struct Signals {
     usr2: Signal,
-    hup: Signal,
+    /// `None` when SIGHUP was ignored at start-up (`nohup`): closing the terminal must not
+    /// trigger an upgrade.
+    hup: Option<Signal>,
     term: Signal,
     int: Signal,
     chld: Signal,
 }
 
 impl Signals {
-    pub(crate) fn install() -> std::io::Result<Self> {
+    pub(crate) fn install(take_hup: bool) -> std::io::Result<Self> {
         Ok(Signals {
             usr2: signal(SignalKind::user_defined2())?,
-            hup: signal(SignalKind::hangup())?,
+            hup: if take_hup {
+                Some(signal(SignalKind::hangup())?)
+            } else {
+                None
+            },
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             chld: signal(SignalKind::child())?,
@@ -252,7 +258,7 @@ async fn control_loop(
             biased;
             r = async { running.as_mut().expect("guarded").await }, if running.is_some() => Trigger::Done(r),
             _ = signals.usr2.recv() => Trigger::Upgrade("SIGUSR2", None),
-            _ = signals.hup.recv() => Trigger::Upgrade("SIGHUP", None),
+            Some(_) = recv_opt(&mut signals.hup) => Trigger::Upgrade("SIGHUP", None),
             _ = signals.term.recv() => Trigger::Stop("SIGTERM"),
             _ = signals.int.recv() => Trigger::Stop("SIGINT"),
             Some(cmd) = commands.recv() => match cmd {
@@ -353,6 +359,13 @@ async fn control_loop(
                 }
             }
         }
+    }
+}
+
+async fn recv_opt(s: &mut Option<Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 

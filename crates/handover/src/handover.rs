@@ -360,7 +360,11 @@ impl Handover {
     /// ahead at once). Inherited sockets nobody asked for are closed. Then the PID file is
     /// written, systemd is notified and the upgrade/stop signals are handled.
     pub async fn ready(mut self) -> Result<Running, Error> {
-        let signals = Signals::install().map_err(|source| Error::Io {
+        let take_hup = !spawn::sighup_ignored();
+        if !take_hup {
+            tracing::info!("SIGHUP is ignored (started under nohup?); upgrade with SIGUSR2");
+        }
+        let signals = Signals::install(take_hup).map_err(|source| Error::Io {
             context: "cannot install signal handlers",
             source,
         })?;

@@ -383,6 +383,16 @@ pub(crate) fn set_upgrade_signals_blocked(blocked: bool) {
     unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
 }
 
+/// Whether `SIGHUP` is ignored (as under `nohup`).
+pub(crate) fn sighup_ignored() -> bool {
+    // SAFETY: querying the disposition with a null new action.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
