@@ -8,6 +8,7 @@ use clap::Parser;
 use crate::load::Mode;
 use crate::plan::Phase;
 use crate::server::hello::Drain;
+use crate::server::peers::Peer;
 
 /// Longest allowed load run.
 pub const MAX_RUN: Duration = Duration::from_secs(30);
@@ -39,7 +40,8 @@ pub struct Args {
     /// Drains to compare; the first is the subject of the ratios, the second the baseline.
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["handover", "axum"])]
     pub drains: Vec<Drain>,
-    /// Parts of the matrix to run.
+    /// Parts of the matrix to run (`idle-conns`: --idle-conns idle keep-alive connections
+    /// drained by one upgrade of the first drain; not in the default set).
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["upgrade", "steady", "idle"])]
     pub phases: Vec<Phase>,
     /// Duration of each run with upgrades (≤ 30s).
@@ -87,6 +89,13 @@ pub struct Args {
     /// Also run wrk (steady: req/s next to ours; upgrades: wrk's error counts).
     #[arg(long)]
     pub wrk: bool,
+    /// Peers measured in the same upgrade and idle phases (`none` for none); a peer that
+    /// cannot be built here is skipped with the reason in the report.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["grace", "tableflip", "nginx"])]
+    pub peers: Vec<Peer>,
+    /// Idle keep-alive connections for `--phases idle-conns`.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub idle_conns: usize,
 }
 
 impl Args {
@@ -109,6 +118,12 @@ impl Args {
         }
         if self.drains.is_empty() || self.modes.is_empty() || self.conns.is_empty() {
             return Err("--drains, --modes and --conns need at least one value".into());
+        }
+        if self.idle_conns == 0 || self.idle_conns > 50_000 {
+            return Err("--idle-conns must be 1..=50000".into());
+        }
+        if self.peers.contains(&Peer::None) && self.peers.len() > 1 {
+            return Err("--peers none cannot be combined with other peers".into());
         }
         if self.ab_runs > 20 || self.upgrades > 100 || self.idle_upgrades > 100 {
             return Err("--ab-runs ≤ 20, --upgrades and --idle-upgrades ≤ 100".into());

@@ -6,12 +6,14 @@ mod binaries;
 mod cli;
 mod generations;
 mod http1;
+mod idle_conns;
 mod load;
 mod plan;
 mod probe;
 mod process;
 mod reaper;
 mod report;
+mod rlimit;
 mod run;
 mod server;
 mod upgrade;
@@ -25,10 +27,11 @@ use std::time::Duration;
 use clap::Parser;
 
 use cli::Args;
-use plan::{progress, Plan};
+use plan::{progress, Phase, Plan};
 use report::model::Report;
 use run::Settings;
 use server::hello::Hello;
+use server::peers::{self, Peer, PeerOpts};
 use server::ServerKind;
 use upgrade::measure::ProbeOpts;
 
@@ -53,6 +56,8 @@ fn bench(args: &Args) -> std::io::Result<()> {
         .clone()
         .unwrap_or_else(binaries::default_workspace);
     let bins = binaries::resolve(args.bin_v1.clone(), args.bin_v2.clone(), &workspace)?;
+    // Before any server starts, so they inherit it.
+    let nofile = rlimit::raise_nofile();
     // Only after the builds: from here on, orphaned server generations are ours to reap.
     reaper::become_subreaper()?;
     abort::install();
@@ -75,6 +80,19 @@ fn bench(args: &Args) -> std::io::Result<()> {
         .collect();
     let log_dir = args.out.join("logs");
     std::fs::create_dir_all(&log_dir)?;
+    let selected: Vec<Peer> = args
+        .peers
+        .iter()
+        .copied()
+        .filter(|&p| p != Peer::None)
+        .collect();
+    // Absolute: `go build` runs in another directory and needs an absolute GOCACHE.
+    let peer_dir = std::env::current_dir()?.join(&args.out).join("peers");
+    std::fs::create_dir_all(&peer_dir)?;
+    let peer_opts = PeerOpts {
+        drain_timeout: args.drain_timeout,
+    };
+    let (peer_kinds, peers) = peers::prepare(&selected, &peer_dir, &peer_opts);
     let settings = Settings {
         threads: args.threads,
         timeout: args.timeout,
@@ -90,7 +108,8 @@ fn bench(args: &Args) -> std::io::Result<()> {
         log_dir,
     };
     let plan = Plan {
-        kinds,
+        kinds: kinds.clone(),
+        peers: peer_kinds,
         modes: args.modes.clone(),
         conns: args.conns.clone(),
         phases: args.phases.clone(),
@@ -104,9 +123,22 @@ fn bench(args: &Args) -> std::io::Result<()> {
         wrk: args.wrk,
     };
     let (cells, idle) = plan::execute(&plan, &settings);
+    let idle_conns = match kinds.first() {
+        Some(kind) if args.phases.contains(&Phase::IdleConns) && !abort::requested() => {
+            idle_conns_phase(kind, args, nofile, &settings)
+        }
+        _ => Vec::new(),
+    };
     let mut meta = meta(args, &bins);
+    meta["nofile"] = serde_json::to_value(nofile).unwrap_or_default();
     meta["left_behind_at_exit"] = left_behind().into();
-    let report = Report { meta, cells, idle };
+    let report = Report {
+        meta,
+        cells,
+        idle,
+        peers,
+        idle_conns,
+    };
     report::write(&args.out, &report)?;
     print!("{}", report::table::render(&report));
     progress(&format!(
@@ -117,6 +149,37 @@ fn bench(args: &Args) -> std::io::Result<()> {
         return Err(std::io::Error::other("interrupted; the report is partial"));
     }
     Ok(())
+}
+
+fn idle_conns_phase(
+    kind: &Arc<dyn ServerKind>,
+    args: &Args,
+    nofile: rlimit::NoFile,
+    settings: &Settings,
+) -> Vec<idle_conns::summary::IdleConnsReport> {
+    progress(&format!(
+        "idle-conns: {} x{} keep-alive connections, one upgrade",
+        kind.name(),
+        args.idle_conns
+    ));
+    let spec = idle_conns::IdleConnsSpec {
+        kind,
+        n: args.idle_conns,
+        drain_timeout: args.drain_timeout,
+        nofile,
+    };
+    match idle_conns::run(&spec, settings) {
+        Ok(r) => {
+            for l in idle_conns::summary::lines(&r) {
+                progress(&l);
+            }
+            vec![r]
+        }
+        Err(e) => {
+            progress(&format!("idle-conns {} failed: {e}", kind.name()));
+            Vec::new()
+        }
+    }
 }
 
 /// Last line of defence: kills and reaps anything still below this process (each run's stop

@@ -1,6 +1,6 @@
 //! The scenario matrix: for each (mode, connections) cell, upgrade runs per server kind
-//! ((a) handover's drain, (b) axum's), interleaved steady A/B runs ((c)), optional wrk
-//! cross-checks; then idle handovers per kind.
+//! ((a) handover's drain, (b) axum's, then each peer), interleaved steady A/B runs ((c)),
+//! optional wrk cross-checks; then idle handovers per kind and peer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,8 @@ pub enum Phase {
     Steady,
     /// Upgrades without load (handover time).
     Idle,
+    /// Many idle keep-alive connections drained by one upgrade (`--idle-conns`).
+    IdleConns,
 }
 
 /// The matrix to run.
@@ -27,6 +29,8 @@ pub enum Phase {
 pub struct Plan {
     /// Servers: the first is the subject (handover's drain), the second the baseline.
     pub kinds: Vec<Arc<dyn ServerKind>>,
+    /// Peers (grace, tableflip, nginx) that could be built: upgrade runs and idle handovers.
+    pub peers: Vec<Arc<dyn ServerKind>>,
     /// Modes.
     pub modes: Vec<Mode>,
     /// Connection counts.
@@ -65,7 +69,7 @@ pub fn execute(plan: &Plan, set: &Settings) -> (Vec<Cell>, Vec<IdleReport>) {
     }
     let mut idle = Vec::new();
     if plan.phases.contains(&Phase::Idle) {
-        for kind in &plan.kinds {
+        for kind in plan.kinds.iter().chain(&plan.peers) {
             if crate::abort::requested() {
                 break;
             }
@@ -126,6 +130,10 @@ fn cell(plan: &Plan, set: &Settings, mode: Mode, conns: usize) -> Cell {
                 1 => "b".to_string(),
                 _ => format!("upgrade:{}", kind.name()),
             };
+            specs.push(spec(plan, label, kind, mode, conns, true, Generator::Ours));
+        }
+        for kind in &plan.peers {
+            let label = format!("peer:{}", kind.name());
             specs.push(spec(plan, label, kind, mode, conns, true, Generator::Ours));
         }
     }

@@ -112,7 +112,7 @@ impl Server {
             {
                 return Ok((v, pid.unwrap_or(self.first_pid)));
             }
-            if reaper::exited(self.first_pid) {
+            if !self.kind.daemonizes() && reaper::exited(self.first_pid) {
                 return Err(io::Error::other(format!(
                     "{} exited before answering (see its log)",
                     self.kind.name()
@@ -131,7 +131,8 @@ impl Server {
     pub fn stop(&self, current_pid: u32, grace: Duration) -> StopReport {
         let t0 = Instant::now();
         let mut report = StopReport::default();
-        let _ = reaper::signal(current_pid, self.kind.stop_signal());
+        let target = self.kind.stop_target(&self.dir, current_pid);
+        let _ = reaper::signal(target, self.kind.stop_signal());
         let deadline = t0 + grace;
         wait_gone(deadline, &mut report);
         let left = alive_descendants();

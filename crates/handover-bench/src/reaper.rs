@@ -69,6 +69,21 @@ pub fn descendants() -> Vec<Descendant> {
     found
 }
 
+/// Whether some live process has `pid` as its parent.
+pub fn has_child(pid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| std::fs::read_to_string(format!("/proc/{s}/stat")).ok())
+            .and_then(|stat| stat_fields(&stat))
+            .is_some_and(|(state, ppid)| ppid == pid && state != 'Z' && state != 'X')
+    })
+}
+
 /// Reaps every child that has exited, without blocking. Call only when no `std::process`
 /// child is being waited for elsewhere (it would lose its status). Returns `(pid, how it
 /// ended)` for each: `exit N` or `signal N`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::listeners::ListenSpec;
+use crate::proxy::{Cidr, ProxySpec};
 use crate::readiness::ReadyMode;
 use crate::signals::Signal;
 
@@ -77,8 +78,41 @@ pub struct RunArgs {
     /// prefixed with NAME= to set its LISTEN_FDNAMES entry (default name: tcp_IP_PORT or
     /// unix_PATH). The worker gets them at fds 3, 4, ... in this order. Port 0 picks a free
     /// port, which is logged and shown by `handover status`.
-    #[arg(short, long = "listen", value_name = "[NAME=]ADDR", required = true)]
+    #[arg(
+        short,
+        long = "listen",
+        value_name = "[NAME=]ADDR",
+        required_unless_present = "proxy",
+        conflicts_with = "proxy"
+    )]
     pub listen: Vec<ListenSpec>,
+
+    /// Proxy mode, for programs that can only bind a port of their own: listen on URL
+    /// (`http://IP:PORT` or `tcp://IP:PORT`) and forward to the current worker, which gets a
+    /// free loopback port in $PORT (see --port-env) and in place of `{port}` in its
+    /// arguments. `http://` terminates HTTP/1.1 and h2c and forwards requests over
+    /// keep-alive connections; `tcp://` forwards connections. On an upgrade, new requests
+    /// go to the new worker once it is ready; the old one gets the stop signal once what it
+    /// was serving has finished (or at the drain timeout).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<ProxySpec>,
+
+    /// With --proxy: the environment variable that gives each worker its port.
+    /// [default: PORT]
+    #[arg(long, value_name = "NAME")]
+    pub port_env: Option<String>,
+
+    /// With --proxy: how long a worker has to accept a connection, and to answer with its
+    /// response head once the whole request has been sent (504 after that; 502 if it cannot
+    /// be reached at all). [default: 60s]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub upstream_timeout: Option<Duration>,
+
+    /// With --proxy http://: a peer whose X-Forwarded-For/-Proto/-Host headers are kept
+    /// and appended to (repeatable; `10.0.0.0/8`, `::1/128`, `127.0.0.1`). From any other
+    /// peer they are replaced.
+    #[arg(long, value_name = "CIDR")]
+    pub trusted_proxy: Vec<Cidr>,
 
     /// Name of the service: names the default control socket and appears in the logs and
     /// `handover status`. [default: the file name of COMMAND]
@@ -94,8 +128,11 @@ pub struct RunArgs {
     /// A worker that never sends READY=1 needs one of the other modes.
     /// In ADDR and URL, `{port}` is a free port chosen for each worker and exported to it as
     /// HANDOVER_HEALTH_PORT, so the probe reaches that worker and not the old one.
-    #[arg(long, value_name = "MODE", default_value = "notify")]
-    pub ready: ReadyMode,
+    /// With --proxy, `{port}` is the worker's own port, `tcp` alone means tcp:127.0.0.1:{port}
+    /// and `http:/PATH` probes http://127.0.0.1:{port}/PATH.
+    /// [default: notify; with --proxy: tcp]
+    #[arg(long, value_name = "MODE")]
+    pub ready: Option<ReadyMode>,
 
     /// How long a new worker has to become ready before it is killed (and, for an upgrade,
     /// the old one kept).
@@ -231,7 +268,8 @@ mod tests {
         let run = cmd.find_subcommand_mut("run").unwrap();
         let help = run.render_long_help().to_string();
         for needle in [
-            "[default: notify]",
+            "[default: notify; with --proxy: tcp]",
+            "[default: PORT]",
             "[default: 60s]",
             "[default: 30s]",
             "[default: SIGTERM]",
@@ -284,6 +322,31 @@ mod tests {
     }
 
     #[test]
+    fn run_parses_proxy_mode() {
+        let cli = Cli::try_parse_from([
+            "handover",
+            "run",
+            "--proxy",
+            "tcp://127.0.0.1:5432",
+            "--port-env",
+            "PGPORT",
+            "--upstream-timeout",
+            "5s",
+            "--",
+            "./db",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert!(run.listen.is_empty());
+        assert_eq!(run.proxy.unwrap().to_string(), "tcp://127.0.0.1:5432");
+        assert_eq!(run.port_env.as_deref(), Some("PGPORT"));
+        assert_eq!(run.upstream_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(run.ready, None);
+    }
+
+    #[test]
     fn bad_input_is_explained() {
         let err = |args: &[&str]| {
             Cli::try_parse_from(args)
@@ -328,5 +391,32 @@ mod tests {
         assert!(e.contains("unknown readiness mode"), "{e}");
         let e = err(&["handover", "run", "-l", "127.0.0.1:1"]);
         assert!(e.contains("COMMAND"), "{e}");
+        let e = err(&["handover", "run", "--proxy", "127.0.0.1:80", "--", "x"]);
+        assert!(
+            e.contains("expected http://IP:PORT or tcp://IP:PORT"),
+            "{e}"
+        );
+        let e = err(&[
+            "handover",
+            "run",
+            "--proxy",
+            "http://127.0.0.1:80",
+            "-l",
+            "127.0.0.1:1",
+            "--",
+            "x",
+        ]);
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = err(&[
+            "handover",
+            "run",
+            "--proxy",
+            "http://127.0.0.1:80",
+            "--trusted-proxy",
+            "10.0.0.0/99",
+            "--",
+            "x",
+        ]);
+        assert!(e.contains("invalid network"), "{e}");
     }
 }

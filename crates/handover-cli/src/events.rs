@@ -22,6 +22,9 @@ pub enum Event {
     Ready { id: WorkerId, how: String },
     /// A worker was not ready within `--ready-timeout`.
     ReadyTimeout { id: WorkerId },
+    /// Proxy mode: a retired worker has nothing in flight any more (or its drain deadline
+    /// passed): time for its stop signal.
+    Drained { id: WorkerId, left: usize },
     /// A draining worker is still alive at its drain deadline.
     DrainTimeout { id: WorkerId },
     /// The restart backoff has passed (for the restart scheduled as number `epoch`).

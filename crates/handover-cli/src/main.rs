@@ -12,6 +12,7 @@
 //! | `reaper` | the one place that reaps children |
 //! | `signals`, `watch`, `control` | the triggers: signals, a watched file, the control socket |
 //! | `listeners`, `paths` | the listening sockets; where files live |
+//! | `proxy` | proxy mode (`--proxy`): forwarding to workers that bind their own port |
 //! | `client`, `status` | `handover upgrade/status/stop` |
 
 mod cli;
@@ -22,6 +23,7 @@ mod listeners;
 mod notify;
 mod paths;
 mod probe;
+mod proxy;
 mod readiness;
 mod reaper;
 mod restart;

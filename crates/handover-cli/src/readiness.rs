@@ -94,6 +94,12 @@ impl FromStr for ReadyMode {
         if s == "notify" {
             return Ok(ReadyMode::Notify);
         }
+        if s == "tcp" {
+            return Ok(ReadyMode::Tcp(Target {
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port: None,
+            }));
+        }
         if let Some(addr) = s.strip_prefix("tcp:") {
             return Target::parse(addr).map(ReadyMode::Tcp).map_err(invalid);
         }
@@ -106,7 +112,7 @@ impl FromStr for ReadyMode {
             return parse_http(url).map_err(invalid);
         }
         Err(format!(
-            "unknown readiness mode {s:?}; expected notify, tcp:ADDR, http:URL or delay:DUR \
+            "unknown readiness mode {s:?}; expected notify, tcp, tcp:ADDR, http:URL or delay:DUR \
              (e.g. tcp:127.0.0.1:{{port}}, http://127.0.0.1:{{port}}/healthz, http:/healthz, delay:2s)"
         ))
     }
@@ -180,6 +186,13 @@ impl ReadyMode {
     }
 }
 
+/// A free port on `ip` (the kernel's choice; free when this returns).
+pub fn free_port(ip: IpAddr) -> std::io::Result<u16> {
+    Ok(TcpListener::bind(SocketAddr::new(ip, 0))?
+        .local_addr()?
+        .port())
+}
+
 /// One worker's readiness check, prepared before it is started.
 #[derive(Debug)]
 pub struct Prepared {
@@ -201,16 +214,22 @@ enum Check {
 }
 
 /// Prepares worker `id`'s check: binds its notification socket in `runtime_dir`, or picks its
-/// port.
-pub fn prepare(mode: &ReadyMode, runtime_dir: &Path, id: WorkerId) -> std::io::Result<Prepared> {
+/// port. `worker_port` (proxy mode) is the port the worker serves on: `{port}` means it.
+pub fn prepare(
+    mode: &ReadyMode,
+    runtime_dir: &Path,
+    id: WorkerId,
+    worker_port: Option<u16>,
+) -> std::io::Result<Prepared> {
     let mut env = Vec::new();
     let mut port_for = |t: &Target| -> std::io::Result<Option<u16>> {
         if !t.per_worker() {
             return Ok(None);
         }
-        let port = TcpListener::bind(SocketAddr::new(t.ip, 0))?
-            .local_addr()?
-            .port();
+        if worker_port.is_some() {
+            return Ok(worker_port);
+        }
+        let port = free_port(t.ip)?;
         env.push((HEALTH_PORT_VAR.into(), port.to_string().into()));
         Ok(Some(port))
     };
@@ -343,6 +362,17 @@ mod tests {
     }
 
     #[test]
+    fn proxy_workers_are_probed_on_their_own_port() {
+        let dir = std::env::temp_dir();
+        let prepared = prepare(&p("tcp"), &dir, WorkerId(1), Some(4321)).unwrap();
+        assert!(prepared.env.is_empty());
+        let Check::Tcp(addr) = prepared.check else {
+            panic!()
+        };
+        assert_eq!(addr, "127.0.0.1:4321".parse().unwrap());
+    }
+
+    #[test]
     fn warns_about_fixed_probe_ports() {
         assert!(p("tcp:127.0.0.1:9000").warning().is_some());
         assert!(p("http:/healthz").warning().is_none());
@@ -352,7 +382,7 @@ mod tests {
     #[test]
     fn per_worker_ports_are_exported() {
         let dir = std::env::temp_dir();
-        let prepared = prepare(&p("http:/h"), &dir, WorkerId(1)).unwrap();
+        let prepared = prepare(&p("http:/h"), &dir, WorkerId(1), None).unwrap();
         let (k, v) = &prepared.env[0];
         assert_eq!(k, HEALTH_PORT_VAR);
         let port: u16 = v.to_str().unwrap().parse().unwrap();

@@ -13,7 +13,8 @@ use crate::cli::RunArgs;
 use crate::events::Events;
 use crate::listeners::{self, Listener};
 use crate::paths::{self, RuntimeDir};
-use crate::readiness::HEALTH_PORT_VAR;
+use crate::proxy::{self, ProxySpec};
+use crate::readiness::{ReadyMode, HEALTH_PORT_VAR};
 use crate::restart::Backoff;
 use crate::supervisor::{Config, Outcome, Supervisor};
 use crate::worker::Launcher;
@@ -32,6 +33,13 @@ pub fn main(args: RunArgs) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> Result<Outcome, String> {
+    if args.proxy.is_none()
+        && (args.port_env.is_some()
+            || args.upstream_timeout.is_some()
+            || !args.trusted_proxy.is_empty())
+    {
+        return Err("--port-env, --upstream-timeout and --trusted-proxy need --proxy".into());
+    }
     let cwd =
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     let command = Path::new(&args.command[0]);
@@ -44,7 +52,7 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
             .unwrap_or_else(|| "handover".into()),
     };
     paths::validate_name(&name)?;
-    if let Some(w) = args.ready.warning() {
+    if let Some(w) = ready_mode(&args).warning() {
         tracing::warn!("{w}");
     }
     let control_path =
@@ -63,6 +71,10 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
         let control = ControlServer::bind(&control_path)
             .map_err(|e| format!("cannot create the control socket: {e}"))?;
         let listeners = listeners::bind_all(&args.listen, args.backlog)?;
+        let proxy_listener = match args.proxy {
+            Some(spec) => Some(proxy::bind(spec, args.backlog)?),
+            None => None,
+        };
         let guard = Cleanup {
             listeners: &listeners,
             pid_file: args.pid_file.clone(),
@@ -74,6 +86,13 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
         let runtime_dir = RuntimeDir::create(&name)?;
         for l in &listeners {
             tracing::info!("listening on {} (fd name {:?})", l.local, l.name);
+        }
+        if let Some((spec, _)) = &proxy_listener {
+            tracing::info!(
+                "listening on tcp://{} (proxy {spec}; workers get their port in ${})",
+                spec.addr,
+                port_env(&args)
+            );
         }
         tracing::info!(
             "{name}: supervisor pid {}; control socket {}",
@@ -88,6 +107,7 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
             name,
             program,
             &listeners,
+            proxy_listener,
             &runtime_dir,
             tx,
             rx,
@@ -105,6 +125,7 @@ async fn supervise(
     name: String,
     program: PathBuf,
     listeners: &[Listener],
+    proxy_listener: Option<(ProxySpec, std::net::TcpListener)>,
     runtime_dir: &RuntimeDir,
     tx: Events,
     rx: tokio::sync::mpsc::UnboundedReceiver<crate::events::Event>,
@@ -119,13 +140,16 @@ async fn supervise(
             env: worker_env(),
         },
         listeners: listeners.iter().map(Listener::as_pass).collect(),
-        ready: args.ready.clone(),
+        ready: ready_mode(args),
         runtime_dir: runtime_dir.path().to_path_buf(),
         events: tx.clone(),
+        port_env: args.proxy.map(|_| port_env(args).to_string()),
     };
+    let mut shown: Vec<String> = listeners.iter().map(|l| l.local.to_string()).collect();
+    shown.extend(proxy_listener.as_ref().map(|(spec, _)| spec.to_string()));
     let cfg = Config {
         name,
-        listeners: listeners.iter().map(|l| l.local.to_string()).collect(),
+        listeners: shown,
         ready_timeout: args.ready_timeout,
         drain_timeout: args.drain_timeout,
         stop_signal: args.stop_signal,
@@ -133,6 +157,17 @@ async fn supervise(
         backoff: Backoff::new(args.restart_backoff, args.restart_backoff_max),
     };
     let mut supervisor = Supervisor::new(cfg, launcher, systemd);
+    // Kept until the supervisor is done; dropping it ends every proxied connection.
+    let mut _proxy_runtime = None;
+    if let Some((spec, listener)) = proxy_listener {
+        let settings = proxy::Settings {
+            upstream_timeout: args.upstream_timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+            trusted: args.trusted_proxy.clone(),
+        };
+        let (proxy, rt) = proxy::start(spec, listener, settings)?;
+        supervisor = supervisor.with_proxy(proxy);
+        _proxy_runtime = Some(rt);
+    }
     supervisor.start()?;
     let control = control::serve(control, tx.clone());
     watch::start(&args.watch, args.watch_debounce, &tx);
@@ -143,6 +178,23 @@ async fn supervise(
     let _ = control.await;
     tracing::info!("stopped");
     Ok(outcome)
+}
+
+/// `--upstream-timeout` unless given.
+const DEFAULT_UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `--port-env`, or its default.
+fn port_env(args: &RunArgs) -> &str {
+    args.port_env.as_deref().unwrap_or("PORT")
+}
+
+/// `--ready`, or its default: `notify`, or with `--proxy` a TCP connect to the worker's port.
+fn ready_mode(args: &RunArgs) -> ReadyMode {
+    match (&args.ready, args.proxy) {
+        (Some(mode), _) => mode.clone(),
+        (None, Some(_)) => "tcp".parse().expect("a valid mode"),
+        (None, None) => ReadyMode::Notify,
+    }
 }
 
 /// Our environment minus what belongs to us alone: systemd's `NOTIFY_SOCKET` (each worker

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::events::{Event, Events, UpgradeReply, WorkerId};
+use crate::proxy::Proxy;
 use crate::restart::{Backoff, STABLE_AFTER};
 use crate::signals::Signal;
 use crate::upgrade::PendingUpgrade;
@@ -52,6 +53,8 @@ pub struct Supervisor {
     launcher: Launcher,
     events: Events,
     systemd: Option<SystemdNotifier>,
+    /// Proxy mode: where new requests and connections go.
+    proxy: Option<Proxy>,
     workers: BTreeMap<WorkerId, Worker>,
     /// The worker new connections go to.
     current: Option<WorkerId>,
@@ -80,6 +83,7 @@ impl Supervisor {
             launcher,
             events,
             systemd,
+            proxy: None,
             workers: BTreeMap::new(),
             current: None,
             upgrade: None,
@@ -95,6 +99,12 @@ impl Supervisor {
             ever_ready: false,
             started: Instant::now(),
         }
+    }
+
+    /// Proxy mode: route to the current worker through `proxy`.
+    pub fn with_proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Some(proxy);
+        self
     }
 
     /// Starts the first worker; an error (the program cannot be executed) is fatal.
@@ -123,6 +133,7 @@ impl Supervisor {
             Event::Ready { id, how } => self.on_ready(id, &how),
             Event::ReadyTimeout { id } => self.on_ready_timeout(id),
             Event::DrainTimeout { id } => self.on_drain_timeout(id),
+            Event::Drained { id, left } => self.on_drained(id, left),
             Event::RestartDue { epoch } => self.on_restart_due(epoch),
             Event::Upgrade { trigger, reply } => self.on_upgrade(trigger, reply),
             Event::Stop {
@@ -188,6 +199,7 @@ impl Supervisor {
         match self.current {
             None => {
                 self.current = Some(id);
+                self.route(id);
                 let first = !self.ever_ready;
                 self.ever_ready = true;
                 if first {
@@ -285,6 +297,7 @@ impl Supervisor {
             let w = &self.workers[&new];
             (w.generation, w.pid, w.describe())
         };
+        self.route(new);
         for id in older {
             self.begin_drain(id, &format!("replaced by generation {generation}"));
         }
@@ -315,21 +328,75 @@ impl Supervisor {
     // -- draining and exits ---------------------------------------------------------------
 
     fn begin_drain(&mut self, id: WorkerId, why: &str) {
-        let delay = self.cfg.drain_timeout;
-        let timer = self.after(delay, Event::DrainTimeout { id });
-        let signal = self.cfg.stop_signal;
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
         w.state = WorkerState::Draining;
+        if self.current == Some(id) {
+            self.current = None;
+        }
+        let Some(proxy) = &self.proxy else {
+            self.send_stop(id, why);
+            return;
+        };
+        // Proxy mode: the stop signal waits until what the proxy sent it has finished.
+        let deadline = self.cfg.drain_timeout;
+        let retire = proxy.retire(id, deadline);
+        let events = self.events.clone();
+        let task = tokio::spawn(async move {
+            let left = retire.await;
+            let _ = events.send(Event::Drained { id, left });
+        });
+        w.add_task(task.abort_handle());
+        tracing::info!(
+            "{} gets no new requests ({why}); {} once those in flight have finished \
+             (at most {deadline:?})",
+            w.describe(),
+            self.cfg.stop_signal
+        );
+    }
+
+    /// Proxy mode: a retired worker is idle (or out of time): now it gets the stop signal.
+    fn on_drained(&mut self, id: WorkerId, left: usize) {
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        if w.state != WorkerState::Draining {
+            return;
+        }
+        let why = if left == 0 {
+            "nothing in flight".to_string()
+        } else {
+            tracing::warn!(
+                "{}: {left} requests or connections still open at the drain deadline; cut",
+                w.describe()
+            );
+            format!("drain deadline, {left} cut")
+        };
+        self.send_stop(id, &why);
+    }
+
+    fn send_stop(&mut self, id: WorkerId, why: &str) {
+        let delay = self.cfg.drain_timeout;
+        let timer = self.after(delay, Event::DrainTimeout { id });
+        let signal = self.cfg.stop_signal;
+        let Some(w) = self.workers.get_mut(&id) else {
+            timer.abort();
+            return;
+        };
         w.signal(signal.number);
         w.add_task(timer);
         tracing::info!(
             "sent {signal} to {} ({why}); SIGKILL in {delay:?} if it is still running",
             w.describe()
         );
-        if self.current == Some(id) {
-            self.current = None;
+    }
+
+    /// Proxy mode: new requests and connections go to worker `id` from now on.
+    fn route(&self, id: WorkerId) {
+        if let (Some(proxy), Some(port)) = (&self.proxy, self.workers.get(&id).and_then(|w| w.port))
+        {
+            proxy.route(id, (std::net::Ipv4Addr::LOCALHOST, port).into());
         }
     }
 
@@ -354,6 +421,9 @@ impl Supervisor {
             return;
         };
         let w = self.workers.remove(&id).expect("found above");
+        if let Some(proxy) = &self.proxy {
+            proxy.gone(id);
+        }
         let what = w.describe();
         let is_upgrade = self.upgrade.as_ref().and_then(|u| u.worker) == Some(id);
         match w.state {

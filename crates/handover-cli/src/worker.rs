@@ -1,7 +1,10 @@
 //! One worker process: how it is started (listeners at fds 3.., its own readiness check) and
 //! what the supervisor remembers about it.
 
+use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -33,6 +36,8 @@ pub struct Worker {
     pub state: WorkerState,
     pub started: Instant,
     pub ready_at: Option<Instant>,
+    /// Proxy mode: the loopback port it was given to serve on.
+    pub port: Option<u16>,
     /// Killed for not becoming ready (outside an upgrade): start another once it is reaped.
     pub restart_when_reaped: bool,
     /// The last failed readiness probe, for the timeout message.
@@ -98,15 +103,27 @@ pub struct Launcher {
     pub ready: ReadyMode,
     pub runtime_dir: PathBuf,
     pub events: Events,
+    /// Proxy mode: the variable that gives each worker its own port (also put in place of
+    /// `{port}` in its arguments).
+    pub port_env: Option<String>,
 }
 
 impl Launcher {
     /// Starts worker `id` and its readiness check. Blocks until the exec has succeeded or
     /// failed (milliseconds); the error names the program.
     pub fn launch(&self, id: WorkerId, generation: u64) -> Result<Worker, String> {
-        let prepared = readiness::prepare(&self.ready, &self.runtime_dir, id)
-            .map_err(|e| format!("cannot prepare the readiness check ({}): {e}", self.ready))?;
         let mut program = self.program.clone();
+        let port = match &self.port_env {
+            Some(var) => {
+                let port = readiness::free_port(Ipv4Addr::LOCALHOST.into())
+                    .map_err(|e| format!("cannot find a free port for the worker: {e}"))?;
+                give_port(&mut program, var, port);
+                Some(port)
+            }
+            None => None,
+        };
+        let prepared = readiness::prepare(&self.ready, &self.runtime_dir, id, port)
+            .map_err(|e| format!("cannot prepare the readiness check ({}): {e}", self.ready))?;
         program.env.extend(prepared.env.iter().cloned());
         let pid =
             sys::spawn_with_listeners(&program, &self.listeners).map_err(|e| e.to_string())?;
@@ -120,9 +137,50 @@ impl Launcher {
             state: WorkerState::Starting,
             started: Instant::now(),
             ready_at: None,
+            port,
             restart_when_reaped: false,
             last_probe_error,
             tasks: vec![check.abort_handle()],
         })
+    }
+}
+
+/// Proxy mode: `var=port` in the environment (replacing any), `{port}` in the arguments.
+fn give_port(program: &mut sys::Program, var: &str, port: u16) {
+    let value = port.to_string();
+    program.env.retain(|(k, _)| k != var);
+    program.env.push((var.into(), value.clone().into()));
+    for arg in program.args.iter_mut().skip(1) {
+        let bytes = arg.as_bytes();
+        if bytes.windows(6).any(|w| w == b"{port}") {
+            let replaced = String::from_utf8_lossy(bytes).replace("{port}", &value);
+            *arg = OsString::from_vec(replaced.into_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_given_in_the_environment_and_arguments() {
+        let mut p = sys::Program {
+            path: "/bin/x".into(),
+            args: vec![
+                "x{port}".into(),
+                "--bind=127.0.0.1:{port}".into(),
+                "-v".into(),
+            ],
+            cwd: "/".into(),
+            env: vec![("PORT".into(), "1".into()), ("HOME".into(), "/".into())],
+        };
+        give_port(&mut p, "PORT", 8080);
+        assert_eq!(p.args[0], "x{port}");
+        assert_eq!(p.args[1], "--bind=127.0.0.1:8080");
+        assert_eq!(p.args[2], "-v");
+        let ports: Vec<_> = p.env.iter().filter(|(k, _)| k == "PORT").collect();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].1, "8080");
     }
 }

@@ -241,4 +241,8 @@ pub struct Report {
     pub cells: Vec<Cell>,
     /// Upgrades without load, per server kind.
     pub idle: Vec<IdleReport>,
+    /// The peers selected with `--peers`: measured, or skipped and why.
+    pub peers: Vec<crate::server::peers::PeerStatus>,
+    /// Idle keep-alive connections drained by one upgrade (`--phases idle-conns`).
+    pub idle_conns: Vec<crate::idle_conns::summary::IdleConnsReport>,
 }

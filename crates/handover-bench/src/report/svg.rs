@@ -91,6 +91,7 @@ fn title(r: &RunReport) -> String {
     let name = match (r.label.as_str(), r.scenario) {
         ("a", _) => "(a) upgrades".to_string(),
         ("b", _) => "(b) upgrades".to_string(),
+        (l, _) if l.starts_with("peer:") => "(p) peer upgrades".to_string(),
         (_, Scenario::Steady) => "(c) steady, median run".to_string(),
         (l, _) => l.to_string(),
     };

@@ -102,6 +102,7 @@ fn label(r: &RunReport) -> String {
     match r.label.as_str() {
         "a" => "(a) upgrades".into(),
         "b" => "(b) upgrades".into(),
+        l if l.starts_with("peer:") => "(p) peer upgrades".into(),
         l => l.into(),
     }
 }
@@ -189,6 +190,9 @@ fn notes(out: &mut String, c: &Cell) {
 /// Renders the whole table.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
+    for p in &report.peers {
+        let _ = writeln!(out, "peer {}: {}", p.name, p.detail);
+    }
     for c in &report.cells {
         cell(&mut out, c);
     }
@@ -209,6 +213,17 @@ pub fn render(report: &Report) -> String {
                     u.error.as_deref().unwrap_or_default(),
                     r.server_log
                 );
+            }
+        }
+    }
+    if !report.idle_conns.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n== idle keep-alive connections drained by one upgrade (FIN within the deadline, old exit, reconnects answered by the new version)"
+        );
+        for r in &report.idle_conns {
+            for l in crate::idle_conns::summary::lines(r) {
+                let _ = writeln!(out, "{l}");
             }
         }
     }

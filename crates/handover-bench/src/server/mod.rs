@@ -1,11 +1,12 @@
 //! Servers under test. A [`ServerKind`] knows how to start the first generation and how to
 //! upgrade it; everything else (load, probing, stopping, reaping) is generic.
 //!
-//! Extension point for the peers (Go grace, tableflip, nginx binary upgrade): implement
-//! [`ServerKind`] for each (start command + upgrade action + greetings) and add it to the
-//! list built in `plan::server_kinds`; scenarios then run for it like for `hello`.
+//! The peers (Go grace, tableflip, nginx binary upgrade, in [`peers`]) implement
+//! [`ServerKind`] too (start command + upgrade action + greetings); every scenario runs for
+//! them like for `hello`.
 
 pub mod hello;
+pub mod peers;
 
 use std::io;
 use std::path::Path;
@@ -33,8 +34,20 @@ pub trait ServerKind: Send + Sync {
     /// binary over the running one and signal `current_pid`.
     fn upgrade(&self, dir: &Path, to: Version, current_pid: u32) -> io::Result<()>;
 
+    /// Whether the started command forks the server off and exits (nginx with `daemon on`):
+    /// its exit is then no sign of failure while waiting for the first answer.
+    fn daemonizes(&self) -> bool {
+        false
+    }
+
     /// Signal that asks the serving generation for a graceful stop.
     fn stop_signal(&self) -> libc::c_int {
         libc::SIGTERM
+    }
+
+    /// The process to send the stop signal to, given the PID that last answered (nginx:
+    /// its master, from the pid file in `dir`, not the worker that answered).
+    fn stop_target(&self, _dir: &Path, serving_pid: u32) -> u32 {
+        serving_pid
     }
 }

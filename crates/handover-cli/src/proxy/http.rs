@@ -1,0 +1,262 @@
+//! The HTTP reverse proxy: HTTP/1.1 (keep-alive) and h2c from clients, HTTP/1.1 over pooled
+//! keep-alive connections to the current worker. Bodies stream both ways; a request stays
+//! in flight on its worker until its response body has been sent. Upgrades (WebSocket) are
+//! tunnelled and stay on their worker until they close or the drain deadline.
+//!
+//! Retries (on the current worker only): a request that was never sent (the connection failed
+//! or was found closed first), and an idempotent request without a body whose pooled
+//! connection turned out to be closed. A worker that cannot be reached gives 502, one that
+//! does not answer within `--upstream-timeout` 504.
+
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::time::{timeout_at, Instant};
+
+use super::headers;
+use super::pool::{Conn, ReqBody};
+use super::sent::Tracked;
+use super::upstream::Guard;
+use super::Proxy;
+
+/// The body of a response sent to a client.
+type RespBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Tries per request (each on a fresh connection after the first).
+const ATTEMPTS: usize = 4;
+
+/// Accepts clients until the runtime ends.
+pub async fn serve(listener: TcpListener, proxy: Proxy) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors, most likely: try again shortly.
+                tracing::warn!("proxy: cannot accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(forward(&proxy, req, peer).await) }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("proxy: client {peer}: {e}");
+            }
+        });
+    }
+}
+
+/// The method, URI and headers of a request that may be sent again.
+type Template = (Method, Uri, HeaderMap);
+
+async fn forward(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+    let settings = proxy.settings();
+    let deadline = Instant::now() + settings.upstream_timeout;
+    let trusted = settings.trusted.iter().any(|c| c.contains(peer.ip()));
+    let (mut parts, body) = req.into_parts();
+    let upgrade = headers::upgrade_of(&parts);
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    headers::prepare_request(&mut parts, peer.ip(), trusted, upgrade.as_ref());
+    let template: Option<Template> =
+        (body.is_end_stream() && idempotent(&parts.method)).then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+    let (body, body_sent) = Tracked::new(body.boxed_unsync());
+    let mut body_sent = Some(body_sent);
+    let mut req = Some(Request::from_parts(parts, body.boxed_unsync()));
+    let mut fresh = false;
+    for _ in 0..ATTEMPTS {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let Some(guard) = proxy.acquire(wait).await else {
+            return error(StatusCode::BAD_GATEWAY, "no worker is serving");
+        };
+        let up = Arc::clone(guard.upstream());
+        let Conn { mut sender, reused } = match timeout_at(deadline, up.pool.get(fresh)).await {
+            Err(_) => {
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the worker did not accept in time",
+                )
+            }
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                // Nothing was sent: if another worker has taken over, it gets the request.
+                if proxy.moved_on_from(up.id) {
+                    fresh = true;
+                    continue;
+                }
+                tracing::warn!("proxy: cannot reach the worker at {}: {e}", up.addr);
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("cannot reach the worker: {e}"),
+                );
+            }
+        };
+        let Some(request) = req.take().or_else(|| template.as_ref().map(rebuild)) else {
+            return error(StatusCode::BAD_GATEWAY, "the request cannot be sent again");
+        };
+        let send = sender.try_send_request(request);
+        let answer = async {
+            tokio::pin!(send);
+            // The worker's time to answer starts once the request body has been sent (only
+            // the first attempt has one).
+            if let Some(sent) = body_sent.take() {
+                tokio::select! {
+                    r = &mut send => return Ok(r),
+                    _ = sent => {}
+                }
+            }
+            tokio::time::timeout(settings.upstream_timeout, send).await
+        };
+        match answer.await {
+            Err(_) => {
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the worker did not answer in time",
+                )
+            }
+            Ok(Ok(resp)) => return respond(resp, sender, guard, client_upgrade, upgrade.is_some()),
+            Ok(Err(mut e)) => {
+                fresh = true;
+                if let Some(r) = e.take_message() {
+                    req = Some(r); // never sent
+                    continue;
+                }
+                if reused && template.is_some() {
+                    continue; // a stale keep-alive connection; safe to send again
+                }
+                tracing::warn!("proxy: the worker at {} failed: {}", up.addr, e.error());
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the worker failed: {}", e.error()),
+                );
+            }
+        }
+    }
+    error(
+        StatusCode::BAD_GATEWAY,
+        "the worker kept closing connections",
+    )
+}
+
+fn respond(
+    mut resp: Response<Incoming>,
+    sender: hyper::client::conn::http1::SendRequest<ReqBody>,
+    guard: Guard,
+    client_upgrade: Option<OnUpgrade>,
+    asked_upgrade: bool,
+) -> Response<RespBody> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client) = client_upgrade.filter(|_| asked_upgrade) else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "the worker switched protocols unasked",
+            );
+        };
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(tunnel(client, upstream, guard));
+        headers::prepare_response(resp.headers_mut(), true);
+        return resp.map(|_| empty());
+    }
+    guard.upstream().pool.put_back_when_ready(sender);
+    headers::prepare_response(resp.headers_mut(), false);
+    // The worker's HTTP version is not the client's (hyper answers in the client's).
+    *resp.version_mut() = hyper::Version::HTTP_11;
+    // The request stays in flight (the worker is not told to stop) until its body is sent.
+    resp.map(|body| {
+        body.map_frame(move |f| {
+            let _in_flight = &guard;
+            f
+        })
+        .boxed_unsync()
+    })
+}
+
+/// Copies both ways between an upgraded client and worker connection until either closes or
+/// the worker's drain deadline.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, guard: Guard) {
+    let closed = guard.upstream().closed();
+    let copy = async {
+        let (c, u) = tokio::try_join!(client, upstream).map_err(|e| e.to_string())?;
+        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+        tokio::io::copy_bidirectional(&mut c, &mut u)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    tokio::select! {
+        r = copy => if let Err(e) = r {
+            tracing::debug!("proxy: upgraded connection: {e}");
+        },
+        () = closed => tracing::info!(
+            "proxy: closed an upgraded connection to {} (drain deadline)",
+            guard.upstream().addr
+        ),
+    }
+    drop(guard);
+}
+
+fn idempotent(m: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(m)
+}
+
+fn rebuild((method, uri, headers): &Template) -> Request<ReqBody> {
+    let mut r = Request::new(Empty::new().map_err(|n| match n {}).boxed_unsync());
+    *r.method_mut() = method.clone();
+    *r.uri_mut() = uri.clone();
+    *r.headers_mut() = headers.clone();
+    r
+}
+
+fn empty() -> RespBody {
+    Empty::new().map_err(|n| match n {}).boxed_unsync()
+}
+
+fn error(status: StatusCode, why: impl Display) -> Response<RespBody> {
+    let text = format!("{status}: {why}\n");
+    let mut r = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|n| match n {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,302 @@
+//! Proxy mode (`--proxy http://ADDR | tcp://ADDR`), for programs that can only bind a port of
+//! their own: the supervisor listens on the public address and forwards to the *current*
+//! worker, which listens on a free loopback port given to it in `$PORT` / `{port}`.
+//!
+//! | module | one reason to change |
+//! |---|---|
+//! | `mod` (here) | `--proxy` parsing; the routing table shared with the supervisor |
+//! | `upstream` | one worker as seen by the proxy: its address, in-flight count, drain |
+//! | `pool` | keep-alive HTTP/1.1 connections to one worker |
+//! | `sent` | when a request body has been sent (the answer timeout starts then) |
+//! | `http`, `headers`, `cidr` | the HTTP reverse proxy; forwarding headers; `--trusted-proxy` |
+//! | `tcp` | the TCP proxy |
+//!
+//! The supervisor routes with [`Proxy::route`] once a worker is ready and retires the old one
+//! with [`Proxy::retire`], which resolves once the old worker has nothing in flight (or at the
+//! drain deadline, when its remaining connections are cut): only then does it get the stop
+//! signal.
+
+mod cidr;
+mod headers;
+mod http;
+mod pool;
+mod sent;
+mod tcp;
+mod upstream;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use cidr::Cidr;
+use upstream::{Guard, Upstream};
+
+use crate::events::WorkerId;
+
+/// The protocol of `--proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Terminate HTTP/1.1 and h2c, forward requests.
+    Http,
+    /// Forward TCP connections.
+    Tcp,
+}
+
+/// `--proxy http://IP:PORT | tcp://IP:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxySpec {
+    /// How to forward.
+    pub protocol: Protocol,
+    /// The public address the supervisor listens on.
+    pub addr: SocketAddr,
+}
+
+impl FromStr for ProxySpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (protocol, rest) = if let Some(r) = s.strip_prefix("http://") {
+            (Protocol::Http, r)
+        } else if let Some(r) = s.strip_prefix("tcp://") {
+            (Protocol::Tcp, r)
+        } else {
+            return Err(format!(
+                "invalid proxy address {s:?}: expected http://IP:PORT or tcp://IP:PORT"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let addr = rest
+            .parse()
+            .map_err(|_| format!("invalid proxy address {s:?}: {rest:?} is not IP:PORT"))?;
+        Ok(ProxySpec { protocol, addr })
+    }
+}
+
+impl fmt::Display for ProxySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.protocol {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
+
+/// The proxy's fixed settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a worker has to answer (connect + response head); 504 after that.
+    pub upstream_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` headers are kept (and appended to).
+    pub trusted: Vec<Cidr>,
+}
+
+/// Binds the public address; the spec returned has the real port (when 0 was asked for).
+pub fn bind(spec: ProxySpec, backlog: i32) -> Result<(ProxySpec, StdListener), String> {
+    let bound = handover::sys::bind(&handover::ListenAddr::Tcp(spec.addr), backlog)
+        .map_err(|e| format!("cannot listen on {spec}: {e}"))?;
+    let listener = StdListener::from(bound.fd);
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {spec}: {e}"))?;
+    Ok((ProxySpec { addr, ..spec }, listener))
+}
+
+/// The proxy's own multi-threaded runtime (the supervisor's loop stays single-threaded and
+/// unaffected by load). Dropping it ends every proxied connection.
+#[derive(Debug)]
+pub struct ProxyRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ProxyRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Starts proxying `listener` (from [`bind`]) on a runtime of its own.
+pub fn start(
+    spec: ProxySpec,
+    listener: StdListener,
+    settings: Settings,
+) -> Result<(Proxy, ProxyRuntime), String> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("handover-proxy")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the proxy's threads: {e}"))?;
+    let proxy = Proxy::new(settings);
+    {
+        let _entered = rt.enter();
+        proxy
+            .serve(spec.protocol, listener)
+            .map_err(|e| format!("cannot proxy {spec}: {e}"))?;
+    }
+    Ok((proxy, ProxyRuntime(Some(rt))))
+}
+
+/// The routing table: which worker gets new requests and connections. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// The current worker. A guard is taken under this lock's read side, so once a switch
+    /// (write side) is done, nothing new reaches the old worker.
+    current: watch::Sender<Option<Arc<Upstream>>>,
+    /// Every worker that was routed to and not yet retired or gone.
+    known: Mutex<HashMap<WorkerId, Arc<Upstream>>>,
+    settings: Settings,
+}
+
+impl Proxy {
+    /// A routing table with no worker yet.
+    pub fn new(settings: Settings) -> Proxy {
+        Proxy {
+            inner: Arc::new(Shared {
+                current: watch::Sender::new(None),
+                known: Mutex::new(HashMap::new()),
+                settings,
+            }),
+        }
+    }
+
+    /// Starts serving `listener` (bound, non-blocking) on the current Tokio runtime.
+    pub fn serve(&self, protocol: Protocol, listener: StdListener) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let proxy = self.clone();
+        match protocol {
+            Protocol::Http => tokio::spawn(http::serve(listener, proxy)),
+            Protocol::Tcp => tokio::spawn(tcp::serve(listener, proxy)),
+        };
+        Ok(())
+    }
+
+    /// From now on, new requests and connections go to worker `id` on `port` (loopback).
+    pub fn route(&self, id: WorkerId, addr: SocketAddr) {
+        let up = Arc::new(Upstream::new(id, addr));
+        self.known().insert(id, Arc::clone(&up));
+        self.inner.current.send_replace(Some(up));
+    }
+
+    /// Worker `id` gets nothing new. Resolves once nothing is in flight on it any more, or
+    /// after `deadline`, when its remaining (tunnelled, TCP) connections are cut; returns the
+    /// number still in flight then.
+    pub fn retire(
+        &self,
+        id: WorkerId,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = usize> {
+        self.unroute(id);
+        let up = self.known().remove(&id);
+        async move {
+            let Some(up) = up else { return 0 };
+            up.drain(deadline).await
+        }
+    }
+
+    /// Worker `id` exited: forget it, cut what still goes to it.
+    pub fn gone(&self, id: WorkerId) {
+        self.unroute(id);
+        if let Some(up) = self.known().remove(&id) {
+            up.close();
+        }
+    }
+
+    fn unroute(&self, id: WorkerId) {
+        self.inner.current.send_if_modified(|c| {
+            if c.as_ref().is_some_and(|u| u.id == id) {
+                *c = None;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, Arc<Upstream>>> {
+        self.inner.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// A guard on the current worker, waiting up to `wait` for one (during a crash restart
+    /// there is none for a moment; clients wait as they would in a listen backlog).
+    async fn acquire(&self, wait: Duration) -> Option<Guard> {
+        if let Some(g) = self.try_acquire() {
+            return Some(g);
+        }
+        let mut rx = self.inner.current.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
+        self.try_acquire()
+    }
+
+    fn try_acquire(&self) -> Option<Guard> {
+        self.inner.current.borrow().as_ref().map(Upstream::guard)
+    }
+
+    /// Whether a worker other than `id` is current now (a retry would reach someone else).
+    fn moved_on_from(&self, id: WorkerId) -> bool {
+        self.inner
+            .current
+            .borrow()
+            .as_ref()
+            .is_some_and(|u| u.id != id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proxy_addresses() {
+        let s: ProxySpec = "http://127.0.0.1:8080".parse().unwrap();
+        assert_eq!(s.protocol, Protocol::Http);
+        assert_eq!(s.to_string(), "http://127.0.0.1:8080");
+        let s: ProxySpec = "tcp://[::1]:0".parse().unwrap();
+        assert_eq!(s.protocol, Protocol::Tcp);
+        for bad in ["127.0.0.1:80", "https://127.0.0.1:1", "http://localhost:80"] {
+            let e = bad.parse::<ProxySpec>().unwrap_err();
+            assert!(e.contains("invalid proxy address"), "{bad}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn retiring_waits_for_requests_in_flight() {
+        let proxy = Proxy::new(Settings {
+            upstream_timeout: Duration::from_secs(1),
+            trusted: Vec::new(),
+        });
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        proxy.route(WorkerId(1), addr);
+        let guard = proxy.acquire(Duration::ZERO).await.unwrap();
+        proxy.route(WorkerId(2), addr);
+        assert!(proxy.moved_on_from(WorkerId(1)));
+        let retire = tokio::spawn(proxy.retire(WorkerId(1), Duration::from_secs(30)));
+        tokio::task::yield_now().await;
+        assert!(!retire.is_finished());
+        drop(guard);
+        assert_eq!(retire.await.unwrap(), 0);
+        // A deadline cuts what is left.
+        let g = proxy.acquire(Duration::ZERO).await.unwrap();
+        assert_eq!(
+            proxy.retire(WorkerId(2), Duration::from_millis(10)).await,
+            1
+        );
+        drop(g);
+        assert!(proxy.acquire(Duration::from_millis(10)).await.is_none());
+    }
+}

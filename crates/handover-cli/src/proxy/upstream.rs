@@ -1,0 +1,103 @@
+//! One worker as the proxy sees it: its loopback address, what is in flight on it, its
+//! connection pool, and the signal that cuts its remaining connections at the drain deadline.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use super::pool::Pool;
+use crate::events::WorkerId;
+
+/// A worker that requests are (or were) routed to.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The worker.
+    pub id: WorkerId,
+    /// Where it listens (loopback, its own port).
+    pub addr: SocketAddr,
+    /// Requests in flight (until their response body has been sent), tunnels and TCP
+    /// connections.
+    active: AtomicUsize,
+    idle: Notify,
+    /// Becomes true at the drain deadline or when the worker is gone.
+    closing: watch::Sender<bool>,
+    /// Idle keep-alive connections to it (HTTP).
+    pub pool: Arc<Pool>,
+}
+
+impl Upstream {
+    /// Worker `id`, listening on `addr`, with nothing in flight.
+    pub fn new(id: WorkerId, addr: SocketAddr) -> Upstream {
+        Upstream {
+            id,
+            addr,
+            active: AtomicUsize::new(0),
+            idle: Notify::new(),
+            closing: watch::Sender::new(false),
+            pool: Arc::new(Pool::new(addr)),
+        }
+    }
+
+    /// Counts one more thing in flight until the guard is dropped.
+    pub fn guard(self: &Arc<Self>) -> Guard {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        Guard(Arc::clone(self))
+    }
+
+    /// Waits until nothing is in flight, at most `deadline`; then cuts what is left and
+    /// returns how much that was.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.pool.retire();
+        let idle = async {
+            loop {
+                let notified = self.idle.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.active.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, idle).await;
+        let left = self.active.load(Ordering::SeqCst);
+        self.close();
+        left
+    }
+
+    /// Cuts tunnels and TCP connections to this worker; drops idle pooled connections.
+    pub fn close(&self) {
+        self.pool.retire();
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves when this worker's connections must be cut.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+}
+
+/// One request, tunnel or connection in flight on an upstream.
+#[derive(Debug)]
+pub struct Guard(Arc<Upstream>);
+
+impl Guard {
+    /// The worker it is in flight on.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
