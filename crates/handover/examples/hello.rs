@@ -100,29 +100,31 @@ async fn serve(
         .iter()
         .map(|a| handover.listen(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let running = handover.ready().await?;
-    let pid = std::process::id();
     let app = Router::new()
         .route("/", get(hello))
         .route("/sleep/{ms}", get(sleep_then_hello));
+    // Serving starts before `ready()`: accepting waits for the handshake, and then begins at
+    // once, without another trip through this function.
+    let addrs: Vec<ListenAddr> = listeners.iter().map(|l| l.local_addr().clone()).collect();
     for l in listeners {
-        tracing::info!(
-            "serving {} (greeting {GREETING:?}, pid {pid})",
-            l.local_addr()
-        );
         match drain {
             Drain::Handover => {
                 tokio::spawn(handover::http::serve(l, app.clone()));
             }
             Drain::Axum => {
-                let running = running.clone();
+                let drain = handover.drain_signal();
                 let serve =
                     axum::serve(AxumListener(l), app.clone()).with_graceful_shutdown(async move {
-                        running.draining().await;
+                        drain.draining().await;
                     });
                 tokio::spawn(async move { serve.await });
             }
         }
+    }
+    let running = handover.ready().await?;
+    let pid = std::process::id();
+    for addr in addrs {
+        tracing::info!("serving {addr} (greeting {GREETING:?}, pid {pid})");
     }
     Ok(running.wait().await.code())
 }

@@ -278,6 +278,12 @@ impl Handover {
         self.sync.is_some()
     }
 
+    /// Resolves when this process starts draining; usable before [`Handover::ready`], for
+    /// serving loops started early.
+    pub fn drain_signal(&self) -> crate::DrainSignal {
+        crate::DrainSignal::new(Arc::clone(&self.shared))
+    }
+
     /// A listener for `addr`, named after the address (see [`Handover::listen_named`]).
     pub fn listen(&mut self, addr: &ListenAddr) -> Result<Listener, Error> {
         self.listen_named(&addr.fd_name(), addr)
