@@ -76,10 +76,7 @@ pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, Str
             }
             format!("cannot listen on {}: {e}", spec.addr)
         })?;
-        let name = spec
-            .name
-            .clone()
-            .unwrap_or_else(|| default_name(&bound.local));
+        let name = spec.name.clone().unwrap_or_else(|| bound.local.fd_name());
         let duplicate = out.iter().any(|l| l.name == name);
         out.push(Listener {
             name: name.clone(),
@@ -97,26 +94,6 @@ pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, Str
         }
     }
     Ok(out)
-}
-
-/// The library's default name for an address (`tcp_127.0.0.1_8080`, `unix_/run/x.sock`), so a
-/// handover-library worker matches its listeners by name: the `Display` form with every `:`
-/// or non-printable character replaced by `_`, at most 255 characters.
-fn default_name(addr: &ListenAddr) -> String {
-    let raw = match addr {
-        ListenAddr::Tcp(sa) => format!("tcp:{sa}"),
-        ListenAddr::Unix(path) => format!("unix:{}", path.to_string_lossy()),
-    };
-    raw.chars()
-        .map(|c| {
-            if c == ':' || !(' '..='~').contains(&c) {
-                '_'
-            } else {
-                c
-            }
-        })
-        .take(255)
-        .collect()
 }
 
 #[cfg(test)]
@@ -137,12 +114,15 @@ mod tests {
     #[test]
     fn default_names_match_the_library() {
         assert_eq!(
-            default_name(&"127.0.0.1:8080".parse().unwrap()),
+            ListenAddr::fd_name(&"127.0.0.1:8080".parse().unwrap()),
             "tcp_127.0.0.1_8080"
         );
-        assert_eq!(default_name(&"[::1]:80".parse().unwrap()), "tcp_[__1]_80");
         assert_eq!(
-            default_name(&"unix:/run/x.sock".parse().unwrap()),
+            ListenAddr::fd_name(&"[::1]:80".parse().unwrap()),
+            "tcp_[__1]_80"
+        );
+        assert_eq!(
+            ListenAddr::fd_name(&"unix:/run/x.sock".parse().unwrap()),
             "unix_/run/x.sock"
         );
     }

@@ -220,7 +220,7 @@ impl ListenAddr {
     /// `unix_/run/x.sock`. Distinct addresses can map to the same name (the
     /// mapping is lossy); callers matching inherited fds should compare
     /// addresses, not just names, where that matters.
-    pub(crate) fn fd_name(&self) -> String {
+    pub fn fd_name(&self) -> String {
         let raw = match self {
             ListenAddr::Tcp(sa) => format!("tcp:{sa}"),
             ListenAddr::Unix(path) => format!("unix:{}", path.to_string_lossy()),

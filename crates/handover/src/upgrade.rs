@@ -144,14 +144,7 @@ pub(crate) async fn attempt(
                 }
                 _ => {
                     // Closed without READY: most likely it is exiting; report how it ended.
-                    let status = wait_exit(pid, sigchld, Duration::from_secs(2)).await;
-                    return Err(match status {
-                        Some(status) => {
-                            child.armed = false;
-                            UpgradeError::Exited { pid: upid, status }
-                        }
-                        None => UpgradeError::ChannelClosed { pid: upid },
-                    });
+                    return Err(why_gone(&mut child, sigchld).await);
                 }
             },
             _ = sigchld.recv() => {
@@ -174,19 +167,25 @@ pub(crate) async fn attempt(
     if channel.write_all(&[GO_AHEAD]).await.is_err() {
         // It died between READY and our answer: take the listeners back.
         shared.resume_accepting();
-        let status = wait_exit(pid, sigchld, Duration::from_secs(2)).await;
-        return Err(match status {
-            Some(status) => {
-                child.armed = false;
-                UpgradeError::Exited { pid: upid, status }
-            }
-            None => UpgradeError::ChannelClosed { pid: upid },
-        });
+        return Err(why_gone(&mut child, sigchld).await);
     }
     // Told to go ahead: from here on it is the successor, even if this future is dropped.
     // Accepting stays paused; the caller starts the drain once it has recorded the handover.
     child.armed = false;
     Ok(Upgraded { new_pid: upid })
+}
+
+/// The error for a child that closed the readiness channel: how it ended if it exits soon
+/// (then it is reaped and the guard disarmed), else that it closed the channel.
+async fn why_gone(child: &mut ChildGuard, sigchld: &mut Signal) -> UpgradeError {
+    let pid = child.pid as u32;
+    match wait_exit(child.pid, sigchld, Duration::from_secs(2)).await {
+        Some(status) => {
+            child.armed = false;
+            UpgradeError::Exited { pid, status }
+        }
+        None => UpgradeError::ChannelClosed { pid },
+    }
 }
 
 /// Waits up to `limit` for `pid` to end and reaps it.
