@@ -6,7 +6,10 @@
 # MODE http: HTTP/1.1 keep-alive. GET / answers "VERSION pid=PID xff=... proto=... host=...";
 #   POST echoes its body; GET /slow?ms=N answers after N ms; GET /unlisten closes the listening
 #   socket and its own connection (the process stays); GET /drop closes its connection
-#   after answering without saying so; GET /drop-next: the next request is dropped unanswered; `Upgrade: echo` answers 101, a banner line, then echoes bytes.
+#   after answering without saying so; GET /drop-next: the next request on this connection is
+#   dropped unanswered; GET /drop-next-any: the next request the process reads, on whichever
+#   connection, is dropped unanswered; `Upgrade: echo` answers 101, a banner line, then echoes
+#   bytes.
 # MODE tcpecho: sends a banner line, echoes bytes, and after the client's EOF sends "EOF <n>".
 # MODE exit3: exits with status 3 at once.
 import http.server
@@ -19,6 +22,11 @@ import time
 
 VERSION = "@VERSION@"
 MODE = "@MODE@"
+
+
+# Armed by GET /drop-next-any: the next request on any connection is dropped.
+DROP_ANY = False
+DROP_ANY_LOCK = threading.Lock()
 
 
 def log(msg):
@@ -47,9 +55,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def dropped(self):
         # After GET /drop-next, the next request on the connection is read and the connection
         # closed without an answer (a keep-alive timeout racing a new request).
+        global DROP_ANY
         if getattr(self, "drop_next", False):
             self.close_connection = True
             return True
+        with DROP_ANY_LOCK:
+            if DROP_ANY:
+                DROP_ANY = False
+                self.close_connection = True
+                return True
         return False
 
     def do_GET(self):
@@ -57,6 +71,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if self.path == "/drop-next":
             self.drop_next = True
+            self.reply(200, b"armed\n")
+            return
+        if self.path == "/drop-next-any":
+            global DROP_ANY
+            # Armed before answering, so the client's next request cannot get there first.
+            with DROP_ANY_LOCK:
+                DROP_ANY = True
             self.reply(200, b"armed\n")
             return
         if self.headers.get("Upgrade", "").lower() == "echo":
