@@ -96,6 +96,37 @@ pub struct Args {
     /// Idle keep-alive connections for `--phases idle-conns`.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub idle_conns: usize,
+    /// `--phases proxy`: the handover CLI (default: <workspace>/target/release/handover).
+    #[arg(long, value_name = "PATH")]
+    pub handover_bin: Option<PathBuf>,
+    /// `--phases proxy`: nginx `worker_processes` (`auto` = one per core, as handover's proxy
+    /// runs one thread per core).
+    #[arg(long, default_value = "auto")]
+    pub nginx_workers: String,
+    /// `--phases proxy`: connections of the saturating keep-alive runs.
+    #[arg(long, default_value_t = 64)]
+    pub proxy_conns: usize,
+    /// `--phases proxy`: requests per second of the paced (latency) runs.
+    #[arg(long, default_value_t = 2000.0)]
+    pub proxy_rate: f64,
+    /// `--phases proxy`: connections of the paced runs.
+    #[arg(long, default_value_t = 16)]
+    pub proxy_rate_conns: usize,
+    /// `--phases proxy`: duration of each saturating and each paced run (≤ 30s).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "3s")]
+    pub proxy_duration: Duration,
+    /// `--phases proxy`: rounds of steady runs over all targets (order rotated; medians).
+    #[arg(long, default_value_t = 3)]
+    pub proxy_rounds: usize,
+    /// `--phases proxy`: connections of the upgrade runs.
+    #[arg(long, default_value_t = 64)]
+    pub proxy_upgrade_conns: usize,
+    /// `--phases proxy`: upgrades per upgrade run (0: none).
+    #[arg(long, default_value_t = 25)]
+    pub proxy_upgrades: usize,
+    /// `--phases proxy`: interval between them; the run lasts upgrades × interval + 1 s (≤ 30s).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "250ms")]
+    pub proxy_interval: Duration,
 }
 
 impl Args {
@@ -124,6 +155,30 @@ impl Args {
         }
         if self.peers.contains(&Peer::None) && self.peers.len() > 1 {
             return Err("--peers none cannot be combined with other peers".into());
+        }
+        if self.proxy_duration.is_zero()
+            || self.proxy_duration > MAX_RUN
+            || self.proxy_interval * self.proxy_upgrades as u32 + Duration::from_secs(1) > MAX_RUN
+        {
+            return Err(
+                "--proxy-duration and --proxy-upgrades × --proxy-interval + 1s must fit in 30s"
+                    .into(),
+            );
+        }
+        if !(self.proxy_rate > 0.0 && self.proxy_rate <= 1e6)
+            || [
+                self.proxy_conns,
+                self.proxy_rate_conns,
+                self.proxy_upgrade_conns,
+            ]
+            .iter()
+            .any(|&c| c == 0 || c > 10_000)
+            || self.proxy_rounds == 0
+            || self.proxy_rounds > 20
+        {
+            return Err(
+                "--proxy-rate 0..1e6, --proxy-*conns 1..=10000, --proxy-rounds 1..=20".into(),
+            );
         }
         if self.ab_runs > 20 || self.upgrades > 100 || self.idle_upgrades > 100 {
             return Err("--ab-runs ≤ 20, --upgrades and --idle-upgrades ≤ 100".into());

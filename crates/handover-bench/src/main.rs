@@ -11,6 +11,7 @@ mod load;
 mod plan;
 mod probe;
 mod process;
+mod proxy;
 mod reaper;
 mod report;
 mod rlimit;
@@ -129,6 +130,8 @@ fn bench(args: &Args) -> std::io::Result<()> {
         }
         _ => Vec::new(),
     };
+    let proxy = (args.phases.contains(&Phase::Proxy) && !abort::requested())
+        .then(|| proxy_phase(args, &bins, &workspace, &settings));
     let mut meta = meta(args, &bins);
     meta["nofile"] = serde_json::to_value(nofile).unwrap_or_default();
     meta["left_behind_at_exit"] = left_behind().into();
@@ -138,6 +141,7 @@ fn bench(args: &Args) -> std::io::Result<()> {
         idle,
         peers,
         idle_conns,
+        proxy,
     };
     report::write(&args.out, &report)?;
     print!("{}", report::table::render(&report));
@@ -182,6 +186,49 @@ fn idle_conns_phase(
     }
 }
 
+fn proxy_phase(
+    args: &Args,
+    bins: &binaries::Binaries,
+    workspace: &std::path::Path,
+    settings: &Settings,
+) -> proxy::ProxyReport {
+    let (nginx, stream_module, nginx_version) = proxy::setup::find_nginx();
+    let handover = args
+        .handover_bin
+        .clone()
+        .unwrap_or_else(|| workspace.join("target/release/handover"));
+    progress(&format!(
+        "proxy: {} vs direct and {nginx_version} (stream module: {})",
+        handover.display(),
+        if stream_module.is_some() { "yes" } else { "no" }
+    ));
+    let opts = proxy::ProxyOpts {
+        tools: proxy::setup::Tools {
+            handover,
+            nginx,
+            stream_module,
+            nginx_workers: args.nginx_workers.clone(),
+            nginx_user: peers::nginx::user_directive(),
+            bins: bins.clone(),
+            drain_timeout: args.drain_timeout,
+        },
+        nginx_version,
+        conns: args.proxy_conns,
+        rate: args.proxy_rate,
+        rate_conns: args.proxy_rate_conns,
+        duration: args.proxy_duration,
+        rounds: args.proxy_rounds,
+        upgrade_conns: args.proxy_upgrade_conns,
+        upgrades: args.proxy_upgrades,
+        interval: args.proxy_interval,
+        threads: args.threads,
+        timeout: args.timeout,
+        stop_grace: settings.stop_grace,
+        log_dir: settings.log_dir.join("proxy"),
+    };
+    proxy::execute(&opts)
+}
+
 /// Last line of defence: kills and reaps anything still below this process (each run's stop
 /// should have left nothing) and says how many there were.
 fn left_behind() -> usize {
@@ -219,5 +266,16 @@ fn meta(args: &Args, bins: &binaries::Binaries) -> serde_json::Value {
         "probe_interval_us": args.probe_interval.as_micros() as u64,
         "drain_timeout_ms": args.drain_timeout.as_millis() as u64,
         "slice_ms": load::stats::SLICE.as_millis() as u64,
+        "proxy": {
+            "conns": args.proxy_conns,
+            "rate": args.proxy_rate,
+            "rate_conns": args.proxy_rate_conns,
+            "duration_s": args.proxy_duration.as_secs_f64(),
+            "rounds": args.proxy_rounds,
+            "upgrade_conns": args.proxy_upgrade_conns,
+            "upgrades": args.proxy_upgrades,
+            "interval_s": args.proxy_interval.as_secs_f64(),
+            "nginx_workers": args.nginx_workers,
+        },
     })
 }

@@ -22,6 +22,8 @@ pub enum Phase {
     Idle,
     /// Many idle keep-alive connections drained by one upgrade (`--idle-conns`).
     IdleConns,
+    /// `handover run --proxy` against direct and nginx, and upgrades through it (`--proxy-*`).
+    Proxy,
 }
 
 /// The matrix to run.

@@ -175,6 +175,7 @@ fn drive(
                 timeout: set.timeout,
                 greetings: Arc::new(server.greetings.clone()),
                 generations: Arc::clone(gens),
+                rate: None,
             };
             let (stats, elapsed) = load::run(&cfg, start)?;
             Ok(Loaded::Ours(stats, elapsed))

@@ -39,6 +39,15 @@ pub struct Shared {
     pub generations: Arc<Generations>,
 }
 
+/// Rate-limited mode: this slot's requests are due at `first + i × period`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Time between this slot's requests.
+    pub period: Duration,
+    /// When its first request is due.
+    pub first: Instant,
+}
+
 struct Conn {
     stream: TcpStream,
     snapshot: Snapshot,
@@ -53,10 +62,25 @@ enum Exchange {
 }
 
 /// Runs one slot until `shared.end`.
-pub async fn run(shared: Rc<Shared>, stats: Rc<RefCell<Stats>>) {
+pub async fn run(shared: Rc<Shared>, stats: Rc<RefCell<Stats>>, pace: Option<Pace>) {
     let mut conn: Option<Conn> = None;
     let mut buf = Vec::with_capacity(4096);
+    let mut due = pace.map(|p| p.first);
     loop {
+        if let (Some(p), Some(d)) = (pace, due.as_mut()) {
+            if *d >= shared.end {
+                return;
+            }
+            tokio::time::sleep_until(*d).await;
+            let lag = Instant::now().saturating_duration_since(*d);
+            let mut s = stats.borrow_mut();
+            s.lag.saturating_record(lag.as_micros().max(1) as u64);
+            if lag > p.period {
+                s.late += 1;
+            }
+            drop(s);
+            *d += p.period;
+        }
         let started = Instant::now();
         if started >= shared.end || crate::abort::requested() {
             return;

@@ -57,6 +57,11 @@ pub struct LoadConfig {
     pub greetings: Arc<Greetings>,
     /// Generations seen by the probe.
     pub generations: Arc<Generations>,
+    /// Rate-limited mode: total requests per second over all slots. Each slot is paced to
+    /// `rate / conns` with absolute deadlines (slot k's i-th request is due at
+    /// `start + (i + k / conns) × conns / rate`); a slot that falls behind sends at once, without
+    /// skipping. Latency is measured from the actual send. `None`: back to back.
+    pub rate: Option<f64>,
 }
 
 /// Runs the load from `start` (a shared time origin, so slices line up with upgrade times)
@@ -70,7 +75,7 @@ pub fn run(cfg: &LoadConfig, start: Instant) -> std::io::Result<(Stats, Duration
             let slots = cfg.conns / threads + usize::from(t < cfg.conns % threads);
             std::thread::Builder::new()
                 .name(format!("load-{t}"))
-                .spawn(move || worker(&cfg, slots, start, span))
+                .spawn(move || worker(&cfg, t, threads, slots, start, span))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut total = Stats::new(start, span);
@@ -86,6 +91,8 @@ pub fn run(cfg: &LoadConfig, start: Instant) -> std::io::Result<(Stats, Duration
 
 fn worker(
     cfg: &LoadConfig,
+    thread: usize,
+    threads: usize,
     slots: usize,
     start: Instant,
     span: Duration,
@@ -103,9 +110,22 @@ fn worker(
         greetings: Arc::clone(&cfg.greetings),
         generations: Arc::clone(&cfg.generations),
     });
+    let period = cfg
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(cfg.conns.max(1) as f64 / r));
     let local = tokio::task::LocalSet::new();
-    for _ in 0..slots {
-        local.spawn_local(conn::run(Rc::clone(&shared), Rc::clone(&stats)));
+    for i in 0..slots {
+        // Slots are numbered across threads (thread t has slots t, t + threads, ...), so
+        // their first deadlines spread evenly over one period.
+        let k = thread + i * threads;
+        let pace = period.map(|p| conn::Pace {
+            period: p,
+            first: tokio::time::Instant::from_std(
+                start + p.mul_f64(k as f64 / cfg.conns.max(1) as f64),
+            ),
+        });
+        local.spawn_local(conn::run(Rc::clone(&shared), Rc::clone(&stats), pace));
     }
     rt.block_on(local);
     drop(shared);

@@ -99,6 +99,11 @@ pub struct Stats {
     pub connections: u64,
     /// Responses that announced `Connection: close` (in keep-alive mode: drain notices).
     pub announced_closes: u64,
+    /// Rate-limited mode: requests sent more than one pacing period after they were due.
+    pub late: u64,
+    /// Rate-limited mode: how long after its due time each request was sent, microseconds
+    /// (how well the client held the schedule).
+    pub lag: Histogram<u64>,
 }
 
 impl Stats {
@@ -111,6 +116,8 @@ impl Stats {
             latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
             connections: 0,
             announced_closes: 0,
+            late: 0,
+            lag: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
         }
     }
 
@@ -152,6 +159,8 @@ impl Stats {
         let _ = self.latency.add(&other.latency);
         self.connections += other.connections;
         self.announced_closes += other.announced_closes;
+        self.late += other.late;
+        let _ = self.lag.add(&other.lag);
     }
 
     /// Sum over all slices.

@@ -98,6 +98,7 @@ fn load_with(
         timeout,
         greetings: Arc::new(Greetings::new("v1 Welcome Server", "v2 Welcome New Server")),
         generations: Arc::new(generations),
+        rate: None,
     };
     run(&cfg, Instant::now()).unwrap().0
 }
@@ -200,4 +201,26 @@ fn answers_from_a_replaced_generation_are_stale() {
     let (addr, _) = fake(Behavior::Good);
     let s = load(addr, Mode::Close, Duration::from_secs(2));
     assert_eq!(s.total().stale, 0);
+}
+
+#[test]
+fn paced_mode_holds_the_rate() {
+    let (addr, sent) = fake(Behavior::Good);
+    let cfg = LoadConfig {
+        addr,
+        mode: Mode::Keepalive,
+        conns: 8,
+        threads: 2,
+        duration: Duration::from_millis(500),
+        timeout: Duration::from_secs(2),
+        greetings: Arc::new(Greetings::new("v1 Welcome Server", "v2 Welcome New Server")),
+        generations: Arc::new(Generations::new(1)),
+        rate: Some(400.0),
+    };
+    let s = run(&cfg, Instant::now()).unwrap().0;
+    let t = s.total();
+    assert_eq!(t.failed_total(), 0);
+    assert_eq!(u64::from(t.ok[0]), sent.load(Ordering::SeqCst));
+    // 400 req/s for 0.5 s: every slot's deadlines in [0, 0.5 s), i.e. 200 requests.
+    assert!((195..=205).contains(&t.ok[0]), "{t:?}");
 }

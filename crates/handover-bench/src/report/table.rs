@@ -227,6 +227,9 @@ pub fn render(report: &Report) -> String {
             }
         }
     }
+    if let Some(p) = &report.proxy {
+        crate::proxy::table::render(&mut out, p);
+    }
     let _ = writeln!(
         out,
         "\nfailed = requests lost (never retried); stale = load connections opened after the new version had answered a probe but served by an older one, plus probes answered by the old version after the switch (both must be 0); ho = handover time, ms; latency in ms."

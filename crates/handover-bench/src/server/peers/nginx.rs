@@ -53,7 +53,7 @@ pub fn setup() -> Result<(Arc<dyn ServerKind>, String), String> {
 
 /// `user NAME GROUP;` when running as root (so workers keep the current user instead of
 /// nginx's default `nobody`); nothing otherwise (nginx then runs as the current user anyway).
-fn user_directive() -> String {
+pub fn user_directive() -> String {
     // SAFETY: plain getters.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     if uid != 0 {

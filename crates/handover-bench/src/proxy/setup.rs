@@ -1,0 +1,346 @@
+//! The proxy phase's servers: the `hello` upstream alone (direct), behind `handover run
+//! --proxy http://|tcp://`, or behind nginx (`proxy_pass` to a keep-alive upstream, or `stream`).
+//! Each setup gets a private directory, is started and waited for, and stopped (graceful signal,
+//! SIGKILL after a grace, reaping).
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::binaries::Binaries;
+use crate::probe::{self, Probe};
+use crate::process::StopReport;
+use crate::reaper;
+use crate::version::{Greetings, Version};
+
+/// The binary the worker COMMAND points to; upgrades rename the other build over it.
+pub const RUNNING: &str = "hello";
+const NEXT: &str = "hello.next";
+/// The supervisor's control socket, in the setup's directory.
+pub const CONTROL: &str = "control.sock";
+
+/// What the proxy speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// HTTP/1.1 reverse proxy.
+    Http,
+    /// Plain TCP forwarding.
+    Tcp,
+}
+
+/// What sits in front of the upstream `hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Nothing: the client talks to `hello` itself.
+    Direct,
+    /// `handover run --proxy SCHEME://...`.
+    Handover(Scheme),
+    /// nginx (`http` + `upstream { keepalive 64; }`, or `stream`).
+    Nginx(Scheme),
+}
+
+impl Target {
+    /// Name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Handover(Scheme::Http) => "handover http",
+            Target::Handover(Scheme::Tcp) => "handover tcp",
+            Target::Nginx(Scheme::Http) => "nginx http",
+            Target::Nginx(Scheme::Tcp) => "nginx stream",
+        }
+    }
+}
+
+/// Everything the setups need.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// `handover` CLI.
+    pub handover: PathBuf,
+    /// nginx, when found.
+    pub nginx: Option<PathBuf>,
+    /// `load_module` line for the stream module when it is dynamic ("" when built in).
+    pub stream_module: Option<String>,
+    /// nginx `worker_processes`.
+    pub nginx_workers: String,
+    /// `user ...;` when root.
+    pub nginx_user: String,
+    /// v1 / v2 `hello`.
+    pub bins: Binaries,
+    /// handover's `--drain-timeout`.
+    pub drain_timeout: Duration,
+}
+
+impl Tools {
+    /// The build of `v`.
+    pub fn bin(&self, v: Version) -> &Path {
+        match v {
+            Version::V1 => &self.bins.v1,
+            Version::V2 => &self.bins.v2,
+        }
+    }
+}
+
+/// A started setup.
+pub struct Running {
+    /// Where the client connects.
+    pub addr: SocketAddr,
+    /// Private directory.
+    pub dir: PathBuf,
+    /// Processes to signal at stop, in order, with their graceful signal.
+    stop: Vec<(u32, libc::c_int)>,
+}
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+fn private_dir() -> io::Result<PathBuf> {
+    let n = DIRS.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("handover-bench-proxy.{}.{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+fn spawn(mut cmd: Command, log: &Path) -> io::Result<u32> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0);
+    // Reaped by `stop` (reaper::reap_exited), not through the Child.
+    Ok(cmd.spawn()?.id())
+}
+
+fn hello(dir: &Path, port: &str) -> Command {
+    let mut cmd = Command::new(dir.join(RUNNING));
+    cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
+    cmd
+}
+
+/// Starts `target` (logs appended to `log`) and waits until it answers `GET /` with v1.
+pub fn start(target: Target, tools: &Tools, log: &Path) -> io::Result<Running> {
+    let dir = private_dir()?;
+    std::fs::copy(tools.bin(Version::V1), dir.join(RUNNING))?;
+    let port = free_port()?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut run = Running {
+        addr,
+        dir: dir.clone(),
+        stop: Vec::new(),
+    };
+    let started = (|| -> io::Result<()> {
+        match target {
+            Target::Direct => {
+                let pid = spawn(hello(&dir, &port.to_string()), log)?;
+                run.stop.push((pid, libc::SIGTERM));
+            }
+            Target::Handover(scheme) => {
+                let scheme = match scheme {
+                    Scheme::Http => "http",
+                    Scheme::Tcp => "tcp",
+                };
+                let mut cmd = Command::new(&tools.handover);
+                cmd.arg("run")
+                    .args(["--proxy", &format!("{scheme}://{addr}")])
+                    .arg("--control")
+                    .arg(dir.join(CONTROL))
+                    .args([
+                        "--drain-timeout",
+                        &format!("{}ms", tools.drain_timeout.as_millis()),
+                    ])
+                    .arg("--")
+                    .arg(dir.join(RUNNING))
+                    .args(["--listen", "127.0.0.1:{port}"]);
+                let pid = spawn(cmd, log)?;
+                run.stop.push((pid, libc::SIGTERM));
+            }
+            Target::Nginx(scheme) => {
+                let nginx = tools
+                    .nginx
+                    .as_ref()
+                    .ok_or_else(|| io::Error::other("nginx not found"))?;
+                let up = free_port()?;
+                let hello_pid = spawn(hello(&dir, &up.to_string()), log)?;
+                for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+                    std::fs::create_dir_all(dir.join(t))?;
+                }
+                let conf = nginx_conf(tools, scheme, &dir, port, up)?;
+                std::fs::write(dir.join("nginx.conf"), conf)?;
+                let mut cmd = Command::new(nginx);
+                cmd.arg("-p")
+                    .arg(&dir)
+                    .arg("-c")
+                    .arg(dir.join("nginx.conf"))
+                    .args(["-e", "stderr"]);
+                let pid = spawn(cmd, log)?;
+                run.stop.push((pid, libc::SIGQUIT));
+                run.stop.push((hello_pid, libc::SIGTERM));
+            }
+        }
+        wait_ready(addr, Duration::from_secs(15))
+    })();
+    match started {
+        Ok(()) => Ok(run),
+        Err(e) => {
+            run.stop(Duration::from_secs(2));
+            Err(e)
+        }
+    }
+}
+
+fn nginx_conf(tools: &Tools, scheme: Scheme, dir: &Path, port: u16, up: u16) -> io::Result<String> {
+    let d = dir.display();
+    let head = format!(
+        "{user}\nworker_processes {w};\ndaemon off;\nmaster_process on;\npid {d}/nginx.pid;\n\
+         error_log stderr notice;\nevents {{ worker_connections 16384; }}\n",
+        user = tools.nginx_user,
+        w = tools.nginx_workers,
+    );
+    Ok(match scheme {
+        Scheme::Http => format!(
+            "{head}http {{\n  access_log off;\n  client_body_temp_path {d}/client_body;\n  \
+             proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
+             uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+             keepalive_requests 1000000;\n  keepalive_timeout 75s;\n  \
+             upstream app {{ server 127.0.0.1:{up}; keepalive 64; keepalive_requests 1000000; }}\n  \
+             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      \
+             proxy_pass http://app;\n      proxy_http_version 1.1;\n      \
+             proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+        ),
+        Scheme::Tcp => {
+            let module = tools.stream_module.clone().ok_or_else(|| {
+                io::Error::other(
+                    "nginx stream module not found (apt-get install libnginx-mod-stream)",
+                )
+            })?;
+            format!(
+                "{module}\n{head}stream {{\n  upstream app {{ server 127.0.0.1:{up}; }}\n  \
+                 server {{ listen 127.0.0.1:{port}; proxy_pass app; }}\n}}\n"
+            )
+        }
+    })
+}
+
+fn wait_ready(addr: SocketAddr, within: Duration) -> io::Result<()> {
+    let greetings = greetings();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline && !crate::abort::requested() {
+        if let Probe::Answer {
+            status: 200,
+            version: Some(Version::V1),
+            ..
+        } = probe::once(addr, &greetings, Duration::from_millis(500))
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(io::Error::other(format!(
+        "{addr} did not answer v1 within {within:?} (see the log)"
+    )))
+}
+
+/// The `hello` greetings.
+pub fn greetings() -> Greetings {
+    use crate::server::hello::{GREETING_V1, GREETING_V2};
+    Greetings::new(GREETING_V1, GREETING_V2)
+}
+
+impl Running {
+    /// Copies the build of `to` next to the running binary (untimed).
+    pub fn prepare_upgrade(&self, tools: &Tools, to: Version) -> io::Result<()> {
+        std::fs::copy(tools.bin(to), self.dir.join(NEXT)).map(|_| ())
+    }
+
+    /// Renames it over the binary the worker COMMAND points to.
+    pub fn swap_binary(&self) -> io::Result<()> {
+        std::fs::rename(self.dir.join(NEXT), self.dir.join(RUNNING))
+    }
+
+    /// Graceful signals, then SIGKILL to whatever is left after `grace`, reaping; removes
+    /// the directory.
+    pub fn stop(&self, grace: Duration) -> StopReport {
+        let t0 = Instant::now();
+        let mut report = StopReport::default();
+        for &(pid, sig) in &self.stop {
+            let _ = reaper::signal(pid, sig);
+        }
+        wait_gone(t0 + grace, &mut report);
+        let left = alive();
+        if !left.is_empty() {
+            report.killed = left.len();
+            for pid in left {
+                let _ = reaper::signal(pid, libc::SIGKILL);
+            }
+            wait_gone(Instant::now() + Duration::from_secs(3), &mut report);
+        }
+        report.left_behind = alive().len();
+        report.stop_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        report
+    }
+}
+
+fn alive() -> Vec<u32> {
+    reaper::descendants()
+        .into_iter()
+        .filter(|d| d.state != 'Z' && d.state != 'X')
+        .map(|d| d.pid)
+        .collect()
+}
+
+fn wait_gone(deadline: Instant, report: &mut StopReport) {
+    loop {
+        for (pid, how) in reaper::reap_exited() {
+            report.reaped += 1;
+            if how != "exit 0" {
+                report.abnormal_exits.push(format!("{pid}: {how}"));
+            }
+        }
+        if reaper::descendants().is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Finds nginx and its stream module.
+pub fn find_nginx() -> (Option<PathBuf>, Option<String>, String) {
+    let Some(bin) = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        return (None, None, "nginx not found (apt-get install nginx)".into());
+    };
+    let out = Command::new(&bin).arg("-V").output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default();
+    let version = text.lines().next().unwrap_or("nginx").trim().to_string();
+    let stream = if text.contains("--with-stream ") || text.ends_with("--with-stream") {
+        Some(String::new())
+    } else {
+        [
+            "/usr/lib/nginx/modules/ngx_stream_module.so",
+            "/usr/share/nginx/modules/ngx_stream_module.so",
+        ]
+        .iter()
+        .find(|p| Path::new(p).is_file())
+        .map(|p| format!("load_module {p};"))
+    };
+    (Some(bin), stream, version)
+}

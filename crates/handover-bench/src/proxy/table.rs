@@ -1,0 +1,174 @@
+//! The proxy phase's part of the table.
+
+use std::fmt::Write;
+
+use super::{ProxyReport, UpgradeRun};
+use crate::load::stats::Failure;
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "n/a".into(), |x| format!("{x:.prec$}"))
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "MET",
+        Some(false) => "MISSED",
+        None => "n/a",
+    }
+}
+
+/// One line per upgrade run (also the progress line).
+pub fn upgrade_line(u: &UpgradeRun) -> String {
+    let Some(r) = &u.run else {
+        return format!(
+            "{:<26} did not run: {}",
+            u.case,
+            u.error.as_deref().unwrap_or("?")
+        );
+    };
+    let kinds: Vec<String> = Failure::ALL
+        .iter()
+        .map(|k| format!("{}={}", k.name(), r.failures.get(k.name()).unwrap_or(&0)))
+        .collect();
+    let took: Vec<f64> = u.upgrades.iter().map(|x| x.took_ms).collect();
+    let max = took.iter().copied().fold(0.0, f64::max);
+    let p50 = super::median(took);
+    format!(
+        "{:<26} upgrades {}/{}  ok {:>8} ({:>7.0} req/s; v1 {} v2 {})  failed {}  [{}]  upgrade p50 {:.0} ms max {:.0} ms  stop {:.0} ms{}",
+        u.case,
+        u.done,
+        u.requested,
+        r.ok,
+        r.rps,
+        r.versions.get("v1").unwrap_or(&0),
+        r.versions.get("v2").unwrap_or(&0),
+        r.failed,
+        kinds.join(" "),
+        p50,
+        max,
+        u.stop.stop_ms,
+        if u.stop.killed + u.stop.left_behind > 0 || !u.stop.abnormal_exits.is_empty() {
+            format!(
+                " (killed {}, left {}, abnormal {:?})",
+                u.stop.killed, u.stop.left_behind, u.stop.abnormal_exits
+            )
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// Renders the proxy section.
+pub fn render(out: &mut String, p: &ProxyReport) {
+    let _ = writeln!(
+        out,
+        "\n== proxy mode (issue 5; loopback; {}; nginx worker_processes {})",
+        p.nginx, p.nginx_workers
+    );
+    let _ = writeln!(
+        out,
+        "saturating: keep-alive, {} conns, back to back, {:.0}s; paced: keep-alive, {:.0} req/s over {} conns, {:.0}s; {} round(s), medians",
+        p.conns,
+        p.duration_s,
+        p.rate,
+        p.rate_conns,
+        p.duration_s,
+        p.steady.first().map_or(0, |s| s.saturating.len())
+    );
+    let _ = writeln!(out, "({})", p.latency_note);
+    let _ = writeln!(
+        out,
+        "(+p50 = median over rounds of (target p50 − direct p50 in the same round); ×direct = median req/s ratio)"
+    );
+    let direct = p
+        .steady
+        .iter()
+        .find(|s| s.target == "direct" && s.error.is_none())
+        .map(|s| s.rps_median);
+    let _ = writeln!(
+        out,
+        "{:<14} {:>10} {:>8} {:>13} {:>9} {:>13} {:>14} {:>6} {:>7}",
+        "target",
+        "sat req/s",
+        "×direct",
+        "paced p50 µs",
+        "+p50 µs",
+        "paced p99 µs",
+        "paced req/s",
+        "late",
+        "failed"
+    );
+    for s in &p.steady {
+        if let Some(e) = &s.error {
+            let _ = writeln!(out, "{:<14} skipped: {e}", s.target);
+            continue;
+        }
+        let failed: u64 = s
+            .saturating
+            .iter()
+            .chain(&s.paced)
+            .map(|r| r.run.failed)
+            .sum();
+        let late: u64 = s.paced.iter().map(|r| r.late).sum();
+        let (x, added) = match direct {
+            Some(rps) if rps > 0.0 => {
+                (format!("{:.2}", s.rps_median / rps), opt(s.added_p50_us, 0))
+            }
+            _ => ("n/a".into(), "n/a".into()),
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:>10.0} {:>8} {:>13.0} {:>9} {:>13.0} {:>14.0} {:>6} {:>7}",
+            s.target,
+            s.rps_median,
+            x,
+            s.paced_p50_us_median,
+            added,
+            s.paced_p99_us_median,
+            s.paced_rps_median,
+            late,
+            failed
+        );
+    }
+    let t = &p.targets;
+    let _ = writeln!(
+        out,
+        "http: handover/nginx throughput {} (target ≥ 1.0: {}); added p50 handover {} µs (target ≤ 50: {}), nginx {} µs",
+        opt(t.http_rps_ratio, 2),
+        verdict(t.http_rps_ratio.map(|r| r >= 1.0)),
+        opt(t.http_added_p50_us, 0),
+        verdict(t.http_added_p50_us.map(|a| a <= 50.0)),
+        opt(t.nginx_http_added_p50_us, 0),
+    );
+    let _ = writeln!(
+        out,
+        "tcp:  handover/nginx-stream throughput {} (target ≥ 1.0: {}); added p50 handover {} µs (target ≤ 50: {}), nginx stream {} µs",
+        opt(t.tcp_rps_ratio, 2),
+        verdict(t.tcp_rps_ratio.map(|r| r >= 1.0)),
+        opt(t.tcp_added_p50_us, 0),
+        verdict(t.tcp_added_p50_us.map(|a| a <= 50.0)),
+        opt(t.nginx_stream_added_p50_us, 0),
+    );
+    if !p.upgrade_runs.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n== proxy upgrades under load (`handover upgrade --control` every {:.0} ms, alternating v1/v2; client never retries; target 0 failed)",
+            p.interval_s * 1e3
+        );
+        for u in &p.upgrade_runs {
+            let _ = writeln!(out, "{}", upgrade_line(u));
+            let met = u
+                .run
+                .as_ref()
+                .map(|r| r.failed == 0 && u.done == u.requested);
+            let _ = writeln!(out, "  -> {}", verdict(met));
+            for x in u.upgrades.iter().filter(|x| !x.ok) {
+                let _ = writeln!(
+                    out,
+                    "  ! upgrade {} (→{:?}) at {:.2}s: {} (log: {})",
+                    x.index, x.to, x.at_s, x.output, u.log
+                );
+            }
+        }
+    }
+}
