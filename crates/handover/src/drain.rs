@@ -88,7 +88,7 @@ impl Shared {
 
     /// Stops accepting and starts the drain. Returns once no accept is in progress. A second
     /// call keeps the first deadline and reason.
-    pub(crate) async fn stop_accepting(&self, reason: DrainReason) -> Instant {
+    pub(crate) async fn stop_accepting(&self, reason: DrainReason) {
         let deadline = Instant::now() + self.drain_timeout;
         self.draining.store(true, Ordering::SeqCst);
         self.phase.send_if_modified(|p| match p {
@@ -102,10 +102,6 @@ impl Shared {
             n.notify_one();
         }
         drop(self.accept_gate.write().await);
-        match *self.phase.borrow() {
-            Phase::Draining { deadline, .. } => deadline,
-            _ => deadline,
-        }
     }
 
     /// Stops accepting without starting a drain (see [`Phase::Paused`]). Returns once no
