@@ -129,25 +129,32 @@ impl Server {
     /// Asks `current_pid` to stop, waits up to `grace` for every process below the benchmark
     /// to exit, kills what is left, reaps, and removes the private directory.
     pub fn stop(&self, current_pid: u32, grace: Duration) -> StopReport {
-        let t0 = Instant::now();
-        let mut report = StopReport::default();
         let target = self.kind.stop_target(&self.dir, current_pid);
-        let _ = reaper::signal(target, self.kind.stop_signal());
-        let deadline = t0 + grace;
-        wait_gone(deadline, &mut report);
-        let left = alive_descendants();
-        if !left.is_empty() {
-            report.killed = left.len();
-            for pid in left {
-                let _ = reaper::signal(pid, libc::SIGKILL);
-            }
-            wait_gone(Instant::now() + Duration::from_secs(3), &mut report);
-        }
-        report.left_behind = alive_descendants().len();
-        report.stop_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let _ = std::fs::remove_dir_all(&self.dir);
-        report
+        stop_everything(&[(target, self.kind.stop_signal())], grace, &self.dir)
     }
+}
+
+/// Sends each `(pid, signal)`, waits up to `grace` for every process below the benchmark to
+/// exit, SIGKILLs what is left, reaps everything, and removes `dir`.
+pub fn stop_everything(signals: &[(u32, i32)], grace: Duration, dir: &Path) -> StopReport {
+    let t0 = Instant::now();
+    let mut report = StopReport::default();
+    for &(pid, sig) in signals {
+        let _ = reaper::signal(pid, sig);
+    }
+    wait_gone(t0 + grace, &mut report);
+    let left = alive_descendants();
+    if !left.is_empty() {
+        report.killed = left.len();
+        for pid in left {
+            let _ = reaper::signal(pid, libc::SIGKILL);
+        }
+        wait_gone(Instant::now() + Duration::from_secs(3), &mut report);
+    }
+    report.left_behind = alive_descendants().len();
+    report.stop_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let _ = std::fs::remove_dir_all(dir);
+    report
 }
 
 fn alive_descendants() -> Vec<u32> {

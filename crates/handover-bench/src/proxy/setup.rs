@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use crate::binaries::Binaries;
 use crate::probe::{self, Probe};
 use crate::process::StopReport;
-use crate::reaper;
 use crate::version::{Greetings, Version};
 
 /// The binary the worker COMMAND points to; upgrades rename the other build over it.
@@ -273,47 +272,7 @@ impl Running {
     /// Graceful signals, then SIGKILL to whatever is left after `grace`, reaping; removes
     /// the directory.
     pub fn stop(&self, grace: Duration) -> StopReport {
-        let t0 = Instant::now();
-        let mut report = StopReport::default();
-        for &(pid, sig) in &self.stop {
-            let _ = reaper::signal(pid, sig);
-        }
-        wait_gone(t0 + grace, &mut report);
-        let left = alive();
-        if !left.is_empty() {
-            report.killed = left.len();
-            for pid in left {
-                let _ = reaper::signal(pid, libc::SIGKILL);
-            }
-            wait_gone(Instant::now() + Duration::from_secs(3), &mut report);
-        }
-        report.left_behind = alive().len();
-        report.stop_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let _ = std::fs::remove_dir_all(&self.dir);
-        report
-    }
-}
-
-fn alive() -> Vec<u32> {
-    reaper::descendants()
-        .into_iter()
-        .filter(|d| d.state != 'Z' && d.state != 'X')
-        .map(|d| d.pid)
-        .collect()
-}
-
-fn wait_gone(deadline: Instant, report: &mut StopReport) {
-    loop {
-        for (pid, how) in reaper::reap_exited() {
-            report.reaped += 1;
-            if how != "exit 0" {
-                report.abnormal_exits.push(format!("{pid}: {how}"));
-            }
-        }
-        if reaper::descendants().is_empty() || Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+        crate::process::stop_everything(&self.stop, grace, &self.dir)
     }
 }
 
