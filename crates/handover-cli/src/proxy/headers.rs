@@ -53,12 +53,18 @@ pub fn prepare_request(
         }
     }
     forwarded(h, peer, trusted);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    // Already origin-form (as HTTP/1.1 clients send): nothing to rebuild.
+    if parts.uri.scheme().is_some()
+        || parts.uri.authority().is_some()
+        || parts.uri.path_and_query().is_none()
+    {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    }
     parts.version = Version::HTTP_11;
 }
 
@@ -70,17 +76,21 @@ fn forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: bool) {
         h.remove(X_FORWARDED_HOST);
         h.remove(header::FORWARDED);
     }
-    let prior: Vec<&str> = h
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let xff = if prior.is_empty() {
-        peer
+    let xff = if h.contains_key(&X_FORWARDED_FOR) {
+        let prior: Vec<&str> = h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if prior.is_empty() {
+            peer
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        }
     } else {
-        format!("{}, {peer}", prior.join(", "))
+        peer
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = HeaderValue::try_from(xff) {
         h.insert(X_FORWARDED_FOR, v);
     }
     if !h.contains_key(&X_FORWARDED_PROTO) {

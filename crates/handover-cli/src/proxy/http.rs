@@ -11,13 +11,15 @@
 use std::convert::Infallible;
 use std::fmt::Display;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri};
@@ -52,9 +54,10 @@ pub async fn serve(listener: TcpListener, proxy: Proxy) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
         let builder = builder.clone();
-        tokio::spawn(async move {
+        let p = proxy.clone();
+        proxy.spawn_client(stream, move |stream| async move {
+            let proxy = p;
             let service = hyper::service::service_fn(move |req| {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(forward(&proxy, req, peer).await) }
@@ -80,17 +83,22 @@ async fn forward(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr) -> Res
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
     headers::prepare_request(&mut parts, peer.ip(), trusted, upgrade.as_ref());
-    let template: Option<Template> =
-        (body.is_end_stream() && idempotent(&parts.method)).then(|| {
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-            )
-        });
-    let (body, body_sent) = Tracked::new(body.boxed_unsync());
-    let mut body_sent = Some(body_sent);
-    let mut req = Some(Request::from_parts(parts, body.boxed_unsync()));
+    let bodiless = body.is_end_stream();
+    let template: Option<Template> = (bodiless && idempotent(&parts.method)).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+    // Without a body, nothing to track (and no channel to make): the answer time starts now.
+    let (body, mut body_sent) = if bodiless {
+        (empty_req(), None)
+    } else {
+        let (body, sent) = Tracked::new(body.boxed_unsync());
+        (body.boxed_unsync(), Some(sent))
+    };
+    let mut req = Some(Request::from_parts(parts, body));
     let mut fresh = false;
     for _ in 0..ATTEMPTS {
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -142,7 +150,16 @@ async fn forward(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr) -> Res
                     "the worker did not answer in time",
                 )
             }
-            Ok(Ok(resp)) => return respond(resp, sender, guard, client_upgrade, upgrade.is_some()),
+            Ok(Ok(resp)) => {
+                return respond(
+                    resp,
+                    sender,
+                    guard,
+                    client_upgrade,
+                    upgrade.is_some(),
+                    bodiless,
+                )
+            }
             Ok(Err(mut e)) => {
                 fresh = true;
                 if let Some(r) = e.take_message() {
@@ -172,6 +189,7 @@ fn respond(
     guard: Guard,
     client_upgrade: Option<OnUpgrade>,
     asked_upgrade: bool,
+    bodiless: bool,
 ) -> Response<RespBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client) = client_upgrade.filter(|_| asked_upgrade) else {
@@ -185,18 +203,74 @@ fn respond(
         headers::prepare_response(resp.headers_mut(), true);
         return resp.map(|_| empty());
     }
-    guard.upstream().pool.put_back_when_ready(sender);
+    let sender = if bodiless {
+        // Goes back to the pool as soon as the response has been read to the end (no task
+        // to wait for that: the next request should find it there).
+        Some(sender)
+    } else {
+        // Its request body may still be on its way: back once the connection is idle.
+        guard.upstream().pool.put_back_when_ready(sender);
+        None
+    };
     headers::prepare_response(resp.headers_mut(), false);
     // The worker's HTTP version is not the client's (hyper answers in the client's).
     *resp.version_mut() = hyper::Version::HTTP_11;
     // The request stays in flight (the worker is not told to stop) until its body is sent.
     resp.map(|body| {
-        body.map_frame(move |f| {
-            let _in_flight = &guard;
-            f
-        })
-        .boxed_unsync()
+        let done = body.is_end_stream();
+        let mut body = Relayed {
+            body,
+            sender,
+            guard,
+        };
+        if done {
+            body.finish();
+        }
+        body.boxed_unsync()
     })
+}
+
+/// A worker's response body on its way to the client: holds its request in flight, and
+/// returns its connection to the pool once read to the end.
+struct Relayed {
+    body: Incoming,
+    sender: Option<hyper::client::conn::http1::SendRequest<ReqBody>>,
+    guard: Guard,
+}
+
+impl Relayed {
+    fn finish(&mut self) {
+        if let Some(s) = self.sender.take() {
+            self.guard.upstream().pool.put_back(s);
+        }
+    }
+}
+
+impl Body for Relayed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.finish(),
+            Poll::Ready(Some(Err(_))) => self.sender = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Copies both ways between an upgraded client and worker connection until either closes or
@@ -234,8 +308,12 @@ fn idempotent(m: &Method) -> bool {
     .contains(m)
 }
 
+fn empty_req() -> ReqBody {
+    Empty::new().map_err(|n| match n {}).boxed_unsync()
+}
+
 fn rebuild((method, uri, headers): &Template) -> Request<ReqBody> {
-    let mut r = Request::new(Empty::new().map_err(|n| match n {}).boxed_unsync());
+    let mut r = Request::new(empty_req());
     *r.method_mut() = method.clone();
     *r.uri_mut() = uri.clone();
     *r.headers_mut() = headers.clone();

@@ -107,40 +107,91 @@ pub fn bind(spec: ProxySpec, backlog: i32) -> Result<(ProxySpec, StdListener), S
     Ok((ProxySpec { addr, ..spec }, listener))
 }
 
-/// The proxy's own multi-threaded runtime (the supervisor's loop stays single-threaded and
-/// unaffected by load). Dropping it ends every proxied connection.
+/// The proxy's own threads, one single-threaded runtime each (the supervisor's loop stays
+/// single-threaded and unaffected by load). A client connection, and the worker connections
+/// its requests use, stay on one thread: no wake-ups across threads per request. Dropping it
+/// ends every proxied connection.
 #[derive(Debug)]
-pub struct ProxyRuntime(Option<tokio::runtime::Runtime>);
+pub struct ProxyRuntime {
+    stop: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
 
 impl Drop for ProxyRuntime {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
+        self.stop.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }
 
-/// Starts proxying `listener` (from [`bind`]) on a runtime of its own.
+std::thread_local! {
+    /// The index of the proxy thread running here (0 elsewhere).
+    static THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The index of the proxy thread running here (0 elsewhere).
+fn thread_index() -> usize {
+    THREAD.with(std::cell::Cell::get)
+}
+
+/// Starts proxying `listener` (from [`bind`]) on threads of its own.
 pub fn start(
     spec: ProxySpec,
     listener: StdListener,
     settings: Settings,
 ) -> Result<(Proxy, ProxyRuntime), String> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("handover-proxy")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the proxy's threads: {e}"))?;
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut rt = ProxyRuntime {
+        stop: Vec::new(),
+        threads: Vec::new(),
+    };
+    let mut handles = Vec::new();
+    let mut first = None;
+    for i in 0..n {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the proxy's threads: {e}"))?;
+        handles.push(runtime.handle().clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        if i == 0 {
+            first = Some((runtime, tx, rx));
+            continue;
+        }
+        rt.stop.push(tx);
+        rt.threads.push(spawn_thread(i, runtime, rx)?);
+    }
     let proxy = Proxy::new(settings);
+    let _ = proxy.inner.threads.set(handles);
+    let Some((runtime, tx, rx)) = first else {
+        return Err("cannot start the proxy's threads: none".to_string());
+    };
     {
-        let _entered = rt.enter();
+        let _entered = runtime.enter();
         proxy
             .serve(spec.protocol, listener)
             .map_err(|e| format!("cannot proxy {spec}: {e}"))?;
     }
-    Ok((proxy, ProxyRuntime(Some(rt))))
+    rt.stop.push(tx);
+    rt.threads.push(spawn_thread(0, runtime, rx)?);
+    Ok((proxy, rt))
+}
+
+fn spawn_thread(
+    i: usize,
+    runtime: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name("handover-proxy".to_string())
+        .spawn(move || {
+            THREAD.with(|t| t.set(i));
+            let _ = runtime.block_on(stop);
+            drop(runtime);
+        })
+        .map_err(|e| format!("cannot start the proxy's threads: {e}"))
 }
 
 /// The routing table: which worker gets new requests and connections. Cheap to clone.
@@ -157,6 +208,10 @@ struct Shared {
     /// Every worker that was routed to and not yet retired or gone.
     known: Mutex<HashMap<WorkerId, Arc<Upstream>>>,
     settings: Settings,
+    /// The proxy's threads, when it has its own: client connections are spread over them.
+    threads: std::sync::OnceLock<Vec<tokio::runtime::Handle>>,
+    /// Where the next client connection goes.
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl Proxy {
@@ -167,6 +222,8 @@ impl Proxy {
                 current: watch::Sender::new(None),
                 known: Mutex::new(HashMap::new()),
                 settings,
+                threads: std::sync::OnceLock::new(),
+                next: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -226,6 +283,41 @@ impl Proxy {
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, Arc<Upstream>>> {
         self.inner.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves an accepted client connection on one of the proxy's threads (round robin), or
+    /// on the current runtime if it has none of its own.
+    fn spawn_client<F, Fut>(&self, stream: tokio::net::TcpStream, serve: F)
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let handles = match self.inner.threads.get() {
+            Some(h) if h.len() > 1 => h,
+            _ => {
+                tokio::spawn(serve(stream));
+                return;
+            }
+        };
+        let i = self
+            .inner
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % handles.len();
+        // Registered again with the chosen thread's reactor.
+        let std = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("proxy: cannot hand over a client connection: {e}");
+                return;
+            }
+        };
+        handles[i].spawn(async move {
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(s) => serve(s).await,
+                Err(e) => tracing::debug!("proxy: cannot hand over a client connection: {e}"),
+            }
+        });
     }
 
     fn settings(&self) -> &Settings {

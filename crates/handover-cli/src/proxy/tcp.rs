@@ -28,9 +28,9 @@ pub async fn serve(listener: TcpListener, proxy: Proxy) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            if let Err(e) = relay(stream, &proxy).await {
+        let p = proxy.clone();
+        proxy.spawn_client(stream, move |stream| async move {
+            if let Err(e) = relay(stream, &p).await {
                 tracing::debug!("proxy: client {peer}: {e}");
             }
         });
