@@ -48,16 +48,21 @@ pub struct StopReport {
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
-fn private_dir() -> io::Result<PathBuf> {
+/// A new empty directory `<tmp>/<prefix>.<pid>.<n>` for one run's files.
+pub fn private_dir_named(prefix: &str) -> io::Result<PathBuf> {
     let n = DIRS.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("handover-bench.{}.{n}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{prefix}.{}.{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
 
+fn private_dir() -> io::Result<PathBuf> {
+    private_dir_named("handover-bench")
+}
+
 /// A port that was free a moment ago.
-fn free_port() -> io::Result<u16> {
+pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())

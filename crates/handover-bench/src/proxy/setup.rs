@@ -4,16 +4,15 @@
 //! SIGKILL after a grace, reaping).
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::binaries::Binaries;
 use crate::probe::{self, Probe};
-use crate::process::StopReport;
+use crate::process::{free_port, StopReport};
 use crate::version::{Greetings, Version};
 
 /// The binary the worker COMMAND points to; upgrades rename the other build over it.
@@ -94,20 +93,8 @@ pub struct Running {
     stop: Vec<(u32, libc::c_int)>,
 }
 
-static DIRS: AtomicUsize = AtomicUsize::new(0);
-
 fn private_dir() -> io::Result<PathBuf> {
-    let n = DIRS.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("handover-bench-proxy.{}.{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+    crate::process::private_dir_named("handover-bench-proxy")
 }
 
 fn spawn(mut cmd: Command, log: &Path) -> io::Result<u32> {

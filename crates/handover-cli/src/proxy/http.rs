@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -44,16 +43,7 @@ const ATTEMPTS: usize = 4;
 pub async fn serve(listener: TcpListener, proxy: Proxy) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors, most likely: try again shortly.
-                tracing::warn!("proxy: cannot accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, peer) = super::accept_client(&listener).await;
         let builder = builder.clone();
         let p = proxy.clone();
         proxy.spawn_client(stream, move |stream| async move {

@@ -349,6 +349,23 @@ impl Proxy {
     }
 }
 
+/// The next client from `listener`, with Nagle off. A failed accept (out of file
+/// descriptors, most likely) is logged and retried shortly, never returned.
+async fn accept_client(listener: &tokio::net::TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(e) => {
+                tracing::warn!("proxy: cannot accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

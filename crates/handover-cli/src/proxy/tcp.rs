@@ -4,8 +4,6 @@
 //! and bounded: one buffer per direction, reads wait while the other side does not take
 //! the data (backpressure).
 
-use std::time::Duration;
-
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
@@ -19,15 +17,7 @@ const ATTEMPTS: usize = 4;
 /// Accepts clients until the runtime ends.
 pub async fn serve(listener: TcpListener, proxy: Proxy) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("proxy: cannot accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, peer) = super::accept_client(&listener).await;
         let p = proxy.clone();
         proxy.spawn_client(stream, move |stream| async move {
             if let Err(e) = relay(stream, &p).await {

@@ -5,7 +5,7 @@
 #
 # MODE http: HTTP/1.1 keep-alive. GET / answers "VERSION pid=PID xff=... proto=... host=...";
 #   POST echoes its body; GET /slow?ms=N answers after N ms; GET /unlisten closes the listening
-#   socket and its own connection (the process stays); GET /drop closes its connection
+#   socket and every open connection (the process stays: nothing can reach it any more); GET /drop closes its connection
 #   after answering without saying so; GET /drop-next: the next request on this connection is
 #   dropped unanswered; GET /drop-next-any: the next request the process reads, on whichever
 #   connection, is dropped unanswered; `Upgrade: echo` answers 101, a banner line, then echoes
@@ -15,6 +15,7 @@
 import http.server
 import os
 import signal
+import socket
 import socketserver
 import sys
 import threading
@@ -23,6 +24,10 @@ import time
 VERSION = "@VERSION@"
 MODE = "@MODE@"
 
+
+# Open HTTP connections, so that /unlisten can close them all.
+OPEN = set()
+OPEN_LOCK = threading.Lock()
 
 # Armed by GET /drop-next-any: the next request on any connection is dropped.
 DROP_ANY = False
@@ -42,6 +47,16 @@ def port():
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        with OPEN_LOCK:
+            OPEN.add(self.connection)
+
+    def finish(self):
+        with OPEN_LOCK:
+            OPEN.discard(self.connection)
+        super().finish()
 
     def log_message(self, *args):
         pass
@@ -155,6 +170,13 @@ class EchoServer(socketserver.ThreadingTCPServer):
 def unlisten():
     server.shutdown()
     server.socket.close()
+    # Idle keep-alive connections (a proxy's pool) would still reach this process.
+    with OPEN_LOCK:
+        for conn in list(OPEN):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
     log("closed the listening socket")
 
 
