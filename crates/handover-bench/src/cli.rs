@@ -118,6 +118,10 @@ pub struct Args {
     /// `--phases proxy`: rounds of steady runs over all targets (order rotated; medians).
     #[arg(long, default_value_t = 3)]
     pub proxy_rounds: usize,
+    /// `--phases proxy`: which steady targets to run besides `direct` (the baseline, always
+    /// run): `handover-http`, `nginx-http`, `handover-tcp`, `nginx-stream` (default: all).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub proxy_targets: Vec<String>,
     /// `--phases proxy`: connections of the upgrade runs.
     #[arg(long, default_value_t = 64)]
     pub proxy_upgrade_conns: usize,
@@ -155,6 +159,22 @@ impl Args {
         }
         if self.peers.contains(&Peer::None) && self.peers.len() > 1 {
             return Err("--peers none cannot be combined with other peers".into());
+        }
+        const NAMES: [&str; 4] = [
+            "handover-http",
+            "nginx-http",
+            "handover-tcp",
+            "nginx-stream",
+        ];
+        if let Some(bad) = self
+            .proxy_targets
+            .iter()
+            .find(|t| !NAMES.contains(&t.as_str()))
+        {
+            return Err(format!(
+                "--proxy-targets: unknown target {bad:?} (expected some of {})",
+                NAMES.join(", ")
+            ));
         }
         if self.proxy_duration.is_zero()
             || self.proxy_duration > MAX_RUN

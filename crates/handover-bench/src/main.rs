@@ -218,6 +218,7 @@ fn proxy_phase(
         rate_conns: args.proxy_rate_conns,
         duration: args.proxy_duration,
         rounds: args.proxy_rounds,
+        targets: args.proxy_targets.clone(),
         upgrade_conns: args.proxy_upgrade_conns,
         upgrades: args.proxy_upgrades,
         interval: args.proxy_interval,

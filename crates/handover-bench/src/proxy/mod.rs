@@ -46,6 +46,8 @@ pub struct ProxyOpts {
     pub duration: Duration,
     /// Interleaved rounds of the steady runs (the table shows the median).
     pub rounds: usize,
+    /// Steady targets to run besides `direct` (`handover-http` …; empty: all).
+    pub targets: Vec<String>,
     /// Connections of the upgrade runs.
     pub upgrade_conns: usize,
     /// Upgrades per upgrade run.
@@ -202,6 +204,13 @@ fn log_of(o: &ProxyOpts, name: &str) -> PathBuf {
         .join(format!("proxy-{}.log", name.replace([' ', '/'], "-")))
 }
 
+/// Whether `--proxy-targets` asks for `t` (`direct`, the baseline, always runs).
+fn selected(o: &ProxyOpts, t: Target) -> bool {
+    t == Target::Direct
+        || o.targets.is_empty()
+        || o.targets.iter().any(|n| n.replace('-', " ") == t.name())
+}
+
 /// Runs the phase.
 pub fn execute(o: &ProxyOpts) -> ProxyReport {
     let _ = std::fs::create_dir_all(&o.log_dir);
@@ -223,7 +232,7 @@ pub fn execute(o: &ProxyOpts) -> ProxyReport {
         // Rotate the order each round so no target always runs first (warm caches, turbo).
         for k in 0..TARGETS.len() {
             let i = (k + round - 1) % TARGETS.len();
-            if crate::abort::requested() || steady[i].error.is_some() {
+            if crate::abort::requested() || steady[i].error.is_some() || !selected(o, TARGETS[i]) {
                 continue;
             }
             match steady_round(o, TARGETS[i], round) {

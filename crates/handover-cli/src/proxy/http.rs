@@ -1,5 +1,6 @@
-//! The HTTP reverse proxy: HTTP/1.1 (keep-alive) and h2c from clients, HTTP/1.1 over pooled
-//! keep-alive connections to the current worker. Bodies stream both ways; a request stays
+//! The HTTP reverse proxy: HTTP/1.x clients go through the relay (`relay`), h2c clients are
+//! served by hyper here, their requests sent over pooled HTTP/1.1 connections (`pool`) to the
+//! current worker. Bodies stream both ways; a request stays
 //! in flight on its worker until its response body has been sent. Upgrades (WebSocket) are
 //! tunnelled and stay on their worker until they close or the drain deadline.
 //!
@@ -23,12 +24,14 @@ use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout_at, Instant};
 
 use super::headers;
+use super::inbuf::Inbuf;
 use super::pool::{Conn, ReqBody};
+use super::relay;
+use super::rewind::Rewind;
 use super::sent::Tracked;
 use super::upstream::Guard;
 use super::Proxy;
@@ -39,24 +42,45 @@ type RespBody = UnsyncBoxBody<Bytes, hyper::Error>;
 /// Tries per request (each on a fresh connection after the first).
 const ATTEMPTS: usize = 4;
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4): an h2c client with prior knowledge.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Accepts clients until the runtime ends.
 pub async fn serve(listener: TcpListener, proxy: Proxy) {
-    let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, peer) = super::accept_client(&listener).await;
-        let builder = builder.clone();
         let p = proxy.clone();
-        proxy.spawn_client(stream, move |stream| async move {
-            let proxy = p;
-            let service = hyper::service::service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(forward(&proxy, req, peer).await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("proxy: client {peer}: {e}");
-            }
-        });
+        proxy.spawn_client(stream, move |stream| client(stream, peer, p));
+    }
+}
+
+/// Serves one client connection: HTTP/1.x through the relay, h2c through hyper.
+async fn client(mut stream: TcpStream, peer: SocketAddr, proxy: Proxy) {
+    let mut inb = Inbuf::new();
+    // As many bytes as it takes to tell the HTTP/2 preface from an HTTP/1 request line.
+    loop {
+        let got = inb.unread();
+        let n = got.len().min(H2_PREFACE.len());
+        if got[..n] != H2_PREFACE[..n] {
+            return relay::serve(stream, inb, peer, proxy).await;
+        }
+        if n == H2_PREFACE.len() {
+            break;
+        }
+        match inb.fill(&mut stream).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    let prefix = inb.unread().to_vec();
+    let service = hyper::service::service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(forward(&proxy, req, peer).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(Rewind::new(prefix, stream)), service);
+    if let Err(e) = conn.await {
+        tracing::debug!("proxy: client {peer}: {e}");
     }
 }
 

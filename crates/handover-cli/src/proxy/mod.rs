@@ -16,11 +16,18 @@
 //! drain deadline, when its remaining connections are cut): only then does it get the stop
 //! signal.
 
+mod chunked;
 mod cidr;
+mod conns;
 mod headers;
 mod http;
+mod inbuf;
+mod message;
 mod pool;
+mod relay;
+mod rewind;
 mod sent;
+mod spin;
 mod tcp;
 mod upstream;
 
@@ -188,7 +195,14 @@ fn spawn_thread(
         .name("handover-proxy".to_string())
         .spawn(move || {
             THREAD.with(|t| t.set(i));
-            let _ = runtime.block_on(stop);
+            let budget = std::env::var("HANDOVER_SPIN_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(Duration::ZERO, Duration::from_micros);
+            let _ = runtime.block_on(async move {
+                tokio::spawn(spin::run(budget));
+                stop.await
+            });
             drop(runtime);
         })
         .map_err(|e| format!("cannot start the proxy's threads: {e}"))

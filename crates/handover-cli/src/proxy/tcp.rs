@@ -35,7 +35,7 @@ async fn relay(mut client: TcpStream, proxy: &Proxy) -> Result<(), String> {
             .await
             .ok_or("no worker is serving; connection closed")?;
         let up = guard.upstream();
-        let mut worker = match timeout(wait, TcpStream::connect(up.addr)).await {
+        let worker = match timeout(wait, TcpStream::connect(up.addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(_)) | Err(_) if proxy.moved_on_from(up.id) => continue,
             Ok(Err(e)) => {
@@ -45,6 +45,7 @@ async fn relay(mut client: TcpStream, proxy: &Proxy) -> Result<(), String> {
             Err(_) => return Err("the worker did not accept in time".into()),
         };
         let _ = worker.set_nodelay(true);
+        let mut worker = super::spin::ToWorker::new(worker);
         let closed = up.closed();
         tokio::select! {
             r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut worker, BUFFER, BUFFER) => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use super::conns::Conns;
 use super::pool::Pool;
 use crate::events::WorkerId;
 
@@ -24,8 +25,10 @@ pub struct Upstream {
     idle: Notify,
     /// Becomes true at the drain deadline or when the worker is gone.
     closing: watch::Sender<bool>,
-    /// Idle keep-alive connections to it (HTTP).
+    /// Idle keep-alive connections to it (HTTP/2 clients' requests, through hyper).
     pub pool: Arc<Pool>,
+    /// Idle keep-alive connections to it (HTTP/1 clients' requests, through the relay).
+    pub conns: Conns,
 }
 
 impl Upstream {
@@ -38,6 +41,7 @@ impl Upstream {
             idle: Notify::new(),
             closing: watch::Sender::new(false),
             pool: Arc::new(Pool::new(addr)),
+            conns: Conns::new(addr),
         }
     }
 
@@ -51,6 +55,7 @@ impl Upstream {
     /// returns how much that was.
     pub async fn drain(&self, deadline: Duration) -> usize {
         self.pool.retire();
+        self.conns.retire();
         let idle = async {
             loop {
                 let notified = self.idle.notified();
@@ -71,6 +76,7 @@ impl Upstream {
     /// Cuts tunnels and TCP connections to this worker; drops idle pooled connections.
     pub fn close(&self) {
         self.pool.retire();
+        self.conns.retire();
         self.closing.send_replace(true);
     }
 

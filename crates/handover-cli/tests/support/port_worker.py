@@ -10,8 +10,21 @@
 #   dropped unanswered; GET /drop-next-any: the next request the process reads, on whichever
 #   connection, is dropped unanswered; `Upgrade: echo` answers 101, a banner line, then echoes
 #   bytes.
+#   Routes for the HTTP/1.1 edge-case tests (tests/proxy_http1.rs), none of which changes the
+#   ones above: any GET with an `X-Echo-Request` header answers "path=P", "method=M",
+#   "version=V" lines then one "Name: value" line per request header as received (and logs
+#   "request GET P"); GET|HEAD /fixed: FIXED with Content-Length; GET|HEAD /chunked: CHUNKS
+#   sent chunked (a chunk extension, then a trailer); GET /close-delimited: BIG with neither
+#   Content-Length nor chunked, ended by closing the connection (`?v=1.0`: with an HTTP/1.0
+#   status line); GET /conn-header: `Connection: x-private` with `X-Private` (and
+#   `Keep-Alive`, `X-Public`); POST /body...: echoes its body, read by Content-Length or
+#   chunked (logs "request POST P"); POST /early-413: answers 413 at once without reading
+#   its body, then closes (after draining what arrives for a moment, so that no reset
+#   destroys the answer). HEAD elsewhere is still 501. Request header lines may be long
+#   (a proxy's header limit is what is tested, not this worker's).
 # MODE tcpecho: sends a banner line, echoes bytes, and after the client's EOF sends "EOF <n>".
 # MODE exit3: exits with status 3 at once.
+import http.client
 import http.server
 import os
 import signal
@@ -24,6 +37,14 @@ import time
 VERSION = "@VERSION@"
 MODE = "@MODE@"
 
+
+# Header lines longer than http.client's 64 KiB are accepted: a proxy must refuse them first.
+http.client._MAXLINE = 1 << 20
+
+# Bodies of the routes added for tests/proxy_http1.rs (which builds the same bytes).
+FIXED = b"0123456789" * 100 + b"\n"
+CHUNKS = [b"alpha\n", bytes(range(256)) * 40, b"omega\n"]
+BIG = bytes(range(256)) * 800
 
 # Open HTTP connections, so that /unlisten can close them all.
 OPEN = set()
@@ -84,6 +105,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.dropped():
             return
+        if self.edge_get():
+            return
         if self.path == "/drop-next":
             self.drop_next = True
             self.reply(200, b"armed\n")
@@ -127,8 +150,108 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         if self.dropped():
             return
+        if self.path.startswith("/body"):
+            log(f"request POST {self.path}")
+            self.reply(200, self.read_body())
+            return
+        if self.path == "/early-413":
+            log(f"request POST {self.path}")
+            return self.early_413()
         n = int(self.headers.get("Content-Length", "0"))
         self.reply(200, self.rfile.read(n))
+
+    def do_HEAD(self):
+        if self.path == "/fixed":
+            return self.fixed(head=True)
+        if self.path == "/chunked":
+            return self.chunked(head=True)
+        self.send_error(501, "Unsupported method ('HEAD')")
+
+    def edge_get(self):
+        # The GET routes of tests/proxy_http1.rs; False for any other request.
+        if "X-Echo-Request" in self.headers:
+            log(f"request GET {self.path}")
+            lines = [f"path={self.path}", f"method={self.command}"]
+            lines.append(f"version={self.request_version}")
+            lines += [f"{k}: {v}" for k, v in self.headers.items()]
+            self.reply(200, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
+        elif self.path == "/fixed":
+            self.fixed(head=False)
+        elif self.path == "/chunked":
+            self.chunked(head=False)
+        elif self.path.startswith("/close-delimited"):
+            version = "HTTP/1.0" if self.path.endswith("v=1.0") else "HTTP/1.1"
+            head = f"{version} 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n"
+            self.wfile.write(head.encode())
+            for i in range(0, len(BIG), 50000):
+                self.wfile.write(BIG[i : i + 50000])
+            self.close_connection = True
+        elif self.path == "/conn-header":
+            self.send_response(200)
+            self.send_header("Connection", "x-private")
+            self.send_header("X-Private", "secret")
+            self.send_header("Keep-Alive", "timeout=7")
+            self.send_header("X-Public", "ok")
+            self.send_header("Content-Length", "3")
+            self.end_headers()
+            self.wfile.write(b"ok\n")
+        else:
+            return False
+        return True
+
+    def fixed(self, head):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(FIXED)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(FIXED)
+
+    def chunked(self, head):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Trailer", "X-Checksum")
+        self.end_headers()
+        if head:
+            return
+        for i, c in enumerate(CHUNKS):
+            ext = b";ext=1" if i == 0 else b""
+            self.wfile.write(b"%x%s\r\n%s\r\n" % (len(c), ext, c))
+        self.wfile.write(b"0\r\nX-Checksum: 42\r\n\r\n")
+
+    def read_body(self):
+        # Content-Length or chunked (extensions and trailers skipped).
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = bytearray()
+        while True:
+            size = int(self.rfile.readline(65537).split(b";")[0].strip(), 16)
+            if size == 0:
+                break
+            body += self.rfile.read(size)
+            self.rfile.readline(65537)
+        while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+            pass
+        return bytes(body)
+
+    def early_413(self):
+        body = b"too large\n"
+        self.send_response(413)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+        # A lingering close: closing with unread data would send a reset, which can destroy
+        # the answer before the peer reads it.
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(1)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self.connection.recv(65536):
+                pass
+        except OSError:
+            pass
 
     def echo(self):
         self.send_response(101)

@@ -1,0 +1,581 @@
+//! The HTTP/1.1 relay: one task per client connection reads each request head, writes it
+//! (rewritten, see `message`) to a pooled keep-alive connection to the current worker, streams
+//! the body, and passes the response back the same way: bytes are copied between the two
+//! connections' buffers with no per-request allocation, no task or channel between them, and
+//! usually one read and one write per direction. Pipelined requests are served in order.
+//!
+//! - The request stays in flight on its worker (holding a `Guard`) until the response body
+//!   has been passed on; a new worker gets only the requests that start after the switch.
+//! - Retries, on the current worker only: a request whose head could not be written at all
+//!   (nothing was sent), and an idempotent request without a body whose pooled connection
+//!   turned out to be closed before any response byte. Nothing else is sent twice.
+//! - A worker that cannot be reached gives 502, one that does not answer within
+//!   `--upstream-timeout` after the request body was sent 504; a malformed request 400 (431
+//!   for an oversized head), and the client connection is closed after it.
+//! - A worker that answers before it has read the whole request body gets its answer passed
+//!   on, and both connections are closed afterwards (the rest of the body is unread).
+//! - Upgrades (`101 Switching Protocols`) become a tunnel that stays on its worker until
+//!   either side closes or the worker's drain deadline.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout_at, Instant};
+
+use super::chunked::Chunked;
+use super::conns::UpConn;
+use super::inbuf::Inbuf;
+use super::message::{self, Asked, Framing, Origin};
+use super::spin::Waiting;
+use super::upstream::Guard;
+use super::Proxy;
+
+/// Tries per request (each on a fresh connection after the first).
+const ATTEMPTS: usize = 4;
+
+/// What a client connection does after a request.
+enum Next {
+    /// Read the next request.
+    Continue,
+    /// Close it.
+    Close,
+    /// Close it after reading away what the client still sends (a request body the worker
+    /// did not want), for a while.
+    Linger,
+}
+
+/// How long and how much a closing connection's unwanted request body is read away.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 << 20;
+
+/// What came first while the request body went up.
+enum Waited {
+    /// The response head (or why there is none), and how sending the body went.
+    Head(
+        Result<message::Response, HeadError>,
+        Option<Result<(), BodyError>>,
+    ),
+    /// The client went away mid-body.
+    ClientGone,
+    /// No answer within the upstream timeout after the body was sent (whole, if true).
+    TimedOut(bool),
+}
+
+/// Serves one client connection that speaks HTTP/1.x; `inb` holds what was read already.
+pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, proxy: Proxy) {
+    let settings = proxy.settings();
+    let peer_text = peer.ip().to_canonical().to_string();
+    let origin = Origin {
+        peer: &peer_text,
+        trusted: settings.trusted.iter().any(|c| c.contains(peer.ip())),
+    };
+    // Reused for every request on this connection.
+    let mut head_out = Vec::with_capacity(1024);
+    let mut resp_out = Vec::with_capacity(1024);
+    loop {
+        let req = loop {
+            match message::request(inb.unread(), origin, &mut head_out) {
+                Ok(Some(r)) => break r,
+                Ok(None) => match inb.fill(&mut client).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                Err(refusal) => {
+                    message::error_response(&mut resp_out, refusal.status, refusal.why, true);
+                    let _ = client.write_all(&resp_out).await;
+                    return;
+                }
+            }
+        };
+        inb.consume(req.len);
+        let ex = Exchange {
+            proxy: &proxy,
+            req: &req,
+            head: &head_out,
+        };
+        match ex.run(&mut client, &mut inb, &mut resp_out).await {
+            Next::Continue => {}
+            Next::Close => return,
+            Next::Linger => return linger(client).await,
+        }
+    }
+}
+
+/// Closes `client` gracefully: our side first, then whatever it still sends is read away
+/// (bounded), so that it gets our last answer rather than a reset.
+async fn linger(mut client: TcpStream) {
+    if client.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    let until = Instant::now() + LINGER;
+    while total < LINGER_BYTES {
+        match timeout_at(until, tokio::io::AsyncReadExt::read(&mut client, &mut sink)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => return,
+        }
+    }
+}
+
+/// One request and its response.
+struct Exchange<'a> {
+    proxy: &'a Proxy,
+    req: &'a message::Request,
+    /// The request head as the worker gets it.
+    head: &'a [u8],
+}
+
+/// How sending a request to one worker connection went.
+enum Sent {
+    /// The response has been passed on (or the client went away).
+    Done(Next),
+    /// Nothing of the request reached the worker, or an idempotent request without a body
+    /// found its pooled connection closed: may go again, on a fresh connection.
+    Again,
+}
+
+impl Exchange<'_> {
+    async fn run(&self, client: &mut TcpStream, inb: &mut Inbuf, out: &mut Vec<u8>) -> Next {
+        let settings = self.proxy.settings();
+        let deadline = Instant::now() + settings.upstream_timeout;
+        let mut fresh = false;
+        for _ in 0..ATTEMPTS {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let Some(guard) = self.proxy.acquire(wait).await else {
+                return self
+                    .fail(client, out, 502, "no worker is serving", false)
+                    .await;
+            };
+            let up = std::sync::Arc::clone(guard.upstream());
+            let pooled = if fresh { None } else { up.conns.take() };
+            let conn = match pooled {
+                Some(c) => c,
+                None => match timeout_at(deadline, up.conns.connect()).await {
+                    Ok(Ok(c)) => c,
+                    Err(_) => {
+                        return self
+                            .fail(client, out, 504, "the worker did not accept in time", false)
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        // Nothing was sent: if another worker has taken over, it gets it.
+                        if self.proxy.moved_on_from(up.id) {
+                            fresh = true;
+                            continue;
+                        }
+                        tracing::warn!("proxy: cannot reach the worker at {}: {e}", up.addr);
+                        let why = format!("cannot reach the worker: {e}");
+                        return self.fail(client, out, 502, &why, false).await;
+                    }
+                },
+            };
+            match self.send(client, inb, out, conn, guard).await {
+                Sent::Done(next) => return next,
+                Sent::Again => fresh = true,
+            }
+        }
+        self.fail(
+            client,
+            out,
+            502,
+            "the worker kept closing connections",
+            false,
+        )
+        .await
+    }
+
+    /// Answers the client with an error of the proxy's own. `whole`: the request body (if
+    /// any) has been read; if not, the connection cannot go on (and lingers to close).
+    async fn fail(
+        &self,
+        client: &mut TcpStream,
+        out: &mut Vec<u8>,
+        status: u16,
+        why: &str,
+        whole: bool,
+    ) -> Next {
+        let whole = whole || self.req.framing == Framing::None;
+        let close = !self.req.keep_alive || !whole;
+        message::error_response(out, status, why, close);
+        match client.write_all(out).await {
+            Ok(()) if !close => Next::Continue,
+            Ok(()) if !whole => Next::Linger,
+            _ => Next::Close,
+        }
+    }
+
+    async fn send(
+        &self,
+        client: &mut TcpStream,
+        inb: &mut Inbuf,
+        out: &mut Vec<u8>,
+        mut conn: UpConn,
+        guard: Guard,
+    ) -> Sent {
+        let settings = self.proxy.settings();
+        let up = std::sync::Arc::clone(guard.upstream());
+        let waiting = Waiting::start();
+        // The head goes in one write: if it fails, nothing was sent.
+        match conn.stream.write(self.head).await {
+            Ok(n) if n == self.head.len() => {}
+            Ok(n) if n > 0 => {
+                if conn.stream.write_all(&self.head[n..]).await.is_err() {
+                    tracing::warn!("proxy: the worker at {} closed the connection", up.addr);
+                    let why = "the worker closed the connection";
+                    return Sent::Done(self.fail(client, out, 502, why, false).await);
+                }
+            }
+            _ => return Sent::Again,
+        }
+        let reused = conn.reused;
+        let waited = {
+            let UpConn { stream, buf, .. } = &mut conn;
+            let (mut ur, mut uw) = stream.split();
+            let (mut cr, mut cw) = client.split();
+            let asked = Asked {
+                head: self.req.head,
+                http10: self.req.http10,
+                keep_alive: self.req.keep_alive,
+                upgrade: self.req.upgrade,
+            };
+            // The body goes up while the response head is awaited: a worker may answer
+            // early (413), and `100 Continue` must reach the client before it sends its body.
+            let body = send_body(self.req.framing, &mut cr, inb, &mut uw);
+            let head = read_head(&mut ur, buf, &mut cw, asked, out);
+            tokio::pin!(body, head);
+            let mut body_sent: Option<Result<(), BodyError>> =
+                (self.req.framing == Framing::None).then_some(Ok(()));
+            let mut answer_by = Instant::now() + settings.upstream_timeout;
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut head => break Waited::Head(r, body_sent),
+                    r = &mut body, if body_sent.is_none() => {
+                        if let Err(BodyError::Client) = r {
+                            // The client is gone or broke the framing: nothing to answer.
+                            break Waited::ClientGone;
+                        }
+                        body_sent = Some(r);
+                        answer_by = Instant::now() + settings.upstream_timeout;
+                    }
+                    () = sleep_until(answer_by), if body_sent.is_some() => {
+                        break Waited::TimedOut(matches!(body_sent, Some(Ok(()))));
+                    }
+                }
+            }
+        };
+        drop(waiting);
+        let (resp, body_sent) = match waited {
+            Waited::ClientGone => return Sent::Done(Next::Close),
+            Waited::TimedOut(whole) => {
+                let why = "the worker did not answer in time";
+                let next = self.fail(client, out, 504, why, whole).await;
+                return Sent::Done(next);
+            }
+            Waited::Head(r, body_sent) => (r, body_sent),
+        };
+        let whole = matches!(body_sent, Some(Ok(())));
+        let resp = match resp {
+            Ok(r) => r,
+            Err(HeadError::Closed)
+                if reused && self.req.idempotent && self.req.framing == Framing::None =>
+            {
+                return Sent::Again; // a stale keep-alive connection; safe to send again
+            }
+            Err(HeadError::Client) => return Sent::Done(Next::Close),
+            Err(e) => {
+                tracing::warn!("proxy: the worker at {} failed: {e}", up.addr);
+                let why = format!("the worker failed: {e}");
+                return Sent::Done(self.fail(client, out, 502, &why, whole).await);
+            }
+        };
+        if resp.switching {
+            // `out` holds the 101 for the client; what follows it is the worker's first bytes.
+            let reply = out.clone();
+            return Sent::Done(tunnel(client, inb, conn, guard, &reply).await);
+        }
+        // The head (already in `out`) goes with the first of the body in one write.
+        let passed = pass_body(resp, client, &mut conn, out).await;
+        drop(guard);
+        match passed {
+            Ok(()) if resp.reusable && whole => up.conns.put_back(conn),
+            Ok(()) => {}
+            Err(BodyError::Client) => return Sent::Done(Next::Close),
+            Err(BodyError::Upstream(e)) => {
+                tracing::debug!("proxy: the worker at {} broke off a response: {e}", up.addr);
+                return Sent::Done(Next::Close);
+            }
+        }
+        Sent::Done(match (resp.keep_alive, whole) {
+            (true, true) => Next::Continue,
+            // The rest of the request body is still coming: read it away before closing, so
+            // that the client sees the answer rather than a reset.
+            (_, false) => Next::Linger,
+            (false, true) => Next::Close,
+        })
+    }
+}
+
+/// Why passing a body on stopped.
+#[derive(Debug)]
+enum BodyError {
+    /// The client went away or sent a malformed body.
+    Client,
+    /// The worker's side failed.
+    Upstream(String),
+}
+
+/// Why no response head came.
+#[derive(Debug)]
+enum HeadError {
+    /// The worker closed the connection before any response byte.
+    Closed,
+    /// The worker failed otherwise (reset after bytes, malformed head).
+    Failed(String),
+    /// The client went away while an interim response was passed on.
+    Client,
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadError::Closed => f.write_str("connection closed before a response"),
+            HeadError::Failed(e) => f.write_str(e),
+            HeadError::Client => f.write_str("client gone"),
+        }
+    }
+}
+
+/// Sends the rest of the request body (its first bytes may be in `inb` already) upstream.
+async fn send_body<R, W>(
+    framing: Framing,
+    client: &mut R,
+    inb: &mut Inbuf,
+    up: &mut W,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match framing {
+        Framing::None | Framing::UntilClose => Ok(()),
+        Framing::Length(mut left) => loop {
+            if inb.is_empty() && client_fill(client, inb).await? == 0 {
+                return Err(BodyError::Client);
+            }
+            let n = inb
+                .unread()
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            up.write_all(&inb.unread()[..n])
+                .await
+                .map_err(|e| BodyError::Upstream(e.to_string()))?;
+            inb.consume(n);
+            left -= n as u64;
+            if left == 0 {
+                return Ok(());
+            }
+        },
+        Framing::Chunked => {
+            let mut chunked = Chunked::new();
+            loop {
+                if inb.is_empty() && client_fill(client, inb).await? == 0 {
+                    return Err(BodyError::Client);
+                }
+                let n = chunked
+                    .feed(inb.unread(), |_| {})
+                    .map_err(|_| BodyError::Client)?;
+                up.write_all(&inb.unread()[..n])
+                    .await
+                    .map_err(|e| BodyError::Upstream(e.to_string()))?;
+                inb.consume(n);
+                if chunked.is_done() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn client_fill<R: AsyncRead + Unpin>(
+    client: &mut R,
+    inb: &mut Inbuf,
+) -> Result<usize, BodyError> {
+    inb.fill(client).await.map_err(|_| BodyError::Client)
+}
+
+/// Reads the worker's final response head into `out` (rewritten for the client), passing
+/// interim responses (`100 Continue`) on as they come. The head's bytes are consumed from
+/// `buf`; what follows is the body.
+async fn read_head<R, W>(
+    up: &mut R,
+    buf: &mut Inbuf,
+    client: &mut W,
+    asked: Asked,
+    out: &mut Vec<u8>,
+) -> Result<message::Response, HeadError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut got_any = !buf.is_empty();
+    loop {
+        match message::response(buf.unread(), asked, out) {
+            Ok(Some(r)) => {
+                buf.consume(r.len);
+                if !r.interim {
+                    return Ok(r);
+                }
+                if !out.is_empty() {
+                    client.write_all(out).await.map_err(|_| HeadError::Client)?;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(HeadError::Failed(e.to_string())),
+        }
+        match buf.fill(up).await {
+            Ok(0) if !got_any => return Err(HeadError::Closed),
+            Ok(0) => {
+                return Err(HeadError::Failed(
+                    "connection closed in a response head".into(),
+                ))
+            }
+            Ok(_) => got_any = true,
+            Err(e) if !got_any => {
+                tracing::debug!("proxy: worker connection: {e}");
+                return Err(HeadError::Closed);
+            }
+            Err(e) => return Err(HeadError::Failed(e.to_string())),
+        }
+    }
+}
+
+/// Passes the response body on, after the head in `out`: the head and the body bytes read
+/// with it go in one write.
+async fn pass_body(
+    resp: message::Response,
+    client: &mut TcpStream,
+    conn: &mut UpConn,
+    out: &mut Vec<u8>,
+) -> Result<(), BodyError> {
+    let up_err = |e: std::io::Error| BodyError::Upstream(e.to_string());
+    match resp.framing {
+        Framing::None => client.write_all(out).await.map_err(|_| BodyError::Client),
+        Framing::Length(mut left) => {
+            let mut first = true;
+            loop {
+                let n = conn
+                    .buf
+                    .unread()
+                    .len()
+                    .min(usize::try_from(left).unwrap_or(usize::MAX));
+                if first {
+                    out.extend_from_slice(&conn.buf.unread()[..n]);
+                    client.write_all(out).await.map_err(|_| BodyError::Client)?;
+                    first = false;
+                } else if n > 0 {
+                    client
+                        .write_all(&conn.buf.unread()[..n])
+                        .await
+                        .map_err(|_| BodyError::Client)?;
+                }
+                conn.buf.consume(n);
+                left -= n as u64;
+                if left == 0 {
+                    return Ok(());
+                }
+                if conn.buf.fill(&mut conn.stream).await.map_err(up_err)? == 0 {
+                    return Err(BodyError::Upstream(
+                        "connection closed in a response body".into(),
+                    ));
+                }
+            }
+        }
+        Framing::Chunked => {
+            let mut chunked = Chunked::new();
+            let mut first = true;
+            loop {
+                let unread = conn.buf.unread();
+                let n = if resp.dechunk {
+                    chunked
+                        .feed(unread, |d| out.extend_from_slice(d))
+                        .map_err(|e| BodyError::Upstream(e.to_string()))?
+                } else {
+                    let n = chunked
+                        .feed(unread, |_| {})
+                        .map_err(|e| BodyError::Upstream(e.to_string()))?;
+                    out.extend_from_slice(&unread[..n]);
+                    n
+                };
+                if first || !out.is_empty() {
+                    client.write_all(out).await.map_err(|_| BodyError::Client)?;
+                    first = false;
+                }
+                out.clear();
+                conn.buf.consume(n);
+                if chunked.is_done() {
+                    return Ok(());
+                }
+                if conn.buf.fill(&mut conn.stream).await.map_err(up_err)? == 0 {
+                    return Err(BodyError::Upstream(
+                        "connection closed in a response body".into(),
+                    ));
+                }
+            }
+        }
+        Framing::UntilClose => {
+            let mut first = true;
+            loop {
+                let n = conn.buf.unread().len();
+                if first {
+                    out.extend_from_slice(conn.buf.unread());
+                    client.write_all(out).await.map_err(|_| BodyError::Client)?;
+                    first = false;
+                } else {
+                    client
+                        .write_all(conn.buf.unread())
+                        .await
+                        .map_err(|_| BodyError::Client)?;
+                }
+                conn.buf.consume(n);
+                match conn.buf.fill(&mut conn.stream).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(up_err(e)),
+                }
+            }
+        }
+    }
+}
+
+/// After a `101`: passes `reply` and the bytes both sides sent early on, then copies both
+/// ways until either side closes or the worker's drain deadline.
+async fn tunnel(
+    client: &mut TcpStream,
+    inb: &mut Inbuf,
+    mut conn: UpConn,
+    guard: Guard,
+    reply: &[u8],
+) -> Next {
+    let closed = guard.upstream().closed();
+    let copy = async {
+        client.write_all(reply).await?;
+        client.write_all(conn.buf.unread()).await?;
+        conn.stream.write_all(inb.unread()).await?;
+        tokio::io::copy_bidirectional(client, &mut conn.stream).await
+    };
+    tokio::select! {
+        r = copy => if let Err(e) = r {
+            tracing::debug!("proxy: upgraded connection: {e}");
+        },
+        () = closed => tracing::info!(
+            "proxy: closed an upgraded connection to {} (drain deadline)",
+            guard.upstream().addr
+        ),
+    }
+    drop(guard);
+    Next::Close
+}
