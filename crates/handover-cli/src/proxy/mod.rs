@@ -19,6 +19,7 @@
 mod chunked;
 mod cidr;
 mod conns;
+mod cut;
 mod headers;
 mod http;
 mod inbuf;

@@ -18,10 +18,11 @@
 //!   either side closes or the worker's drain deadline.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant, Sleep};
 
 use super::chunked::Chunked;
 use super::conns::UpConn;
@@ -30,6 +31,9 @@ use super::message::{self, Asked, Framing, Origin};
 use super::spin::Waiting;
 use super::upstream::Guard;
 use super::Proxy;
+
+/// A deadline beyond any timeout.
+const FAR: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// Tries per request (each on a fresh connection after the first).
 const ATTEMPTS: usize = 4;
@@ -73,6 +77,10 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
     // Reused for every request on this connection.
     let mut head_out = Vec::with_capacity(1024);
     let mut resp_out = Vec::with_capacity(1024);
+    // The answer timeout of every request on this connection, re-armed only when it would
+    // fire too early: a timer per request costs a timer-wheel entry and a reactor wake-up.
+    let timer = tokio::time::sleep(FAR);
+    tokio::pin!(timer);
     loop {
         let req = loop {
             match message::request(inb.unread(), origin, &mut head_out) {
@@ -94,7 +102,7 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
             req: &req,
             head: &head_out,
         };
-        match ex.run(&mut client, &mut inb, &mut resp_out).await {
+        match ex.run(&mut client, &mut inb, &mut resp_out, timer.as_mut()).await {
             Next::Continue => {}
             Next::Close => return,
             Next::Linger => return linger(client).await,
@@ -137,7 +145,13 @@ enum Sent {
 }
 
 impl Exchange<'_> {
-    async fn run(&self, client: &mut TcpStream, inb: &mut Inbuf, out: &mut Vec<u8>) -> Next {
+    async fn run(
+        &self,
+        client: &mut TcpStream,
+        inb: &mut Inbuf,
+        out: &mut Vec<u8>,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Next {
         let settings = self.proxy.settings();
         let deadline = Instant::now() + settings.upstream_timeout;
         let mut fresh = false;
@@ -171,7 +185,7 @@ impl Exchange<'_> {
                     }
                 },
             };
-            match self.send(client, inb, out, conn, guard).await {
+            match self.send(client, inb, out, conn, guard, timer.as_mut()).await {
                 Sent::Done(next) => return next,
                 Sent::Again => fresh = true,
             }
@@ -213,6 +227,7 @@ impl Exchange<'_> {
         out: &mut Vec<u8>,
         mut conn: UpConn,
         guard: Guard,
+        mut timer: Pin<&mut Sleep>,
     ) -> Sent {
         let settings = self.proxy.settings();
         let up = std::sync::Arc::clone(guard.upstream());
@@ -248,6 +263,10 @@ impl Exchange<'_> {
             let mut body_sent: Option<Result<(), BodyError>> =
                 (self.req.framing == Framing::None).then_some(Ok(()));
             let mut answer_by = Instant::now() + settings.upstream_timeout;
+            let slack = settings.upstream_timeout / 4;
+            if !(answer_by..=answer_by + slack).contains(&timer.deadline()) {
+                timer.as_mut().reset(answer_by + slack);
+            }
             loop {
                 tokio::select! {
                     biased;
@@ -260,8 +279,11 @@ impl Exchange<'_> {
                         body_sent = Some(r);
                         answer_by = Instant::now() + settings.upstream_timeout;
                     }
-                    () = sleep_until(answer_by), if body_sent.is_some() => {
-                        break Waited::TimedOut(matches!(body_sent, Some(Ok(()))));
+                    () = timer.as_mut(), if body_sent.is_some() => {
+                        if Instant::now() >= answer_by {
+                            break Waited::TimedOut(matches!(body_sent, Some(Ok(()))));
+                        }
+                        timer.as_mut().reset(answer_by);
                     }
                 }
             }

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use super::conns::Conns;
+use super::cut::{Cut, Wait};
 use super::pool::Pool;
 use crate::events::WorkerId;
 
@@ -24,7 +25,7 @@ pub struct Upstream {
     active: AtomicUsize,
     idle: Notify,
     /// Becomes true at the drain deadline or when the worker is gone.
-    closing: watch::Sender<bool>,
+    closing: Arc<Cut>,
     /// Idle keep-alive connections to it (HTTP/2 clients' requests, through hyper).
     pub pool: Arc<Pool>,
     /// Idle keep-alive connections to it (HTTP/1 clients' requests, through the relay).
@@ -39,7 +40,7 @@ impl Upstream {
             addr,
             active: AtomicUsize::new(0),
             idle: Notify::new(),
-            closing: watch::Sender::new(false),
+            closing: Arc::default(),
             pool: Arc::new(Pool::new(addr)),
             conns: Conns::new(addr),
         }
@@ -77,15 +78,12 @@ impl Upstream {
     pub fn close(&self) {
         self.pool.retire();
         self.conns.retire();
-        self.closing.send_replace(true);
+        self.closing.fire();
     }
 
     /// Resolves when this worker's connections must be cut.
-    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.closing.subscribe();
-        async move {
-            let _ = rx.wait_for(|c| *c).await;
-        }
+    pub fn closed(&self) -> Wait {
+        self.closing.wait()
     }
 }
 
