@@ -4,6 +4,7 @@
 mod abort;
 mod binaries;
 mod cli;
+mod cpu;
 mod generations;
 mod http1;
 mod idle_conns;

@@ -108,6 +108,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub upstream_timeout: Option<Duration>,
 
+    /// With --proxy: after forwarding bytes to a worker, a proxy thread polls for the answer
+    /// instead of sleeping, for up to this long, while at most a few answers are awaited on
+    /// it (a thread wake-up costs tens of microseconds on a virtual machine). Lowers added
+    /// latency at moderate load for some CPU; `0` turns it off. [default: 50us]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub busy_poll: Option<Duration>,
+
     /// With --proxy http://: a peer whose X-Forwarded-For/-Proto/-Host headers are kept
     /// and appended to (repeatable; `10.0.0.0/8`, `::1/128`, `127.0.0.1`). From any other
     /// peer they are replaced.
@@ -271,6 +278,7 @@ mod tests {
             "[default: notify; with --proxy: tcp]",
             "[default: PORT]",
             "[default: 60s]",
+            "[default: 50us]",
             "[default: 30s]",
             "[default: SIGTERM]",
             "[default: 1s]",

@@ -81,6 +81,9 @@ pub struct SteadyRun {
     pub lag_p99_us: u64,
     /// Paced runs: largest send lag, µs.
     pub lag_max_us: u64,
+    /// The proxy's CPU time (user + system, all its threads and processes) per request
+    /// answered, µs; none when direct.
+    pub proxy_cpu_us_per_req: Option<f64>,
 }
 
 /// One target's steady runs.
@@ -101,6 +104,8 @@ pub struct TargetSteady {
     pub added_p50_us: Option<f64>,
     /// Median req/s of the paced runs (the rate the client held).
     pub paced_rps_median: f64,
+    /// Median proxy CPU µs per request of the saturating runs.
+    pub cpu_us_per_req_median: Option<f64>,
     /// Median p99 (µs) of the paced runs.
     pub paced_p99_us_median: f64,
     /// Why it did not run, if it did not.
@@ -152,6 +157,10 @@ pub struct ProxyTargets {
     pub http_rps_ratio: Option<f64>,
     /// handover tcp req/s ÷ nginx stream req/s (target ≥ 1.0).
     pub tcp_rps_ratio: Option<f64>,
+    /// Proxy CPU per request, handover http ÷ nginx http (below 1: handover is cheaper).
+    pub http_cpu_ratio: Option<f64>,
+    /// Same for handover tcp ÷ nginx stream.
+    pub tcp_cpu_ratio: Option<f64>,
     /// Paced p50 of handover http − direct, µs (target ≤ 50).
     pub http_added_p50_us: Option<f64>,
     /// Same for nginx http (reference).
@@ -224,6 +233,7 @@ pub fn execute(o: &ProxyOpts) -> ProxyReport {
             paced_p50_us_median: 0.0,
             added_p50_us: None,
             paced_rps_median: 0.0,
+            cpu_us_per_req_median: None,
             paced_p99_us_median: 0.0,
             error: None,
         })
@@ -275,6 +285,12 @@ pub fn execute(o: &ProxyOpts) -> ProxyReport {
         s.paced_p50_us_median = median(s.paced.iter().map(|r| r.p50_us as f64).collect());
         s.paced_rps_median = median(s.paced.iter().map(|r| r.run.rps).collect());
         s.paced_p99_us_median = median(s.paced.iter().map(|r| r.p99_us as f64).collect());
+        let cpu: Vec<f64> = s
+            .saturating
+            .iter()
+            .filter_map(|r| r.proxy_cpu_us_per_req)
+            .collect();
+        s.cpu_us_per_req_median = (!cpu.is_empty()).then(|| median(cpu));
     }
     let cases = [
         (Scheme::Http, Mode::Keepalive),
@@ -333,7 +349,16 @@ fn targets(steady: &[TargetSteady], ups: &[UpgradeRun]) -> ProxyTargets {
         _ => None,
     };
     let added = |a: &str| get(a).and_then(|a| a.added_p50_us);
+    let cpu_ratio = |a: &str, b: &str| {
+        let (a, b) = (
+            get(a)?.cpu_us_per_req_median?,
+            get(b)?.cpu_us_per_req_median?,
+        );
+        (b > 0.0).then(|| a / b)
+    };
     ProxyTargets {
+        http_cpu_ratio: cpu_ratio("handover http", "nginx http"),
+        tcp_cpu_ratio: cpu_ratio("handover tcp", "nginx stream"),
         http_rps_ratio: ratio("handover http", "nginx http"),
         tcp_rps_ratio: ratio("handover tcp", "nginx stream"),
         http_added_p50_us: added("handover http"),
@@ -400,8 +425,10 @@ fn load_run(
         generations: Arc::new(Generations::new(0)),
         rate,
     };
+    let cpu_before = running.proxy_cpu_ticks();
     let start = Instant::now();
     let (stats, elapsed) = load::run(&cfg, start)?;
+    let cpu_after = running.proxy_cpu_ticks();
     let header = build::Header {
         label: format!(
             "proxy {name} {}",
@@ -418,6 +445,12 @@ fn load_run(
         generator: "handover-bench",
     };
     let run = build::from_stats(&header, &stats, elapsed);
+    let proxy_cpu_us_per_req = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) if run.ok > 0 => {
+            Some(a.saturating_sub(b) as f64 * crate::cpu::tick_us() / run.ok as f64)
+        }
+        _ => None,
+    };
     let q = |h: &Histogram<u64>, q: f64| {
         if h.is_empty() {
             0
@@ -432,6 +465,7 @@ fn load_run(
         late: stats.late,
         lag_p99_us: q(&stats.lag, 0.99),
         lag_max_us: stats.lag.max(),
+        proxy_cpu_us_per_req,
         run,
     })
 }

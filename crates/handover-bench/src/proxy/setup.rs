@@ -91,6 +91,9 @@ pub struct Running {
     pub dir: PathBuf,
     /// Processes to signal at stop, in order, with their graceful signal.
     stop: Vec<(u32, libc::c_int)>,
+    /// The proxy's process (none when direct), and whether its children are part of it (nginx's
+    /// workers are; handover's children are the app).
+    proxy: Option<(u32, bool)>,
 }
 
 fn private_dir() -> io::Result<PathBuf> {
@@ -126,6 +129,7 @@ pub fn start(target: Target, tools: &Tools, log: &Path) -> io::Result<Running> {
         addr,
         dir: dir.clone(),
         stop: Vec::new(),
+        proxy: None,
     };
     let started = (|| -> io::Result<()> {
         match target {
@@ -152,6 +156,7 @@ pub fn start(target: Target, tools: &Tools, log: &Path) -> io::Result<Running> {
                     .args(["--listen", "127.0.0.1:{port}"]);
                 let pid = spawn(cmd, log)?;
                 run.stop.push((pid, libc::SIGTERM));
+                run.proxy = Some((pid, false));
             }
             Target::Nginx(scheme) => {
                 let nginx = tools
@@ -173,6 +178,7 @@ pub fn start(target: Target, tools: &Tools, log: &Path) -> io::Result<Running> {
                     .args(["-e", "stderr"]);
                 let pid = spawn(cmd, log)?;
                 run.stop.push((pid, libc::SIGQUIT));
+                run.proxy = Some((pid, true));
                 run.stop.push((hello_pid, libc::SIGTERM));
             }
         }
@@ -246,6 +252,19 @@ pub fn greetings() -> Greetings {
 }
 
 impl Running {
+    /// CPU time (user + system, clock ticks) the proxy has used so far; none when direct.
+    pub fn proxy_cpu_ticks(&self) -> Option<u64> {
+        let (pid, children) = self.proxy?;
+        let mut total = crate::cpu::ticks(pid)?;
+        if children {
+            total += crate::cpu::children_of(pid)
+                .into_iter()
+                .filter_map(crate::cpu::ticks)
+                .sum::<u64>();
+        }
+        Some(total)
+    }
+
     /// Copies the build of `to` next to the running binary (untimed).
     pub fn prepare_upgrade(&self, tools: &Tools, to: Version) -> io::Result<()> {
         std::fs::copy(tools.bin(to), self.dir.join(NEXT)).map(|_| ())

@@ -87,10 +87,11 @@ pub fn render(out: &mut String, p: &ProxyReport) {
         .map(|s| s.rps_median);
     let _ = writeln!(
         out,
-        "{:<14} {:>10} {:>8} {:>13} {:>9} {:>13} {:>14} {:>6} {:>7}",
+        "{:<14} {:>10} {:>8} {:>11} {:>13} {:>9} {:>13} {:>14} {:>6} {:>7}",
         "target",
         "sat req/s",
         "×direct",
+        "cpu µs/req",
         "paced p50 µs",
         "+p50 µs",
         "paced p99 µs",
@@ -118,10 +119,11 @@ pub fn render(out: &mut String, p: &ProxyReport) {
         };
         let _ = writeln!(
             out,
-            "{:<14} {:>10.0} {:>8} {:>13.0} {:>9} {:>13.0} {:>14.0} {:>6} {:>7}",
+            "{:<14} {:>10.0} {:>8} {:>11} {:>13.0} {:>9} {:>13.0} {:>14.0} {:>6} {:>7}",
             s.target,
             s.rps_median,
             x,
+            opt(s.cpu_us_per_req_median, 2),
             s.paced_p50_us_median,
             added,
             s.paced_p99_us_median,
@@ -133,18 +135,20 @@ pub fn render(out: &mut String, p: &ProxyReport) {
     let t = &p.targets;
     let _ = writeln!(
         out,
-        "http: handover/nginx throughput {} (target ≥ 1.0: {}); added p50 handover {} µs (target ≤ 50: {}), nginx {} µs",
+        "http: handover/nginx throughput {} (target ≥ 1.0: {}), CPU per request {}; added p50 handover {} µs (target ≤ 50: {}), nginx {} µs",
         opt(t.http_rps_ratio, 2),
         verdict(t.http_rps_ratio.map(|r| r >= 1.0)),
+        opt(t.http_cpu_ratio, 2),
         opt(t.http_added_p50_us, 0),
         verdict(t.http_added_p50_us.map(|a| a <= 50.0)),
         opt(t.nginx_http_added_p50_us, 0),
     );
     let _ = writeln!(
         out,
-        "tcp:  handover/nginx-stream throughput {} (target ≥ 1.0: {}); added p50 handover {} µs (target ≤ 50: {}), nginx stream {} µs",
+        "tcp:  handover/nginx-stream throughput {} (target ≥ 1.0: {}), CPU per request {}; added p50 handover {} µs (target ≤ 50: {}), nginx stream {} µs",
         opt(t.tcp_rps_ratio, 2),
         verdict(t.tcp_rps_ratio.map(|r| r >= 1.0)),
+        opt(t.tcp_cpu_ratio, 2),
         opt(t.tcp_added_p50_us, 0),
         verdict(t.tcp_added_p50_us.map(|a| a <= 50.0)),
         opt(t.nginx_stream_added_p50_us, 0),

@@ -6,10 +6,11 @@
 //! |---|---|
 //! | `mod` (here) | `--proxy` parsing; the routing table shared with the supervisor |
 //! | `upstream` | one worker as seen by the proxy: its address, in-flight count, drain |
-//! | `pool` | keep-alive HTTP/1.1 connections to one worker |
-//! | `sent` | when a request body has been sent (the answer timeout starts then) |
-//! | `http`, `headers`, `cidr` | the HTTP reverse proxy; forwarding headers; `--trusted-proxy` |
+//! | `cidr` | `--trusted-proxy` |
+//! | `relay`, `message`, `chunked`, `inbuf`, `conns` | the HTTP/1 relay; heads; chunked bodies; read buffers; its worker connections |
+//! | `http`, `rewind`, `pool`, `sent`, `headers` | h2c clients (through hyper) |
 //! | `tcp` | the TCP proxy |
+//! | `spin`, `cut` | busy-polling for awaited answers (`--busy-poll`); the drain-deadline cut |
 //!
 //! The supervisor routes with [`Proxy::route`] once a worker is ready and retires the old one
 //! with [`Proxy::retire`], which resolves once the old worker has nothing in flight (or at the
@@ -102,6 +103,8 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// Peers whose `X-Forwarded-*` headers are kept (and appended to).
     pub trusted: Vec<Cidr>,
+    /// How long a proxy thread polls for an awaited answer before sleeping (`spin`).
+    pub busy_poll: Duration,
 }
 
 /// Binds the public address; the spec returned has the real port (when 0 was asked for).
@@ -157,6 +160,7 @@ pub fn start(
     };
     let mut handles = Vec::new();
     let mut first = None;
+    let budget = settings.busy_poll;
     for i in 0..n {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -169,7 +173,7 @@ pub fn start(
             continue;
         }
         rt.stop.push(tx);
-        rt.threads.push(spawn_thread(i, runtime, rx)?);
+        rt.threads.push(spawn_thread(i, runtime, rx, budget)?);
     }
     let proxy = Proxy::new(settings);
     let _ = proxy.inner.threads.set(handles);
@@ -183,7 +187,7 @@ pub fn start(
             .map_err(|e| format!("cannot proxy {spec}: {e}"))?;
     }
     rt.stop.push(tx);
-    rt.threads.push(spawn_thread(0, runtime, rx)?);
+    rt.threads.push(spawn_thread(0, runtime, rx, budget)?);
     Ok((proxy, rt))
 }
 
@@ -191,17 +195,14 @@ fn spawn_thread(
     i: usize,
     runtime: tokio::runtime::Runtime,
     stop: tokio::sync::oneshot::Receiver<()>,
+    busy_poll: Duration,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     std::thread::Builder::new()
         .name("handover-proxy".to_string())
         .spawn(move || {
             THREAD.with(|t| t.set(i));
-            let budget = std::env::var("HANDOVER_SPIN_US")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map_or(Duration::ZERO, Duration::from_micros);
             let _ = runtime.block_on(async move {
-                tokio::spawn(spin::run(budget));
+                tokio::spawn(spin::run(busy_poll));
                 stop.await
             });
             drop(runtime);
@@ -403,6 +404,7 @@ mod tests {
         let proxy = Proxy::new(Settings {
             upstream_timeout: Duration::from_secs(1),
             trusted: Vec::new(),
+            busy_poll: Duration::ZERO,
         });
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         proxy.route(WorkerId(1), addr);

@@ -102,7 +102,10 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
             req: &req,
             head: &head_out,
         };
-        match ex.run(&mut client, &mut inb, &mut resp_out, timer.as_mut()).await {
+        match ex
+            .run(&mut client, &mut inb, &mut resp_out, timer.as_mut())
+            .await
+        {
             Next::Continue => {}
             Next::Close => return,
             Next::Linger => return linger(client).await,
@@ -185,7 +188,10 @@ impl Exchange<'_> {
                     }
                 },
             };
-            match self.send(client, inb, out, conn, guard, timer.as_mut()).await {
+            match self
+                .send(client, inb, out, conn, guard, timer.as_mut())
+                .await
+            {
                 Sent::Done(next) => return next,
                 Sent::Again => fresh = true,
             }

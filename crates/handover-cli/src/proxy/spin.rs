@@ -159,3 +159,50 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ToWorker<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spins_only_while_a_few_answers_are_awaited() {
+        // The state is per thread: a thread of its own.
+        std::thread::spawn(|| {
+            BUDGET.with(|b| b.set(Duration::from_secs(60)));
+            assert!(!spinning(), "nothing awaited");
+            let one = Waiting::start();
+            assert!(spinning());
+            let more: Vec<Waiting> = (0..MAX_WAITING).map(|_| Waiting::start()).collect();
+            assert!(!spinning(), "too many awaited");
+            drop(more);
+            assert!(spinning());
+            drop(one);
+            assert!(!spinning());
+            BUDGET.with(|b| b.set(Duration::ZERO));
+            UNTIL.with(|u| u.set(None));
+            let _w = Waiting::start();
+            assert!(!spinning(), "turned off");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_spinner_lets_other_tasks_run_and_stops_after_its_budget() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::spawn(run(Duration::from_millis(30)));
+            tokio::task::yield_now().await;
+            let w = Waiting::start();
+            assert!(spinning());
+            // Timers and other tasks go on while it spins (on this very thread), and the
+            // spin ends with its budget.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert!(!spinning());
+            drop(w);
+        });
+    }
+}

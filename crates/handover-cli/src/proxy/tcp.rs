@@ -48,6 +48,7 @@ async fn relay(mut client: TcpStream, proxy: &Proxy) -> Result<(), String> {
         let mut worker = super::spin::ToWorker::new(worker);
         let closed = up.closed();
         tokio::select! {
+            biased;
             r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut worker, BUFFER, BUFFER) => {
                 r.map_err(|e| e.to_string())?;
             }
