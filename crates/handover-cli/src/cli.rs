@@ -108,6 +108,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub upstream_timeout: Option<Duration>,
 
+    /// With --proxy http://: how long a client connection may stay idle between requests, or
+    /// take to send a request head (408 then, if it had started one); the connection is
+    /// closed. [default: 75s]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub client_timeout: Option<Duration>,
+
     /// With --proxy: after forwarding bytes to a worker, a proxy thread polls for the answer
     /// instead of sleeping, for up to this long, while at most a few answers are awaited on
     /// it (a thread wake-up costs tens of microseconds on a virtual machine). Lowers added
@@ -279,6 +285,7 @@ mod tests {
             "[default: PORT]",
             "[default: 60s]",
             "[default: 50us]",
+            "[default: 75s]",
             "[default: 30s]",
             "[default: SIGTERM]",
             "[default: 1s]",

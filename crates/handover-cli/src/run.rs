@@ -37,10 +37,11 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
         && (args.port_env.is_some()
             || args.upstream_timeout.is_some()
             || args.busy_poll.is_some()
+            || args.client_timeout.is_some()
             || !args.trusted_proxy.is_empty())
     {
         return Err(
-            "--port-env, --upstream-timeout, --busy-poll and --trusted-proxy need --proxy".into(),
+            "--port-env, --upstream-timeout, --client-timeout, --busy-poll and --trusted-proxy need --proxy".into(),
         );
     }
     let cwd =
@@ -166,6 +167,7 @@ async fn supervise(
         let settings = proxy::Settings {
             upstream_timeout: args.upstream_timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
             busy_poll: args.busy_poll.unwrap_or(DEFAULT_BUSY_POLL),
+            client_timeout: args.client_timeout.unwrap_or(DEFAULT_CLIENT_TIMEOUT),
             trusted: args.trusted_proxy.clone(),
         };
         let (proxy, rt) = proxy::start(spec, listener, settings)?;
@@ -186,6 +188,8 @@ async fn supervise(
 
 /// `--upstream-timeout` unless given.
 const DEFAULT_UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// `--client-timeout`: as nginx's `keepalive_timeout`.
+const DEFAULT_CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
 /// `--busy-poll`: covers a worker's answer to a small request on loopback (measured: 50 µs
 /// takes the added p50 from ~70 to ~30 µs; longer budgets did not lower it further).
 const DEFAULT_BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);

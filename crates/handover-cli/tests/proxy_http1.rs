@@ -862,3 +862,40 @@ fn a_bad_request_line_gets_400_and_a_close() {
     let a = Conn::open(sup.addr()).get("/fixed", "");
     assert_eq!(a.status, 200, "a new connection is not served");
 }
+
+/// `--client-timeout`: a client that starts a request head and stalls gets 408 and a close; an
+/// idle keep-alive connection is closed without a word; a busy one is not.
+#[test]
+fn slow_and_idle_clients_are_timed_out() {
+    let ctx = Ctx::new();
+    let app = write_app(&ctx, "v1", "http");
+    let sup = ctx.start(&[
+        "--proxy",
+        "http://127.0.0.1:0",
+        "--client-timeout",
+        "500ms",
+        "--",
+        app.to_str().unwrap(),
+        "--port",
+        "{port}",
+    ]);
+    sup.log.expect(0, "is ready (connected to 127.0.0.1:", LONG);
+
+    let mut stalled = Conn::open(sup.addr());
+    stalled.send(b"GET /fixed HTTP/1.1\r\nHost: x\r\n");
+    let mut idle = Conn::open(sup.addr());
+    assert_eq!(idle.get("/fixed", "").status, 200);
+    // Requests every 100 ms for longer than the timeout: the connection stays open.
+    let mut busy = Conn::open(sup.addr());
+    for _ in 0..10 {
+        assert_eq!(busy.get("/fixed", "").status, 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let a = stalled
+        .try_response(false)
+        .unwrap_or_else(|e| panic!("no answer to a stalled head: {e}"));
+    assert_eq!(a.status, 408, "{}", a.text());
+    stalled.expect_closed("after 408");
+    idle.expect_closed("an idle keep-alive connection");
+    assert_eq!(busy.get("/fixed", "").status, 200);
+}

@@ -470,6 +470,7 @@ pub fn error_response(out: &mut Vec<u8>, status: u16, why: &str, close: bool) {
     let reason = match status {
         400 => "Bad Request",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         504 => "Gateway Timeout",

@@ -7,7 +7,7 @@
 //! | `mod` (here) | `--proxy` parsing; the routing table shared with the supervisor |
 //! | `upstream` | one worker as seen by the proxy: its address, in-flight count, drain |
 //! | `cidr` | `--trusted-proxy` |
-//! | `relay`, `message`, `chunked`, `inbuf`, `conns` | the HTTP/1 relay; heads; chunked bodies; read buffers; its worker connections |
+//! | `relay`, `message`, `chunked`, `inbuf`, `conns`, `lazy_timer` | the HTTP/1 relay; heads; chunked bodies; read buffers; its worker connections; its timeouts |
 //! | `http`, `rewind`, `pool`, `sent`, `headers` | h2c clients (through hyper) |
 //! | `tcp` | the TCP proxy |
 //! | `spin`, `cut` | busy-polling for awaited answers (`--busy-poll`); the drain-deadline cut |
@@ -24,6 +24,7 @@ mod cut;
 mod headers;
 mod http;
 mod inbuf;
+mod lazy_timer;
 mod message;
 mod pool;
 mod relay;
@@ -105,6 +106,9 @@ pub struct Settings {
     pub trusted: Vec<Cidr>,
     /// How long a proxy thread polls for an awaited answer before sleeping (`spin`).
     pub busy_poll: Duration,
+    /// How long an HTTP/1 client connection may stay idle between requests, or take to send
+    /// a request head.
+    pub client_timeout: Duration,
 }
 
 /// Binds the public address; the spec returned has the real port (when 0 was asked for).
@@ -405,6 +409,7 @@ mod tests {
             upstream_timeout: Duration::from_secs(1),
             trusted: Vec::new(),
             busy_poll: Duration::ZERO,
+            client_timeout: Duration::from_secs(60),
         });
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         proxy.route(WorkerId(1), addr);

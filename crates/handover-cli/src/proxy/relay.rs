@@ -27,13 +27,11 @@ use tokio::time::{timeout_at, Instant, Sleep};
 use super::chunked::Chunked;
 use super::conns::UpConn;
 use super::inbuf::Inbuf;
+use super::lazy_timer;
 use super::message::{self, Asked, Framing, Origin};
 use super::spin::Waiting;
 use super::upstream::Guard;
 use super::Proxy;
-
-/// A deadline beyond any timeout.
-const FAR: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// Tries per request (each on a fresh connection after the first).
 const ATTEMPTS: usize = 4;
@@ -77,17 +75,31 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
     // Reused for every request on this connection.
     let mut head_out = Vec::with_capacity(1024);
     let mut resp_out = Vec::with_capacity(1024);
-    // The answer timeout of every request on this connection, re-armed only when it would
-    // fire too early: a timer per request costs a timer-wheel entry and a reactor wake-up.
-    let timer = tokio::time::sleep(FAR);
-    tokio::pin!(timer);
+    // The answer timeout of every request, and the client's time to send a request head.
+    let timer = lazy_timer::idle();
+    let head_timer = lazy_timer::idle();
+    tokio::pin!(timer, head_timer);
+    let client_timeout = settings.client_timeout;
     loop {
+        let head_by = Instant::now() + client_timeout;
+        lazy_timer::arm(head_timer.as_mut(), head_by, client_timeout / 4);
         let req = loop {
             match message::request(inb.unread(), origin, &mut head_out) {
                 Ok(Some(r)) => break r,
-                Ok(None) => match inb.fill(&mut client).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
+                Ok(None) => tokio::select! {
+                    biased;
+                    r = inb.fill(&mut client) => match r {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    },
+                    () = lazy_timer::until(head_timer.as_mut(), head_by) => {
+                        if !inb.is_empty() {
+                            let why = "the request head took too long";
+                            message::error_response(&mut resp_out, 408, why, true);
+                            let _ = client.write_all(&resp_out).await;
+                        }
+                        return; // idle keep-alive connections just close
+                    }
                 },
                 Err(refusal) => {
                     message::error_response(&mut resp_out, refusal.status, refusal.why, true);
@@ -269,10 +281,7 @@ impl Exchange<'_> {
             let mut body_sent: Option<Result<(), BodyError>> =
                 (self.req.framing == Framing::None).then_some(Ok(()));
             let mut answer_by = Instant::now() + settings.upstream_timeout;
-            let slack = settings.upstream_timeout / 4;
-            if !(answer_by..=answer_by + slack).contains(&timer.deadline()) {
-                timer.as_mut().reset(answer_by + slack);
-            }
+            lazy_timer::arm(timer.as_mut(), answer_by, settings.upstream_timeout / 4);
             loop {
                 tokio::select! {
                     biased;
@@ -285,11 +294,8 @@ impl Exchange<'_> {
                         body_sent = Some(r);
                         answer_by = Instant::now() + settings.upstream_timeout;
                     }
-                    () = timer.as_mut(), if body_sent.is_some() => {
-                        if Instant::now() >= answer_by {
-                            break Waited::TimedOut(matches!(body_sent, Some(Ok(()))));
-                        }
-                        timer.as_mut().reset(answer_by);
+                    () = lazy_timer::until(timer.as_mut(), answer_by), if body_sent.is_some() => {
+                        break Waited::TimedOut(matches!(body_sent, Some(Ok(()))));
                     }
                 }
             }
