@@ -122,6 +122,9 @@ pub struct Args {
     /// run): `handover-http`, `nginx-http`, `handover-tcp`, `nginx-stream` (default: all).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub proxy_targets: Vec<String>,
+    /// `--phases proxy`: `handover run --busy-poll` for the handover setups (default: its own).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub proxy_busy_poll: Option<Duration>,
     /// `--phases proxy`: connections of the upgrade runs.
     #[arg(long, default_value_t = 64)]
     pub proxy_upgrade_conns: usize,

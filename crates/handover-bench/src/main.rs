@@ -212,6 +212,7 @@ fn proxy_phase(
             nginx_user: peers::nginx::user_directive(),
             bins: bins.clone(),
             drain_timeout: args.drain_timeout,
+            busy_poll: args.proxy_busy_poll,
         },
         nginx_version,
         conns: args.proxy_conns,

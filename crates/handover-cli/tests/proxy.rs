@@ -9,30 +9,12 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use support::*;
-
-const PORT_WORKER_PY: &str = include_str!("support/port_worker.py");
-
-/// Writes the proxy-mode worker as `<dir>/app.py` (atomically) with `version` and `mode`.
-fn write_app(ctx: &Ctx, version: &str, mode: &str) -> PathBuf {
-    let text = PORT_WORKER_PY
-        .replacen("#!/usr/bin/env python3", &format!("#!{}", python()), 1)
-        .replace("@VERSION@", version)
-        .replace("@MODE@", mode);
-    let path = ctx.path("app.py");
-    let tmp = ctx.path(".app.py.tmp");
-    fs::write(&tmp, text).unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::rename(&tmp, &path).unwrap();
-    path
-}
 
 fn ctl(ctx: &Ctx) -> String {
     ctx.control().to_str().unwrap().to_string()

@@ -9,36 +9,17 @@
 
 mod support;
 
-use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
 use support::*;
 
-const PORT_WORKER_PY: &str = include_str!("support/port_worker.py");
-
 /// Bound for one read of a response that should come at once.
 const READ: Duration = SHORT;
 /// How long a connection that should be closed may stay open after its last response.
 const CLOSE: Duration = Duration::from_secs(3);
-
-/// Writes the proxy-mode worker as `<dir>/app.py` (atomically) with `version` and `mode`.
-fn write_app(ctx: &Ctx, version: &str, mode: &str) -> PathBuf {
-    let text = PORT_WORKER_PY
-        .replacen("#!/usr/bin/env python3", &format!("#!{}", python()), 1)
-        .replace("@VERSION@", version)
-        .replace("@MODE@", mode);
-    let path = ctx.path("app.py");
-    let tmp = ctx.path(".app.py.tmp");
-    fs::write(&tmp, text).unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::rename(&tmp, &path).unwrap();
-    path
-}
 
 /// Starts `handover run --proxy http://127.0.0.1:0 -- app.py --port {port}` (worker mode
 /// `http`) and waits for the first worker.

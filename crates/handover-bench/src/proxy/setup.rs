@@ -71,6 +71,8 @@ pub struct Tools {
     pub bins: Binaries,
     /// handover's `--drain-timeout`.
     pub drain_timeout: Duration,
+    /// `handover run --busy-poll` (none: its default).
+    pub busy_poll: Option<Duration>,
 }
 
 impl Tools {
@@ -150,8 +152,11 @@ pub fn start(target: Target, tools: &Tools, log: &Path) -> io::Result<Running> {
                     .args([
                         "--drain-timeout",
                         &format!("{}ms", tools.drain_timeout.as_millis()),
-                    ])
-                    .arg("--")
+                    ]);
+                if let Some(b) = tools.busy_poll {
+                    cmd.args(["--busy-poll", &format!("{}us", b.as_micros())]);
+                }
+                cmd.arg("--")
                     .arg(dir.join(RUNNING))
                     .args(["--listen", "127.0.0.1:{port}"]);
                 let pid = spawn(cmd, log)?;

@@ -100,6 +100,9 @@ pub fn render(out: &mut String, p: &ProxyReport) {
         "failed"
     );
     for s in &p.steady {
+        if s.error.is_none() && s.saturating.is_empty() {
+            continue; // not asked for (`--proxy-targets`)
+        }
         if let Some(e) = &s.error {
             let _ = writeln!(out, "{:<14} skipped: {e}", s.target);
             continue;

@@ -1,4 +1,4 @@
-//! Header rewriting: hop-by-hop headers are not forwarded (except what an upgrade needs),
+//! Header rewriting for h2c requests (hyper's header maps): hop-by-hop headers are not forwarded,
 //! `X-Forwarded-For/-Proto/-Host` are set (replacing incoming ones unless the peer is
 //! trusted), and the request is made an HTTP/1.1 origin-form request for the worker.
 
@@ -14,37 +14,12 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// The `Upgrade` header of a request asking for a protocol upgrade (HTTP/1.1 only).
-pub fn upgrade_of(parts: &Parts) -> Option<HeaderValue> {
-    if parts.version != Version::HTTP_11 {
-        return None;
-    }
-    let asks = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| parts.headers.get(header::UPGRADE).cloned())
-        .flatten()
-}
-
 /// Rewrites a client request for the worker.
-pub fn prepare_request(
-    parts: &mut Parts,
-    peer: IpAddr,
-    trusted: bool,
-    upgrade: Option<&HeaderValue>,
-) {
+pub fn prepare_request(parts: &mut Parts, peer: IpAddr, trusted: bool) {
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
     // hyper already answered `Expect: 100-continue` to the client when it read the body.
     h.remove(header::EXPECT);
-    if let Some(u) = upgrade {
-        h.insert(header::UPGRADE, u.clone());
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
     if !h.contains_key(header::HOST) {
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
@@ -103,14 +78,9 @@ fn forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: bool) {
     }
 }
 
-/// Removes the hop-by-hop headers of a worker's response (an upgrade keeps its own).
-pub fn prepare_response(h: &mut HeaderMap, upgrading: bool) {
-    let upgrade = h.get(header::UPGRADE).cloned();
+/// Removes the hop-by-hop headers of a worker's response.
+pub fn prepare_response(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
-    if let (true, Some(u)) = (upgrading, upgrade) {
-        h.insert(header::UPGRADE, u);
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -158,7 +128,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        prepare_request(&mut p, "10.0.0.1".parse().unwrap(), false, None);
+        prepare_request(&mut p, "10.0.0.1".parse().unwrap(), false);
         assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "http");
         assert_eq!(p.headers["host"], "example.com");
@@ -178,32 +148,8 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        prepare_request(&mut p, "::ffff:10.0.0.1".parse().unwrap(), true, None);
+        prepare_request(&mut p, "::ffff:10.0.0.1".parse().unwrap(), true);
         assert_eq!(p.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "https");
-    }
-
-    #[test]
-    fn upgrades_keep_their_headers() {
-        let mut p = parts(
-            hyper::Request::get("/ws")
-                .header("connection", "keep-alive, Upgrade")
-                .header("upgrade", "websocket")
-                .body(())
-                .unwrap(),
-        );
-        let up = upgrade_of(&p).unwrap();
-        prepare_request(&mut p, "127.0.0.1".parse().unwrap(), false, Some(&up));
-        assert_eq!(p.headers["upgrade"], "websocket");
-        assert_eq!(p.headers["connection"], "upgrade");
-        let mut h = HeaderMap::new();
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
-        h.insert("connection", HeaderValue::from_static("Upgrade"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        prepare_response(&mut h, true);
-        assert_eq!(h["upgrade"], "websocket");
-        assert!(!h.contains_key("keep-alive"));
-        prepare_response(&mut h, false);
-        assert!(!h.contains_key("upgrade"));
     }
 }

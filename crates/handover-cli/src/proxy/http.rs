@@ -1,8 +1,7 @@
-//! The HTTP reverse proxy: HTTP/1.x clients go through the relay (`relay`), h2c clients are
-//! served by hyper here, their requests sent over pooled HTTP/1.1 connections (`pool`) to the
-//! current worker. Bodies stream both ways; a request stays
-//! in flight on its worker until its response body has been sent. Upgrades (WebSocket) are
-//! tunnelled and stay on their worker until they close or the drain deadline.
+//! The HTTP reverse proxy's front door: HTTP/1.x clients go through the relay (`relay`); h2c
+//! clients (HTTP/2 prior knowledge) are served by hyper here, their requests sent over pooled
+//! HTTP/1.1 connections (`pool`) to the current worker. Bodies stream both ways; a request
+//! stays in flight on its worker until its response body has been sent.
 //!
 //! Retries (on the current worker only): a request that was never sent (the connection failed
 //! or was found closed first), and an idempotent request without a body whose pooled
@@ -21,7 +20,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
-use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
@@ -92,11 +90,8 @@ async fn forward(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr) -> Res
     let deadline = Instant::now() + settings.upstream_timeout;
     let trusted = settings.trusted.iter().any(|c| c.contains(peer.ip()));
     let (mut parts, body) = req.into_parts();
-    let upgrade = headers::upgrade_of(&parts);
-    let client_upgrade = upgrade
-        .as_ref()
-        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
-    headers::prepare_request(&mut parts, peer.ip(), trusted, upgrade.as_ref());
+    // HTTP/2 has no `Upgrade` (RFC 9113 §8.6); extended CONNECT is not supported.
+    headers::prepare_request(&mut parts, peer.ip(), trusted);
     let bodiless = body.is_end_stream();
     let template: Option<Template> = (bodiless && idempotent(&parts.method)).then(|| {
         (
@@ -164,16 +159,7 @@ async fn forward(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr) -> Res
                     "the worker did not answer in time",
                 )
             }
-            Ok(Ok(resp)) => {
-                return respond(
-                    resp,
-                    sender,
-                    guard,
-                    client_upgrade,
-                    upgrade.is_some(),
-                    bodiless,
-                )
-            }
+            Ok(Ok(resp)) => return respond(resp, sender, guard, bodiless),
             Ok(Err(mut e)) => {
                 fresh = true;
                 if let Some(r) = e.take_message() {
@@ -201,21 +187,13 @@ fn respond(
     mut resp: Response<Incoming>,
     sender: hyper::client::conn::http1::SendRequest<ReqBody>,
     guard: Guard,
-    client_upgrade: Option<OnUpgrade>,
-    asked_upgrade: bool,
     bodiless: bool,
 ) -> Response<RespBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client) = client_upgrade.filter(|_| asked_upgrade) else {
-            return error(
-                StatusCode::BAD_GATEWAY,
-                "the worker switched protocols unasked",
-            );
-        };
-        let upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(client, upstream, guard));
-        headers::prepare_response(resp.headers_mut(), true);
-        return resp.map(|_| empty());
+        return error(
+            StatusCode::BAD_GATEWAY,
+            "the worker switched protocols unasked",
+        );
     }
     let sender = if bodiless {
         // Goes back to the pool as soon as the response has been read to the end (no task
@@ -226,7 +204,7 @@ fn respond(
         guard.upstream().pool.put_back_when_ready(sender);
         None
     };
-    headers::prepare_response(resp.headers_mut(), false);
+    headers::prepare_response(resp.headers_mut());
     // The worker's HTTP version is not the client's (hyper answers in the client's).
     *resp.version_mut() = hyper::Version::HTTP_11;
     // The request stays in flight (the worker is not told to stop) until its body is sent.
@@ -287,29 +265,6 @@ impl Body for Relayed {
     }
 }
 
-/// Copies both ways between an upgraded client and worker connection until either closes or
-/// the worker's drain deadline.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, guard: Guard) {
-    let closed = guard.upstream().closed();
-    let copy = async {
-        let (c, u) = tokio::try_join!(client, upstream).map_err(|e| e.to_string())?;
-        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-        tokio::io::copy_bidirectional(&mut c, &mut u)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    tokio::select! {
-        r = copy => if let Err(e) = r {
-            tracing::debug!("proxy: upgraded connection: {e}");
-        },
-        () = closed => tracing::info!(
-            "proxy: closed an upgraded connection to {} (drain deadline)",
-            guard.upstream().addr
-        ),
-    }
-    drop(guard);
-}
-
 fn idempotent(m: &Method) -> bool {
     [
         Method::GET,
@@ -332,10 +287,6 @@ fn rebuild((method, uri, headers): &Template) -> Request<ReqBody> {
     *r.uri_mut() = uri.clone();
     *r.headers_mut() = headers.clone();
     r
-}
-
-fn empty() -> RespBody {
-    Empty::new().map_err(|n| match n {}).boxed_unsync()
 }
 
 fn error(status: StatusCode, why: impl Display) -> Response<RespBody> {

@@ -399,17 +399,18 @@ pub fn response(
         && framing != Framing::UntilClose
         && !switching;
     let keep_alive = asked.keep_alive && framing != Framing::UntilClose && !dechunk;
+    let parsed = Response {
+        len,
+        status,
+        interim,
+        switching,
+        framing,
+        dechunk,
+        reusable,
+        keep_alive,
+    };
     if interim && asked.http10 {
-        return Ok(Some(Response {
-            len,
-            status,
-            interim,
-            switching,
-            framing,
-            dechunk,
-            reusable,
-            keep_alive,
-        }));
+        return Ok(Some(parsed));
     }
     out.reserve(len + 64);
     let _ = write!(Line(out), "HTTP/1.1 {status} ");
@@ -443,16 +444,7 @@ pub fn response(
         }
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Some(Response {
-        len,
-        status,
-        interim,
-        switching,
-        framing,
-        dechunk,
-        reusable,
-        keep_alive,
-    }))
+    Ok(Some(parsed))
 }
 
 /// `fmt::Write` into a byte buffer.

@@ -631,3 +631,21 @@ impl Load {
         s
     }
 }
+
+/// The proxy-mode test worker (stdlib Python; binds the port it is given).
+const PORT_WORKER_PY: &str = include_str!("port_worker.py");
+
+/// Writes the proxy-mode worker as `<dir>/app.py` (atomically) with `version` and `mode`.
+pub fn write_app(ctx: &Ctx, version: &str, mode: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let text = PORT_WORKER_PY
+        .replacen("#!/usr/bin/env python3", &format!("#!{}", python()), 1)
+        .replace("@VERSION@", version)
+        .replace("@MODE@", mode);
+    let path = ctx.path("app.py");
+    let tmp = ctx.path(".app.py.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
