@@ -243,4 +243,41 @@ mod tests {
             .collect::<Vec<_>>();
         assert!(run(&long, 100).is_err());
     }
+
+    /// Random chunked bodies cut at random places give back their data and end exactly; random
+    /// bytes never panic.
+    #[test]
+    fn random_bodies_and_garbage() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..2_000 {
+            let mut body = Vec::new();
+            let mut data = Vec::new();
+            for _ in 0..next(5) {
+                let len = next(300) as usize + 1;
+                let chunk: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                body.extend_from_slice(format!("{len:x}").as_bytes());
+                if next(2) == 0 {
+                    body.extend_from_slice(b";name=value");
+                }
+                body.extend_from_slice(b"\r\n");
+                body.extend_from_slice(&chunk);
+                body.extend_from_slice(b"\r\n");
+                data.extend_from_slice(&chunk);
+            }
+            body.extend_from_slice(b"0\r\nTrailer: t\r\n\r\n");
+            let end = body.len();
+            body.extend_from_slice(b"NEXT");
+            let (used, got, done) = run(&body, next(64) as usize + 1).unwrap();
+            assert!(done);
+            assert_eq!((used, got), (end, data));
+            let garbage: Vec<u8> = (0..next(64)).map(|_| next(256) as u8).collect();
+            let _ = run(&garbage, next(8) as usize + 1);
+        }
+    }
 }

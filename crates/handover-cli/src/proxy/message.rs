@@ -701,4 +701,85 @@ mod tests {
         let body = s.split("\r\n\r\n").nth(1).unwrap();
         assert!(s.contains(&format!("Content-Length: {}\r\n", body.len())));
     }
+
+    /// A small deterministic generator (xorshift64*), for the mutation tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Valid messages with bytes flipped, dropped, repeated or inserted: parsing never panics,
+    /// and what is accepted is a whole head that the output repeats as a whole head.
+    #[test]
+    fn mutated_heads_never_panic() {
+        let seeds: [&[u8]; 4] = [
+            b"POST http://h/p?q HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: keep-alive, x\r\nX: 1\r\n\r\nhello",
+            b"GET / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nabc",
+            b"HTTP/1.0 101 Switching\r\nUpgrade: ws\r\nKeep-Alive: 1\r\n\r\n",
+        ];
+        let specials = b"\r\n:, ;\t\x00\x7f\xffHTTP/1.";
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut out = Vec::new();
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..20_000 {
+            let mut m = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(m.len() + 1);
+                match rng.below(4) {
+                    0 if at < m.len() => m[at] = specials[rng.below(specials.len())],
+                    1 if at < m.len() => {
+                        m.remove(at);
+                    }
+                    2 => m.insert(at, specials[rng.below(specials.len())]),
+                    _ => {
+                        let end = (at + rng.below(16)).min(m.len());
+                        let piece = m[at..end].to_vec();
+                        m.splice(at..at, piece);
+                    }
+                }
+            }
+            let origin = Origin {
+                peer: "::1",
+                trusted: round % 2 == 0,
+            };
+            let parsed = request(&m, origin, &mut out);
+            match &parsed {
+                Ok(Some(_)) => accepted += 1,
+                Err(_) => refused += 1,
+                Ok(None) => {}
+            }
+            if let Ok(Some(r)) = parsed {
+                assert!(r.len <= m.len() && out.ends_with(b"\r\n\r\n"));
+                assert_eq!(
+                    request(&out, origin, &mut Vec::new()).map(|o| o.is_some()),
+                    Ok(true)
+                );
+            }
+            let asked = Asked {
+                head: round % 3 == 0,
+                http10: round % 5 == 0,
+                keep_alive: true,
+                upgrade: round % 2 == 0,
+            };
+            if let Ok(Some(r)) = response(&m, asked, &mut out) {
+                assert!(r.len <= m.len());
+                assert!(out.is_empty() || out.ends_with(b"\r\n\r\n"));
+            }
+        }
+        // Both ways are exercised.
+        assert!(
+            accepted > 1_000 && refused > 1_000,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
 }
