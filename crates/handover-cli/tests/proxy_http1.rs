@@ -854,7 +854,7 @@ fn slow_and_idle_clients_are_timed_out() {
         "--proxy",
         "http://127.0.0.1:0",
         "--client-timeout",
-        "500ms",
+        "1s",
         "--",
         app.to_str().unwrap(),
         "--port",
@@ -868,7 +868,7 @@ fn slow_and_idle_clients_are_timed_out() {
     assert_eq!(idle.get("/fixed", "").status, 200);
     // Requests every 100 ms for longer than the timeout: the connection stays open.
     let mut busy = Conn::open(sup.addr());
-    for _ in 0..10 {
+    for _ in 0..15 {
         assert_eq!(busy.get("/fixed", "").status, 200);
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -103,7 +103,11 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
                 },
                 Err(refusal) => {
                     message::error_response(&mut resp_out, refusal.status, refusal.why, true);
-                    let _ = client.write_all(&resp_out).await;
+                    if client.write_all(&resp_out).await.is_ok() {
+                        // The rest of what it sent is unread: a plain close could reset the
+                        // connection before the client has read the answer.
+                        linger(client).await;
+                    }
                     return;
                 }
             }
