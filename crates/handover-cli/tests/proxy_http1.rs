@@ -880,3 +880,20 @@ fn slow_and_idle_clients_are_timed_out() {
     idle.expect_closed("an idle keep-alive connection");
     assert_eq!(busy.get("/fixed", "").status, 200);
 }
+
+/// A head that arrives a few bytes at a time (separate segments) is answered as usual.
+#[test]
+fn a_head_sent_in_pieces_is_answered() {
+    let ctx = Ctx::new();
+    let sup = start(&ctx);
+    let mut c = Conn::open(sup.addr());
+    for piece in b"GET /fixed HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n".chunks(3) {
+        c.send(piece);
+        // Separate segments (Nagle is off): not a readiness wait.
+        thread::sleep(Duration::from_millis(2));
+    }
+    let a = c.try_response(false).expect("an answer");
+    assert_eq!(a.status, 200);
+    assert!(a.body == fixed());
+    assert_eq!(c.get("/fixed", "").status, 200, "the connection goes on");
+}

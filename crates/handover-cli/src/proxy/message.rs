@@ -166,6 +166,20 @@ fn body_framing(headers: &[httparse::Header<'_>]) -> Result<Option<Framing>, &'s
     }
 }
 
+/// Whether a head in `input` may be complete: it holds an empty line after `from - 3` (bytes
+/// before were looked at already), or it is too long to wait for one. Parsing only then keeps
+/// a client that sends its head a byte at a time from costing a parse of the whole head per
+/// byte.
+pub fn head_may_end(input: &[u8], from: usize) -> bool {
+    if input.len() > MAX_HEAD {
+        return true;
+    }
+    let tail = &input[from.saturating_sub(3).min(input.len())..];
+    tail.iter().enumerate().any(|(i, &b)| {
+        b == b'\n' && (tail.get(i + 1) == Some(&b'\n') || tail.get(i + 1..i + 3) == Some(b"\r\n"))
+    })
+}
+
 /// Parses the request head at the start of `input` and writes it for the worker into `out`
 /// (cleared first). `Ok(None)`: the head is not complete yet.
 pub fn request(
@@ -576,6 +590,20 @@ mod tests {
         .unwrap();
         assert_eq!(r.framing, Framing::Chunked);
         assert!(out.contains("Transfer-Encoding: gzip, chunked\r\n"));
+    }
+
+    #[test]
+    fn a_head_may_end_only_after_an_empty_line() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 0..head.len() {
+            assert!(!head_may_end(&head[..cut], 0), "cut at {cut}");
+        }
+        // Looking from any point up to the end finds it.
+        for from in 0..=head.len() {
+            assert!(head_may_end(head, from), "from {from}");
+        }
+        assert!(head_may_end(b"GET / HTTP/1.0\n\n", 15));
+        assert!(head_may_end(&vec![b'a'; MAX_HEAD + 1], MAX_HEAD));
     }
 
     #[test]

@@ -83,8 +83,17 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
     loop {
         let head_by = Instant::now() + client_timeout;
         lazy_timer::arm(head_timer.as_mut(), head_by, client_timeout / 4);
+        // How much of the buffer is known to hold no end of head.
+        let mut scanned = 0;
         let req = loop {
-            match message::request(inb.unread(), origin, &mut head_out) {
+            let parsed = if message::head_may_end(inb.unread(), scanned) {
+                scanned = 0; // parsed whole again next time if still incomplete
+                message::request(inb.unread(), origin, &mut head_out)
+            } else {
+                scanned = inb.unread().len();
+                Ok(None)
+            };
+            match parsed {
                 Ok(Some(r)) => break r,
                 Ok(None) => tokio::select! {
                     biased;
