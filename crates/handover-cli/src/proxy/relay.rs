@@ -468,20 +468,27 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut got_any = !buf.is_empty();
+    // As for requests: parse once an empty line has arrived.
+    let mut scanned = 0;
     loop {
-        match message::response(buf.unread(), asked, out) {
-            Ok(Some(r)) => {
-                buf.consume(r.len);
-                if !r.interim {
-                    return Ok(r);
+        if !message::head_may_end(buf.unread(), scanned) {
+            scanned = buf.unread().len();
+        } else {
+            scanned = 0;
+            match message::response(buf.unread(), asked, out) {
+                Ok(Some(r)) => {
+                    buf.consume(r.len);
+                    if !r.interim {
+                        return Ok(r);
+                    }
+                    if !out.is_empty() {
+                        client.write_all(out).await.map_err(|_| HeadError::Client)?;
+                    }
+                    continue;
                 }
-                if !out.is_empty() {
-                    client.write_all(out).await.map_err(|_| HeadError::Client)?;
-                }
-                continue;
+                Ok(None) => {}
+                Err(e) => return Err(HeadError::Failed(e.to_string())),
             }
-            Ok(None) => {}
-            Err(e) => return Err(HeadError::Failed(e.to_string())),
         }
         match buf.fill(up).await {
             Ok(0) if !got_any => return Err(HeadError::Closed),
