@@ -136,26 +136,38 @@ pub fn render(out: &mut String, p: &ProxyReport) {
         );
     }
     let t = &p.targets;
-    let _ = writeln!(
-        out,
-        "http: handover/nginx throughput {} (target ≥ 1.0: {}), CPU per request {}; added p50 handover {} µs (target ≤ 50: {}), nginx {} µs",
-        opt(t.http_rps_ratio, 2),
-        verdict(t.http_rps_ratio.map(|r| r >= 1.0)),
-        opt(t.http_cpu_ratio, 2),
-        opt(t.http_added_p50_us, 0),
-        verdict(t.http_added_p50_us.map(|a| a <= 50.0)),
-        opt(t.nginx_http_added_p50_us, 0),
-    );
-    let _ = writeln!(
-        out,
-        "tcp:  handover/nginx-stream throughput {} (target ≥ 1.0: {}), CPU per request {}; added p50 handover {} µs (target ≤ 50: {}), nginx stream {} µs",
-        opt(t.tcp_rps_ratio, 2),
-        verdict(t.tcp_rps_ratio.map(|r| r >= 1.0)),
-        opt(t.tcp_cpu_ratio, 2),
-        opt(t.tcp_added_p50_us, 0),
-        verdict(t.tcp_added_p50_us.map(|a| a <= 50.0)),
-        opt(t.nginx_stream_added_p50_us, 0),
-    );
+    let verdicts = [
+        (
+            "http: ",
+            "nginx",
+            "nginx",
+            t.http_rps_ratio,
+            t.http_cpu_ratio,
+            t.http_added_p50_us,
+            t.nginx_http_added_p50_us,
+        ),
+        (
+            "tcp:  ",
+            "nginx-stream",
+            "nginx stream",
+            t.tcp_rps_ratio,
+            t.tcp_cpu_ratio,
+            t.tcp_added_p50_us,
+            t.nginx_stream_added_p50_us,
+        ),
+    ];
+    for (label, peer, peer_name, rps, cpu, added, peer_added) in verdicts {
+        let _ = writeln!(
+            out,
+            "{label}handover/{peer} throughput {} (target ≥ 1.0: {}), CPU per request {}; added p50 handover {} µs (target ≤ 50: {}), {peer_name} {} µs",
+            opt(rps, 2),
+            verdict(rps.map(|r| r >= 1.0)),
+            opt(cpu, 2),
+            opt(added, 0),
+            verdict(added.map(|a| a <= 50.0)),
+            opt(peer_added, 0),
+        );
+    }
     if !p.upgrade_runs.is_empty() {
         let _ = writeln!(
             out,

@@ -508,99 +508,61 @@ where
 }
 
 /// Passes the response body on, after the head in `out`: the head and the body bytes read
-/// with it go in one write.
+/// with it go in one write; later reads are written straight from the read buffer (chunk data
+/// decoded for an HTTP/1.0 client goes through `out`).
 async fn pass_body(
     resp: message::Response,
     client: &mut TcpStream,
     conn: &mut UpConn,
     out: &mut Vec<u8>,
 ) -> Result<(), BodyError> {
-    let up_err = |e: std::io::Error| BodyError::Upstream(e.to_string());
-    match resp.framing {
-        Framing::None => client.write_all(out).await.map_err(|_| BodyError::Client),
-        Framing::Length(mut left) => {
-            let mut first = true;
-            loop {
-                let n = conn
-                    .buf
-                    .unread()
+    let upstream = |e: &dyn std::fmt::Display| BodyError::Upstream(e.to_string());
+    let mut left = match resp.framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut chunked = Chunked::new();
+    loop {
+        let unread = conn.buf.unread();
+        // How much of what was read is body, and whether the body ends with it.
+        let (n, done) = match resp.framing {
+            Framing::None => (0, true),
+            Framing::Length(_) => {
+                let n = unread
                     .len()
                     .min(usize::try_from(left).unwrap_or(usize::MAX));
-                if first {
-                    out.extend_from_slice(&conn.buf.unread()[..n]);
-                    client.write_all(out).await.map_err(|_| BodyError::Client)?;
-                    first = false;
-                } else if n > 0 {
-                    client
-                        .write_all(&conn.buf.unread()[..n])
-                        .await
-                        .map_err(|_| BodyError::Client)?;
-                }
-                conn.buf.consume(n);
                 left -= n as u64;
-                if left == 0 {
-                    return Ok(());
-                }
-                if conn.buf.fill(&mut conn.stream).await.map_err(up_err)? == 0 {
-                    return Err(BodyError::Upstream(
-                        "connection closed in a response body".into(),
-                    ));
-                }
+                (n, left == 0)
             }
+            Framing::Chunked if resp.dechunk => {
+                let n = chunked.feed(unread, |d| out.extend_from_slice(d));
+                (n.map_err(|e| upstream(&e))?, chunked.is_done())
+            }
+            Framing::Chunked => {
+                let n = chunked.feed(unread, |_| {});
+                (n.map_err(|e| upstream(&e))?, chunked.is_done())
+            }
+            Framing::UntilClose => (unread.len(), false),
+        };
+        let body = if resp.dechunk { &[][..] } else { &unread[..n] };
+        let sent = if out.is_empty() {
+            client.write_all(body).await
+        } else {
+            out.extend_from_slice(body);
+            let r = client.write_all(out).await;
+            out.clear();
+            r
+        };
+        sent.map_err(|_| BodyError::Client)?;
+        conn.buf.consume(n);
+        if done {
+            return Ok(());
         }
-        Framing::Chunked => {
-            let mut chunked = Chunked::new();
-            let mut first = true;
-            loop {
-                let unread = conn.buf.unread();
-                let n = if resp.dechunk {
-                    chunked
-                        .feed(unread, |d| out.extend_from_slice(d))
-                        .map_err(|e| BodyError::Upstream(e.to_string()))?
-                } else {
-                    let n = chunked
-                        .feed(unread, |_| {})
-                        .map_err(|e| BodyError::Upstream(e.to_string()))?;
-                    out.extend_from_slice(&unread[..n]);
-                    n
-                };
-                if first || !out.is_empty() {
-                    client.write_all(out).await.map_err(|_| BodyError::Client)?;
-                    first = false;
-                }
-                out.clear();
-                conn.buf.consume(n);
-                if chunked.is_done() {
-                    return Ok(());
-                }
-                if conn.buf.fill(&mut conn.stream).await.map_err(up_err)? == 0 {
-                    return Err(BodyError::Upstream(
-                        "connection closed in a response body".into(),
-                    ));
-                }
-            }
-        }
-        Framing::UntilClose => {
-            let mut first = true;
-            loop {
-                let n = conn.buf.unread().len();
-                if first {
-                    out.extend_from_slice(conn.buf.unread());
-                    client.write_all(out).await.map_err(|_| BodyError::Client)?;
-                    first = false;
-                } else {
-                    client
-                        .write_all(conn.buf.unread())
-                        .await
-                        .map_err(|_| BodyError::Client)?;
-                }
-                conn.buf.consume(n);
-                match conn.buf.fill(&mut conn.stream).await {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) => return Err(up_err(e)),
-                }
-            }
+        match conn.buf.fill(&mut conn.stream).await {
+            Ok(0) if resp.framing == Framing::UntilClose => return Ok(()),
+            Ok(0) => return Err(upstream(&"connection closed in a response body")),
+            Ok(_) => {}
+            Err(e) => return Err(upstream(&e)),
         }
     }
 }

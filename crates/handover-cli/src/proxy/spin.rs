@@ -128,9 +128,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for ToWorker<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(_)) && buf.filled().len() != before
-            || matches!(r, Poll::Ready(Err(_)))
-        {
+        // Bytes back, or an error: the answer is no longer awaited.
+        let answered = match &r {
+            Poll::Ready(Ok(())) => buf.filled().len() > before,
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => false,
+        };
+        if answered {
             self.waiting = None;
         }
         r
