@@ -1,22 +1,22 @@
-//! Keep-alive HTTP/1.1 connections to one worker, for the relay. A connection is put back
-//! once its response has been read to the end; each proxy thread keeps its own idle list
-//! (a connection is registered with the reactor of the thread that opened it), and a retired
-//! pool (the worker is draining) keeps nothing, so the old worker sees its idle connections
-//! close.
+//! The relay's keep-alive connections to workers. A worker connection belongs to one client
+//! connection for its whole life: it is never handed to another client, so that whatever a
+//! worker sends on it (a late answer, an answer to a request the worker read where the proxy
+//! saw none) can only ever reach the client whose bytes it came from. While it is idle, bytes
+//! or a close from the worker mark it poisoned and it is closed at once; it is also closed when
+//! its worker is retired (so the old worker sees its idle connections go) or when its client
+//! goes away.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::task::{Context, Waker};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use tokio::net::TcpStream;
 
+use super::cut::Wait;
 use super::inbuf::Inbuf;
-
-/// Most idle connections kept per worker and proxy thread.
-const MAX_IDLE: usize = 256;
-/// Idle lists per worker: one per proxy thread (up to this many).
-const SLOTS: usize = 16;
+use super::upstream::Upstream;
 
 /// A connection to a worker, with what has been read from it.
 #[derive(Debug)]
@@ -29,41 +29,10 @@ pub struct UpConn {
     pub reused: bool,
 }
 
-/// The idle connections to one worker.
-#[derive(Debug)]
-pub struct Conns {
-    addr: SocketAddr,
-    idle: [Mutex<Vec<UpConn>>; SLOTS],
-    retired: AtomicBool,
-}
-
-impl Conns {
-    /// No connections to `addr` yet.
-    pub fn new(addr: SocketAddr) -> Conns {
-        Conns {
-            addr,
-            idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
-            retired: AtomicBool::new(false),
-        }
-    }
-
-    /// An idle connection of this thread's that is not known to be closed.
-    pub fn take(&self) -> Option<UpConn> {
-        let mut idle = self.lock(super::thread_index() % SLOTS);
-        while let Some(c) = idle.pop() {
-            // An idle connection has nothing to read: readable means the worker closed it
-            // (or broke the protocol). Checked against the reactor's last word, no syscall.
-            let mut cx = Context::from_waker(Waker::noop());
-            if c.stream.poll_read_ready(&mut cx).is_pending() {
-                return Some(UpConn { reused: true, ..c });
-            }
-        }
-        None
-    }
-
-    /// A new connection.
-    pub async fn connect(&self) -> std::io::Result<UpConn> {
-        let stream = TcpStream::connect(self.addr).await?;
+impl UpConn {
+    /// A new connection to `addr`.
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<UpConn> {
+        let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(UpConn {
             stream,
@@ -71,29 +40,84 @@ impl Conns {
             reused: false,
         })
     }
+}
 
-    /// Keeps `c` (idle, its response read to the end) for a next request on this thread.
-    pub fn put_back(&self, c: UpConn) {
-        if !c.buf.is_empty() {
-            return; // the worker sent more than its response: not to be trusted again
+/// A client connection's idle worker connection, kept for its next request.
+#[derive(Debug)]
+pub struct Held {
+    conn: UpConn,
+    up: Arc<Upstream>,
+    /// Resolves when the worker is retired (registered once, not per request).
+    retired: Wait,
+}
+
+/// Why an idle connection was let go.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// The worker closed it (or reset it).
+    Closed,
+    /// The worker sent bytes with no request outstanding.
+    Unsolicited(usize),
+    /// The worker is being retired.
+    Retired,
+}
+
+impl Held {
+    /// Keeps `conn` (idle: its response read to the end, nothing more read) to `up`; `None`
+    /// if it cannot be kept.
+    pub fn keep(conn: UpConn, up: Arc<Upstream>) -> Option<Held> {
+        if !conn.buf.is_empty() || up.is_retired() {
+            return None; // the worker sent more than its response: not to be trusted again
         }
-        let mut idle = self.lock(super::thread_index() % SLOTS);
-        // Checked under the lock: `retire` sets the flag before it empties the lists.
-        if !self.retired.load(Ordering::SeqCst) && idle.len() < MAX_IDLE {
-            idle.push(c);
+        let retired = up.retired();
+        Some(Held { conn, up, retired })
+    }
+
+    /// The connection, for a request to worker `up` that this one is still clean for: it
+    /// goes to the same worker, and nothing is known to have arrived on it.
+    pub fn take_for(self, up: &Upstream) -> Option<UpConn> {
+        if self.up.id != up.id {
+            return None;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        // Idle, it has nothing to read: readable means closed or poisoned. Checked against
+        // the reactor's last word, no syscall.
+        if self.conn.stream.poll_read_ready(&mut cx).is_ready() {
+            return None;
+        }
+        Some(UpConn {
+            reused: true,
+            ..self.conn
+        })
+    }
+
+    /// Resolves when the connection must be dropped: the worker closed it, sent bytes
+    /// unasked, or is retired. A wake-up with nothing to read is not one of these (it waits
+    /// on).
+    pub fn watch(&mut self) -> impl Future<Output = Dropped> + '_ {
+        std::future::poll_fn(move |cx| self.poll_watch(cx))
+    }
+
+    fn poll_watch(&mut self, cx: &mut Context<'_>) -> Poll<Dropped> {
+        if Pin::new(&mut self.retired).poll(cx).is_ready() {
+            return Poll::Ready(Dropped::Retired);
+        }
+        loop {
+            if self.conn.stream.poll_read_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let mut probe = [0u8; 512];
+            match self.conn.stream.try_read(&mut probe) {
+                Ok(0) => return Poll::Ready(Dropped::Closed),
+                Ok(n) => return Poll::Ready(Dropped::Unsolicited(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return Poll::Ready(Dropped::Closed),
+            }
         }
     }
 
-    /// Closes the idle connections and keeps no more.
-    pub fn retire(&self) {
-        self.retired.store(true, Ordering::SeqCst);
-        for slot in 0..SLOTS {
-            let drained: Vec<UpConn> = std::mem::take(&mut *self.lock(slot));
-            drop(drained);
-        }
-    }
-
-    fn lock(&self, slot: usize) -> std::sync::MutexGuard<'_, Vec<UpConn>> {
-        self.idle[slot].lock().unwrap_or_else(|p| p.into_inner())
+    /// The worker this connection goes to.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.up
     }
 }

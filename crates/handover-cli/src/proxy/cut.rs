@@ -33,6 +33,11 @@ impl Cut {
         }
     }
 
+    /// Whether it has fired.
+    pub fn is_fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
     /// Resolves once fired.
     pub fn wait(self: &Arc<Self>) -> Wait {
         Wait {

@@ -24,11 +24,13 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant, Sleep};
 
-use super::chunked::Chunked;
-use super::conns::UpConn;
+use super::chunked::{Chunked, Reframer};
+use super::conns::{Dropped, Held, UpConn};
 use super::inbuf::Inbuf;
 use super::lazy_timer;
-use super::message::{self, Asked, Framing, Origin};
+use super::message::{self, Framing};
+use super::request::{self, Origin};
+use super::response::{self, Asked};
 use super::spin::Waiting;
 use super::upstream::Guard;
 use super::Proxy;
@@ -55,11 +57,13 @@ const LINGER_BYTES: usize = 64 << 20;
 enum Waited {
     /// The response head (or why there is none), and how sending the body went.
     Head(
-        Result<message::Response, HeadError>,
+        Result<response::Response, HeadError>,
         Option<Result<(), BodyError>>,
     ),
     /// The client went away mid-body.
     ClientGone,
+    /// The client's body broke its framing (400) or stalled (408): answered with that.
+    BadBody(u16, &'static str),
     /// No answer within the upstream timeout after the body was sent (whole, if true).
     TimedOut(bool),
 }
@@ -68,13 +72,20 @@ enum Waited {
 pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, proxy: Proxy) {
     let settings = proxy.settings();
     let peer_text = peer.ip().to_canonical().to_string();
+    let local_text = client
+        .local_addr()
+        .map_or_else(|_| String::new(), |a| a.to_string());
     let origin = Origin {
         peer: &peer_text,
         trusted: settings.trusted.iter().any(|c| c.contains(peer.ip())),
+        local: &local_text,
     };
     // Reused for every request on this connection.
     let mut head_out = Vec::with_capacity(1024);
     let mut resp_out = Vec::with_capacity(1024);
+    let mut body_out = Vec::new();
+    // This client's idle worker connection: never anyone else's.
+    let mut held: Option<Held> = None;
     // The answer timeout of every request, and the client's time to send a request head.
     let timer = lazy_timer::idle();
     let head_timer = lazy_timer::idle();
@@ -88,7 +99,7 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
         let req = loop {
             let parsed = if message::head_may_end(inb.unread(), scanned) {
                 scanned = 0; // parsed whole again next time if still incomplete
-                message::request(inb.unread(), origin, &mut head_out)
+                request::parse(inb.unread(), origin, &mut head_out)
             } else {
                 scanned = inb.unread().len();
                 Ok(None)
@@ -104,14 +115,22 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
                     () = lazy_timer::until(head_timer.as_mut(), head_by) => {
                         if !inb.is_empty() {
                             let why = "the request head took too long";
-                            message::error_response(&mut resp_out, 408, why, true);
+                            response::error(&mut resp_out, 408, why, true);
                             let _ = client.write_all(&resp_out).await;
                         }
                         return; // idle keep-alive connections just close
                     }
+                    (why, addr) = watch(&mut held) => {
+                        if let Dropped::Unsolicited(n) = why {
+                            tracing::warn!(
+                                "proxy: the worker at {addr} sent {n} bytes with no request outstanding; closed that connection"
+                            );
+                        }
+                        held = None;
+                    }
                 },
                 Err(refusal) => {
-                    message::error_response(&mut resp_out, refusal.status, refusal.why, true);
+                    response::error(&mut resp_out, refusal.status, refusal.why, true);
                     if client.write_all(&resp_out).await.is_ok() {
                         // The rest of what it sent is unread: a plain close could reset the
                         // connection before the client has read the answer.
@@ -127,8 +146,12 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
             req: &req,
             head: &head_out,
         };
+        let bufs = Bufs {
+            out: &mut resp_out,
+            body: &mut body_out,
+        };
         match ex
-            .run(&mut client, &mut inb, &mut resp_out, timer.as_mut())
+            .run(&mut client, &mut inb, bufs, &mut held, timer.as_mut())
             .await
         {
             Next::Continue => {}
@@ -136,6 +159,24 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
             Next::Linger => return linger(client).await,
         }
     }
+}
+
+/// Resolves when `held` (if any) must be dropped.
+async fn watch(held: &mut Option<Held>) -> (Dropped, SocketAddr) {
+    match held {
+        Some(h) => {
+            let addr = h.upstream().addr;
+            (h.watch().await, addr)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A client connection's write buffers: response heads and error answers; re-framed request
+/// body chunks.
+struct Bufs<'a> {
+    out: &'a mut Vec<u8>,
+    body: &'a mut Vec<u8>,
 }
 
 /// Closes `client` gracefully: our side first, then whatever it still sends is read away
@@ -158,15 +199,16 @@ async fn linger(mut client: TcpStream) {
 /// One request and its response.
 struct Exchange<'a> {
     proxy: &'a Proxy,
-    req: &'a message::Request,
+    req: &'a request::Request,
     /// The request head as the worker gets it.
     head: &'a [u8],
 }
 
 /// How sending a request to one worker connection went.
 enum Sent {
-    /// The response has been passed on (or the client went away).
-    Done(Next),
+    /// The response has been passed on (or the client went away); the worker connection, if
+    /// it can serve this client's next request.
+    Done(Next, Option<Held>),
     /// Nothing of the request reached the worker, or an idempotent request without a body
     /// found its pooled connection closed: may go again, on a fresh connection.
     Again,
@@ -177,9 +219,11 @@ impl Exchange<'_> {
         &self,
         client: &mut TcpStream,
         inb: &mut Inbuf,
-        out: &mut Vec<u8>,
+        bufs: Bufs<'_>,
+        held: &mut Option<Held>,
         mut timer: Pin<&mut Sleep>,
     ) -> Next {
+        let Bufs { out, body } = bufs;
         let settings = self.proxy.settings();
         let deadline = Instant::now() + settings.upstream_timeout;
         let mut fresh = false;
@@ -191,10 +235,11 @@ impl Exchange<'_> {
                     .await;
             };
             let up = std::sync::Arc::clone(guard.upstream());
-            let pooled = if fresh { None } else { up.conns.take() };
+            // This client's own idle connection, if it is still good for this worker.
+            let pooled = held.take().and_then(|h| h.take_for(&up)).filter(|_| !fresh);
             let conn = match pooled {
                 Some(c) => c,
-                None => match timeout_at(deadline, up.conns.connect()).await {
+                None => match timeout_at(deadline, UpConn::connect(up.addr)).await {
                     Ok(Ok(c)) => c,
                     Err(_) => {
                         return self
@@ -213,11 +258,18 @@ impl Exchange<'_> {
                     }
                 },
             };
+            let bufs = Bufs {
+                out: &mut *out,
+                body: &mut *body,
+            };
             match self
-                .send(client, inb, out, conn, guard, timer.as_mut())
+                .send(client, inb, bufs, conn, guard, timer.as_mut())
                 .await
             {
-                Sent::Done(next) => return next,
+                Sent::Done(next, kept) => {
+                    *held = kept;
+                    return next;
+                }
                 Sent::Again => fresh = true,
             }
         }
@@ -243,7 +295,7 @@ impl Exchange<'_> {
     ) -> Next {
         let whole = whole || self.req.framing == Framing::None;
         let close = !self.req.keep_alive || !whole;
-        message::error_response(out, status, why, close);
+        response::error(out, status, why, close);
         match client.write_all(out).await {
             Ok(()) if !close => Next::Continue,
             Ok(()) if !whole => Next::Linger,
@@ -255,11 +307,15 @@ impl Exchange<'_> {
         &self,
         client: &mut TcpStream,
         inb: &mut Inbuf,
-        out: &mut Vec<u8>,
+        bufs: Bufs<'_>,
         mut conn: UpConn,
         guard: Guard,
         mut timer: Pin<&mut Sleep>,
     ) -> Sent {
+        let Bufs {
+            out,
+            body: body_out,
+        } = bufs;
         let settings = self.proxy.settings();
         let up = std::sync::Arc::clone(guard.upstream());
         let waiting = Waiting::start();
@@ -270,7 +326,7 @@ impl Exchange<'_> {
                 if conn.stream.write_all(&self.head[n..]).await.is_err() {
                     tracing::warn!("proxy: the worker at {} closed the connection", up.addr);
                     let why = "the worker closed the connection";
-                    return Sent::Done(self.fail(client, out, 502, why, false).await);
+                    return Sent::Done(self.fail(client, out, 502, why, false).await, None);
                 }
             }
             _ => return Sent::Again,
@@ -288,7 +344,8 @@ impl Exchange<'_> {
             };
             // The body goes up while the response head is awaited: a worker may answer
             // early (413), and `100 Continue` must reach the client before it sends its body.
-            let body = send_body(self.req.framing, &mut cr, inb, &mut uw);
+            let stall = settings.client_timeout;
+            let body = send_body(self.req.framing, &mut cr, inb, &mut uw, body_out, stall);
             let head = read_head(&mut ur, buf, &mut cw, asked, out);
             tokio::pin!(body, head);
             let mut body_sent: Option<Result<(), BodyError>> =
@@ -300,11 +357,15 @@ impl Exchange<'_> {
                     biased;
                     r = &mut head => break Waited::Head(r, body_sent),
                     r = &mut body, if body_sent.is_none() => {
-                        if let Err(BodyError::Client) = r {
-                            // The client is gone or broke the framing: nothing to answer.
-                            break Waited::ClientGone;
+                        match r {
+                            // The client is gone: nothing to answer.
+                            Err(BodyError::Client) => break Waited::ClientGone,
+                            Err(BodyError::Malformed(why)) => break Waited::BadBody(400, why),
+                            Err(BodyError::Stalled) => {
+                                break Waited::BadBody(408, "the request body stalled")
+                            }
+                            r => body_sent = Some(r),
                         }
-                        body_sent = Some(r);
                         answer_by = Instant::now() + settings.upstream_timeout;
                     }
                     () = lazy_timer::until(timer.as_mut(), answer_by), if body_sent.is_some() => {
@@ -315,61 +376,85 @@ impl Exchange<'_> {
         };
         drop(waiting);
         let (resp, body_sent) = match waited {
-            Waited::ClientGone => return Sent::Done(Next::Close),
+            Waited::ClientGone => return Sent::Done(Next::Close, None),
+            Waited::BadBody(status, why) => {
+                // The worker has part of a body and no end to it: its connection goes.
+                tracing::info!("proxy: refused a request body ({status}): {why}");
+                return Sent::Done(self.fail(client, out, status, why, false).await, None);
+            }
             Waited::TimedOut(whole) => {
                 let why = "the worker did not answer in time";
                 let next = self.fail(client, out, 504, why, whole).await;
-                return Sent::Done(next);
+                return Sent::Done(next, None);
             }
             Waited::Head(r, body_sent) => (r, body_sent),
         };
         let whole = matches!(body_sent, Some(Ok(())));
         let resp = match resp {
+            Ok(r) if r.framing == Framing::None && !r.switching && !conn.buf.is_empty() => {
+                // Bytes after a response that has no body: a body where none can be, or a
+                // response to a request the proxy never sent. Neither may reach the client.
+                tracing::warn!(
+                    "proxy: the worker at {} sent {} bytes after a {} response that has no body",
+                    up.addr,
+                    conn.buf.unread().len(),
+                    r.status
+                );
+                let why = "the worker sent a body where there can be none";
+                return Sent::Done(self.fail(client, out, 502, why, whole).await, None);
+            }
             Ok(r) => r,
             Err(HeadError::Closed)
                 if reused && self.req.idempotent && self.req.framing == Framing::None =>
             {
                 return Sent::Again; // a stale keep-alive connection; safe to send again
             }
-            Err(HeadError::Client) => return Sent::Done(Next::Close),
+            Err(HeadError::Client) => return Sent::Done(Next::Close, None),
             Err(e) => {
                 tracing::warn!("proxy: the worker at {} failed: {e}", up.addr);
                 let why = format!("the worker failed: {e}");
-                return Sent::Done(self.fail(client, out, 502, &why, whole).await);
+                return Sent::Done(self.fail(client, out, 502, &why, whole).await, None);
             }
         };
         if resp.switching {
             // `out` holds the 101 for the client; what follows it is the worker's first bytes.
             let reply = out.clone();
-            return Sent::Done(tunnel(client, inb, conn, guard, &reply).await);
+            return Sent::Done(tunnel(client, inb, conn, guard, &reply).await, None);
         }
         // The head (already in `out`) goes with the first of the body in one write.
         let passed = pass_body(resp, client, &mut conn, out).await;
         drop(guard);
-        match passed {
-            Ok(()) if resp.reusable && whole => up.conns.put_back(conn),
-            Ok(()) => {}
-            Err(BodyError::Client) => return Sent::Done(Next::Close),
+        let kept = match passed {
+            // Only a connection whose request went whole and whose response was read whole
+            // (and nothing after it) serves this client again.
+            Ok(()) if resp.reusable && whole => Held::keep(conn, up),
+            Ok(()) => None,
             Err(BodyError::Upstream(e)) => {
                 tracing::debug!("proxy: the worker at {} broke off a response: {e}", up.addr);
-                return Sent::Done(Next::Close);
+                return Sent::Done(Next::Close, None);
             }
-        }
-        Sent::Done(match (resp.keep_alive, whole) {
+            Err(_) => return Sent::Done(Next::Close, None),
+        };
+        let next = match (resp.keep_alive, whole) {
             (true, true) => Next::Continue,
             // The rest of the request body is still coming: read it away before closing, so
             // that the client sees the answer rather than a reset.
             (_, false) => Next::Linger,
             (false, true) => Next::Close,
-        })
+        };
+        Sent::Done(next, kept)
     }
 }
 
 /// Why passing a body on stopped.
 #[derive(Debug)]
 enum BodyError {
-    /// The client went away or sent a malformed body.
+    /// The client went away.
     Client,
+    /// The client's body broke its framing.
+    Malformed(&'static str),
+    /// The client sent nothing of its body for `--client-timeout`.
+    Stalled,
     /// The worker's side failed.
     Upstream(String),
 }
@@ -395,30 +480,34 @@ impl std::fmt::Display for HeadError {
     }
 }
 
-/// Sends the rest of the request body (its first bytes may be in `inb` already) upstream.
+/// Sends the rest of the request body (its first bytes may be in `inb` already) upstream, in
+/// the proxy's own framing: a `Content-Length` body as it is (its length is the one the head
+/// says), a chunked body re-framed through `out` (only data that parsed goes up). The client
+/// may pause up to `stall` between reads.
 async fn send_body<R, W>(
     framing: Framing,
     client: &mut R,
     inb: &mut Inbuf,
     up: &mut W,
+    out: &mut Vec<u8>,
+    stall: std::time::Duration,
 ) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let upstream = |e: std::io::Error| BodyError::Upstream(e.to_string());
     match framing {
         Framing::None | Framing::UntilClose => Ok(()),
         Framing::Length(mut left) => loop {
-            if inb.is_empty() && client_fill(client, inb).await? == 0 {
-                return Err(BodyError::Client);
+            if inb.is_empty() {
+                client_fill(client, inb, stall).await?;
             }
             let n = inb
                 .unread()
                 .len()
                 .min(usize::try_from(left).unwrap_or(usize::MAX));
-            up.write_all(&inb.unread()[..n])
-                .await
-                .map_err(|e| BodyError::Upstream(e.to_string()))?;
+            up.write_all(&inb.unread()[..n]).await.map_err(upstream)?;
             inb.consume(n);
             left -= n as u64;
             if left == 0 {
@@ -428,17 +517,22 @@ where
         Framing::Chunked => {
             let mut chunked = Chunked::new();
             loop {
-                if inb.is_empty() && client_fill(client, inb).await? == 0 {
-                    return Err(BodyError::Client);
+                if inb.is_empty() {
+                    client_fill(client, inb, stall).await?;
                 }
+                out.clear();
                 let n = chunked
-                    .feed(inb.unread(), |_| {})
-                    .map_err(|_| BodyError::Client)?;
-                up.write_all(&inb.unread()[..n])
-                    .await
-                    .map_err(|e| BodyError::Upstream(e.to_string()))?;
+                    .feed(inb.unread(), |d| Reframer::data(out, d))
+                    .map_err(BodyError::Malformed)?;
                 inb.consume(n);
-                if chunked.is_done() {
+                let done = chunked.is_done();
+                if done {
+                    Reframer::end(out, chunked.trailers());
+                }
+                if !out.is_empty() {
+                    up.write_all(out).await.map_err(upstream)?;
+                }
+                if done {
                     return Ok(());
                 }
             }
@@ -446,11 +540,18 @@ where
     }
 }
 
+/// Reads more of a request body; the client closing before its end, or pausing for `stall`,
+/// is an error.
 async fn client_fill<R: AsyncRead + Unpin>(
     client: &mut R,
     inb: &mut Inbuf,
-) -> Result<usize, BodyError> {
-    inb.fill(client).await.map_err(|_| BodyError::Client)
+    stall: std::time::Duration,
+) -> Result<(), BodyError> {
+    match tokio::time::timeout(stall, inb.fill(client)).await {
+        Err(_) => Err(BodyError::Stalled),
+        Ok(Ok(0) | Err(_)) => Err(BodyError::Client),
+        Ok(Ok(_)) => Ok(()),
+    }
 }
 
 /// Reads the worker's final response head into `out` (rewritten for the client), passing
@@ -462,7 +563,7 @@ async fn read_head<R, W>(
     client: &mut W,
     asked: Asked,
     out: &mut Vec<u8>,
-) -> Result<message::Response, HeadError>
+) -> Result<response::Response, HeadError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -475,7 +576,7 @@ where
             scanned = buf.unread().len();
         } else {
             scanned = 0;
-            match message::response(buf.unread(), asked, out) {
+            match response::parse(buf.unread(), asked, out) {
                 Ok(Some(r)) => {
                     buf.consume(r.len);
                     if !r.interim {
@@ -511,7 +612,7 @@ where
 /// with it go in one write; later reads are written straight from the read buffer (chunk data
 /// decoded for an HTTP/1.0 client goes through `out`).
 async fn pass_body(
-    resp: message::Response,
+    resp: response::Response,
     client: &mut TcpStream,
     conn: &mut UpConn,
     out: &mut Vec<u8>,

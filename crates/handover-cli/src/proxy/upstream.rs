@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::conns::Conns;
 use super::cut::{Cut, Wait};
 use super::pool::Pool;
 use crate::events::WorkerId;
@@ -26,10 +25,10 @@ pub struct Upstream {
     idle: Notify,
     /// Becomes true at the drain deadline or when the worker is gone.
     closing: Arc<Cut>,
+    /// Becomes true when the worker is retired: idle connections to it are closed.
+    retiring: Arc<Cut>,
     /// Idle keep-alive connections to it (HTTP/2 clients' requests, through hyper).
     pub pool: Arc<Pool>,
-    /// Idle keep-alive connections to it (HTTP/1 clients' requests, through the relay).
-    pub conns: Conns,
 }
 
 impl Upstream {
@@ -41,8 +40,8 @@ impl Upstream {
             active: AtomicUsize::new(0),
             idle: Notify::new(),
             closing: Arc::default(),
+            retiring: Arc::default(),
             pool: Arc::new(Pool::new(addr)),
-            conns: Conns::new(addr),
         }
     }
 
@@ -56,7 +55,7 @@ impl Upstream {
     /// returns how much that was.
     pub async fn drain(&self, deadline: Duration) -> usize {
         self.pool.retire();
-        self.conns.retire();
+        self.retiring.fire();
         let idle = async {
             loop {
                 let notified = self.idle.notified();
@@ -77,8 +76,18 @@ impl Upstream {
     /// Cuts tunnels and TCP connections to this worker; drops idle pooled connections.
     pub fn close(&self) {
         self.pool.retire();
-        self.conns.retire();
+        self.retiring.fire();
         self.closing.fire();
+    }
+
+    /// Whether the worker has been retired (or is gone): nothing new goes to it.
+    pub fn is_retired(&self) -> bool {
+        self.retiring.is_fired()
+    }
+
+    /// Resolves once the worker has been retired (or is gone).
+    pub fn retired(&self) -> Wait {
+        self.retiring.wait()
     }
 
     /// Resolves when this worker's connections must be cut.
