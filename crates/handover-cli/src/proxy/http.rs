@@ -27,7 +27,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::headers;
 use super::inbuf::Inbuf;
-use super::pool::{Conn, ReqBody};
+use super::pool::{Conn, Pool, ReqBody};
 use super::relay;
 use super::rewind::Rewind;
 use super::sent::Tracked;
@@ -71,9 +71,12 @@ async fn client(mut stream: TcpStream, peer: SocketAddr, proxy: Proxy) {
         }
     }
     let prefix = inb.unread().to_vec();
+    // This client's worker connections: never anyone else's (see `conns`).
+    let pools = Arc::new(ClientPools::default());
     let service = hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(forward(&proxy, req, peer).await) }
+        let pools = Arc::clone(&pools);
+        async move { Ok::<_, Infallible>(forward(&proxy, &pools, req, peer).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(Rewind::new(prefix, stream)), service);
@@ -85,13 +88,42 @@ async fn client(mut stream: TcpStream, peer: SocketAddr, proxy: Proxy) {
 /// The method, URI and headers of a request that may be sent again.
 type Template = (Method, Uri, HeaderMap);
 
-async fn forward(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+/// One h2c client connection's pool of connections to the worker its requests go to now.
+#[derive(Default)]
+struct ClientPools {
+    current: std::sync::Mutex<Option<(crate::events::WorkerId, Arc<Pool>)>>,
+}
+
+impl ClientPools {
+    /// The pool for worker `up` (a new one when the worker changed or was retired: the old
+    /// pool's idle connections close as it is dropped).
+    fn for_upstream(&self, up: &Arc<super::upstream::Upstream>) -> Arc<Pool> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match &*current {
+            Some((id, pool)) if *id == up.id && !up.is_retired() => Arc::clone(pool),
+            _ => {
+                let pool = Arc::new(Pool::new(Arc::clone(up)));
+                *current = Some((up.id, Arc::clone(&pool)));
+                pool
+            }
+        }
+    }
+}
+
+async fn forward(
+    proxy: &Proxy,
+    pools: &ClientPools,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<RespBody> {
     let settings = proxy.settings();
     let deadline = Instant::now() + settings.upstream_timeout;
     let trusted = settings.trusted.iter().any(|c| c.contains(peer.ip()));
     let (mut parts, body) = req.into_parts();
     // HTTP/2 has no `Upgrade` (RFC 9113 §8.6); extended CONNECT is not supported.
-    headers::prepare_request(&mut parts, peer.ip(), trusted);
+    if let Err(why) = headers::prepare_request(&mut parts, peer.ip(), trusted) {
+        return error(StatusCode::BAD_REQUEST, why);
+    }
     let bodiless = body.is_end_stream();
     let template: Option<Template> = (bodiless && idempotent(&parts.method)).then(|| {
         (
@@ -115,7 +147,8 @@ async fn forward(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr) -> Res
             return error(StatusCode::BAD_GATEWAY, "no worker is serving");
         };
         let up = Arc::clone(guard.upstream());
-        let Conn { mut sender, reused } = match timeout_at(deadline, up.pool.get(fresh)).await {
+        let pool = pools.for_upstream(&up);
+        let Conn { mut sender, reused } = match timeout_at(deadline, pool.get(fresh)).await {
             Err(_) => {
                 return error(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -159,7 +192,7 @@ async fn forward(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr) -> Res
                     "the worker did not answer in time",
                 )
             }
-            Ok(Ok(resp)) => return respond(resp, sender, guard, bodiless),
+            Ok(Ok(resp)) => return respond(resp, sender, pool, guard, bodiless),
             Ok(Err(mut e)) => {
                 fresh = true;
                 if let Some(r) = e.take_message() {
@@ -186,6 +219,7 @@ async fn forward(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr) -> Res
 fn respond(
     mut resp: Response<Incoming>,
     sender: hyper::client::conn::http1::SendRequest<ReqBody>,
+    pool: Arc<Pool>,
     guard: Guard,
     bodiless: bool,
 ) -> Response<RespBody> {
@@ -201,7 +235,7 @@ fn respond(
         Some(sender)
     } else {
         // Its request body may still be on its way: back once the connection is idle.
-        guard.upstream().pool.put_back_when_ready(sender);
+        pool.put_back_when_ready(sender);
         None
     };
     headers::prepare_response(resp.headers_mut());
@@ -213,6 +247,7 @@ fn respond(
         let mut body = Relayed {
             body,
             sender,
+            pool,
             guard,
         };
         if done {
@@ -227,13 +262,16 @@ fn respond(
 struct Relayed {
     body: Incoming,
     sender: Option<hyper::client::conn::http1::SendRequest<ReqBody>>,
+    pool: Arc<Pool>,
+    /// Held until the body has been passed on: the request is in flight until then.
+    #[allow(dead_code)]
     guard: Guard,
 }
 
 impl Relayed {
     fn finish(&mut self) {
         if let Some(s) = self.sender.take() {
-            self.guard.upstream().pool.put_back(s);
+            self.pool.put_back(s);
         }
     }
 }

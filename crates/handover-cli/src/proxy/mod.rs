@@ -144,16 +144,6 @@ impl Drop for ProxyRuntime {
     }
 }
 
-std::thread_local! {
-    /// The index of the proxy thread running here (0 elsewhere).
-    static THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The index of the proxy thread running here (0 elsewhere).
-fn thread_index() -> usize {
-    THREAD.with(std::cell::Cell::get)
-}
-
 /// Starts proxying `listener` (from [`bind`]) on threads of its own.
 pub fn start(
     spec: ProxySpec,
@@ -180,7 +170,7 @@ pub fn start(
             continue;
         }
         rt.stop.push(tx);
-        rt.threads.push(spawn_thread(i, runtime, rx, budget)?);
+        rt.threads.push(spawn_thread(runtime, rx, budget)?);
     }
     let proxy = Proxy::new(settings);
     let _ = proxy.inner.threads.set(handles);
@@ -194,12 +184,11 @@ pub fn start(
             .map_err(|e| format!("cannot proxy {spec}: {e}"))?;
     }
     rt.stop.push(tx);
-    rt.threads.push(spawn_thread(0, runtime, rx, budget)?);
+    rt.threads.push(spawn_thread(runtime, rx, budget)?);
     Ok((proxy, rt))
 }
 
 fn spawn_thread(
-    i: usize,
     runtime: tokio::runtime::Runtime,
     stop: tokio::sync::oneshot::Receiver<()>,
     busy_poll: Duration,
@@ -207,7 +196,6 @@ fn spawn_thread(
     std::thread::Builder::new()
         .name("handover-proxy".to_string())
         .spawn(move || {
-            THREAD.with(|t| t.set(i));
             let _ = runtime.block_on(async move {
                 tokio::spawn(spin::run(busy_poll));
                 stop.await

@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::cut::{Cut, Wait};
-use super::pool::Pool;
 use crate::events::WorkerId;
 
 /// A worker that requests are (or were) routed to.
@@ -27,8 +26,6 @@ pub struct Upstream {
     closing: Arc<Cut>,
     /// Becomes true when the worker is retired: idle connections to it are closed.
     retiring: Arc<Cut>,
-    /// Idle keep-alive connections to it (HTTP/2 clients' requests, through hyper).
-    pub pool: Arc<Pool>,
 }
 
 impl Upstream {
@@ -41,7 +38,6 @@ impl Upstream {
             idle: Notify::new(),
             closing: Arc::default(),
             retiring: Arc::default(),
-            pool: Arc::new(Pool::new(addr)),
         }
     }
 
@@ -54,7 +50,6 @@ impl Upstream {
     /// Waits until nothing is in flight, at most `deadline`; then cuts what is left and
     /// returns how much that was.
     pub async fn drain(&self, deadline: Duration) -> usize {
-        self.pool.retire();
         self.retiring.fire();
         let idle = async {
             loop {
@@ -75,7 +70,6 @@ impl Upstream {
 
     /// Cuts tunnels and TCP connections to this worker; drops idle pooled connections.
     pub fn close(&self) {
-        self.pool.retire();
         self.retiring.fire();
         self.closing.fire();
     }
