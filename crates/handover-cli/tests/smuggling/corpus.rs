@@ -1,0 +1,242 @@
+//! Runs the corpus of `cases` through a real supervisor whose worker is hyper: each case on a
+//! fresh connection, then a victim request on another fresh connection, which must get its own
+//! answer; the worker's records since the case began must be exactly the case's requests and
+//! then the victim's. Every case is run; the failures are reported together.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::cases::{cases, Case, Fwd, Hv, Want};
+use crate::strict::client::{victim, Conn};
+use crate::strict::{latin1, Record, Strict};
+use crate::support::Ctx;
+
+/// Bound for one answer of the proxy.
+const ANSWER: Duration = Duration::from_secs(2);
+/// How long a connection that must be closed may stay open after its last answer.
+const CLOSE: Duration = Duration::from_secs(2);
+
+/// Header fields that must never arrive in a request's trailers.
+const FRAMING: [&str; 4] = ["content-length", "transfer-encoding", "host", "trailer"];
+
+/// Checks a record against what the case wanted; `proxy`: the proxy's address.
+fn check_fwd(r: &Record, want: &Fwd, proxy: SocketAddr) -> Result<(), String> {
+    if (r.method.as_str(), r.target.as_str()) != (want.method, want.target) {
+        return Err(format!(
+            "the worker got {} {}, not {} {}",
+            r.method, r.target, want.method, want.target
+        ));
+    }
+    if r.body != latin1(&want.body) {
+        return Err(format!(
+            "{}: the worker got the body {:?}, not {:?}",
+            want.target,
+            r.body,
+            latin1(&want.body)
+        ));
+    }
+    for (name, hv) in &want.headers {
+        let got = r.all(name);
+        let ok = match hv {
+            Hv::Is(v) => got == [*v],
+            Hv::Absent => got.is_empty(),
+            Hv::ProxyAddr => got == [proxy.to_string().as_str()],
+            Hv::NoToken(t) => !got
+                .iter()
+                .flat_map(|v| v.split(','))
+                .any(|x| x.trim().eq_ignore_ascii_case(t)),
+        };
+        if !ok {
+            return Err(format!(
+                "{}: header {name}: the worker got {got:?}, wanted {}",
+                want.target,
+                match hv {
+                    Hv::Is(v) => format!("exactly {v:?}"),
+                    Hv::Absent => "none".into(),
+                    Hv::ProxyAddr => format!("exactly {proxy}"),
+                    Hv::NoToken(t) => format!("no token {t:?}"),
+                }
+            ));
+        }
+    }
+    invariants(r)
+}
+
+/// What holds for every request a worker gets, whatever the case: one Host; never both
+/// framings; no framing fields in the trailers.
+pub fn invariants(r: &Record) -> Result<(), String> {
+    if r.all("host").len() != 1 {
+        return Err(format!(
+            "{}: the worker got Host {:?}, not exactly one",
+            r.target,
+            r.all("host")
+        ));
+    }
+    if !r.all("content-length").is_empty() && !r.all("transfer-encoding").is_empty() {
+        return Err(format!(
+            "{}: the worker got both Content-Length and Transfer-Encoding",
+            r.target
+        ));
+    }
+    if let Some((k, v)) = r
+        .trailers
+        .iter()
+        .find(|(k, _)| FRAMING.contains(&k.as_str()))
+    {
+        return Err(format!("{}: the worker got the trailer {k}: {v}", r.target));
+    }
+    Ok(())
+}
+
+/// Sends one case and reads the proxy's answers; the requests the worker must have recorded.
+fn exchange<'a>(sup: &Strict, case: &'a Case) -> Result<Vec<&'a Fwd>, String> {
+    let mut c = Conn::open(sup.addr(), ANSWER);
+    // The proxy may refuse and close before it has read everything.
+    c.send(&case.raw);
+    let answers = |c: &mut Conn, fwds: &'a [Fwd]| -> Result<Vec<&'a Fwd>, String> {
+        for f in fwds {
+            let a = c
+                .final_response(f.method == "HEAD")
+                .map_err(|e| format!("no answer for {}: {e}", f.target))?;
+            if a.status != 200 || a.target().as_deref() != Some(f.target) {
+                return Err(format!(
+                    "wanted the worker's answer for {}, got {} {:?}",
+                    f.target,
+                    a.status,
+                    a.text()
+                ));
+            }
+        }
+        Ok(fwds.iter().collect())
+    };
+    match &case.want {
+        Want::Refused(statuses) => {
+            let a = c
+                .final_response(false)
+                .map_err(|e| format!("no answer (wanted {statuses:?}): {e}"))?;
+            if !statuses.contains(&a.status) {
+                return Err(format!(
+                    "wanted {statuses:?}, got {} {:?}",
+                    a.status,
+                    a.text()
+                ));
+            }
+            c.closed(CLOSE)
+                .map_err(|e| format!("refused with {}, but {e}", a.status))?;
+            Ok(Vec::new())
+        }
+        Want::Served(fwds) => answers(&mut c, fwds),
+        Want::ServedThenClosed(fwds) => {
+            let got = answers(&mut c, fwds)?;
+            c.closed(CLOSE).map_err(|e| format!("served, but {e}"))?;
+            Ok(got)
+        }
+        Want::ServedThenMaybe(fwds, extra) => {
+            let mut got = answers(&mut c, fwds)?;
+            match c.final_response(false) {
+                Ok(a) if a.status == 200 && a.target().as_deref() == Some(extra.target) => {
+                    got.push(extra);
+                }
+                Ok(a) => {
+                    return Err(format!(
+                        "after the first answers: {} {:?}, wanted {} or a close",
+                        a.status,
+                        a.text(),
+                        extra.target
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                Err(e) => return Err(format!("neither {} nor a close: {e}", extra.target)),
+            }
+            Ok(got)
+        }
+    }
+}
+
+/// Runs one case; why it failed.
+fn run(sup: &Strict, i: usize, case: &Case) -> Result<(), String> {
+    let from = sup.records().len();
+    let outcome = exchange(sup, case);
+    // Whatever happened on the case's connection, another client must get its own answer.
+    let victim_target = format!("/victim-{i}");
+    let victim_result = victim(sup.addr(), &victim_target);
+    let records = sup.records_until(from, &victim_target);
+    let mut why = Vec::new();
+    if let Err(e) = &outcome {
+        why.push(e.clone());
+    }
+    if let Err(e) = victim_result {
+        why.push(e);
+    }
+    // Exactly the case's requests, then the victim's.
+    let expected: Vec<&Fwd> = outcome.unwrap_or_default();
+    let got: Vec<&Record> = records.iter().filter(|r| r.kind != "body-error").collect();
+    let (case_records, rest) = got.split_at(got.len().saturating_sub(1));
+    let briefs = |rs: &[&Record]| rs.iter().map(|r| r.brief()).collect::<Vec<_>>();
+    if rest.first().map(|r| r.target.as_str()) != Some(victim_target.as_str()) {
+        why.push(format!(
+            "the victim's request was not the last the worker got: {:?}",
+            briefs(&got)
+        ));
+    } else if case_records.len() != expected.len() {
+        // When the exchange failed, what it expected is unknown: say what came.
+        why.push(format!(
+            "the worker got {:?}, wanted {:?}",
+            briefs(case_records),
+            expected.iter().map(|f| f.target).collect::<Vec<_>>()
+        ));
+    } else {
+        for (r, f) in case_records.iter().zip(&expected) {
+            if r.kind != "request" {
+                why.push(format!("the worker failed: {}", r.brief()));
+            } else if let Err(e) = check_fwd(r, f, sup.addr()) {
+                why.push(e);
+            }
+        }
+    }
+    if let Some(r) = records.iter().find(|r| r.target.contains("smuggled")) {
+        why.push(format!("SMUGGLED: the worker got {}", r.brief()));
+    }
+    for never in &case.never_raw {
+        let conns = sup.raw_containing(never);
+        if !conns.is_empty() {
+            why.push(format!(
+                "the worker read the client's bytes {:?} verbatim (on {conns:?}): not re-framed",
+                String::from_utf8_lossy(never)
+            ));
+        }
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why.join("; "))
+    }
+}
+
+/// Every case of the corpus, each followed by a victim request on a fresh connection.
+#[test]
+fn crafted_requests_are_refused_or_forwarded_exactly() {
+    let ctx = Ctx::new();
+    let sup = Strict::start(&ctx, "hyper", &[]);
+    let cases = cases();
+    assert!(cases.len() >= 60, "only {} cases", cases.len());
+    let mut failures = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        if let Err(e) = run(&sup, i, case) {
+            failures.push(format!("case {i} ({}): {e}", case.name));
+        }
+    }
+    println!(
+        "corpus: {} passed, {} failed",
+        cases.len() - failures.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
