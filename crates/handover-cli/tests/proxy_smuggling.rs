@@ -17,6 +17,12 @@ mod support;
 mod cases;
 #[path = "smuggling/corpus.rs"]
 mod corpus;
+#[path = "smuggling/h2c.rs"]
+mod h2c;
+#[path = "smuggling/slow_body.rs"]
+mod slow_body;
+#[path = "smuggling/worker_answers.rs"]
+mod worker_answers;
 
 /// Not a test of its own: the strict worker's entry point when the supervisor runs this binary
 /// as its worker (see `strict`); without the worker's environment it returns at once.
