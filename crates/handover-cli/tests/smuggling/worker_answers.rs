@@ -126,3 +126,27 @@ fn unsolicited_bytes_and_responses_reach_nobody() {
         ("late-second-response", "GET", Outcome::OwnAnswerOr502),
     ]);
 }
+
+/// Bytes sent right after an upgrade request reach the worker only after its `101`, and then
+/// they do (the worker echoes them through the tunnel).
+#[test]
+fn bytes_after_an_upgrade_request_wait_for_the_101() {
+    let ctx = Ctx::new();
+    let sup = Strict::start(&ctx, "raw", &[]);
+    let mut c = Conn::open(sup.addr(), READ);
+    c.send(
+        b"GET /raw/upgrade-101 HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n\
+          early bytes\n",
+    );
+    let a = c.response(false).expect("an answer to the upgrade");
+    assert_eq!(a.status, 101, "{}", a.text());
+    let said = sup.sup.log.expect(0, "early bytes before the 101", LONG);
+    assert!(
+        said.contains("raw worker: 0 early bytes"),
+        "the worker got bytes of the tunnel before it agreed to one: {said}"
+    );
+    let echoed = c
+        .bytes(12)
+        .expect("the early bytes, echoed through the tunnel");
+    assert_eq!(echoed, b"early bytes\n");
+}

@@ -163,6 +163,13 @@ impl Conn {
         }
     }
 
+    /// The next `n` bytes, whatever they are (after an upgrade).
+    pub fn bytes(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut b = vec![0; n];
+        self.r.read_exact(&mut b)?;
+        Ok(b)
+    }
+
     /// Ok if the proxy closes the connection (EOF or reset) within `within` with nothing more
     /// sent; why not otherwise.
     pub fn closed(&mut self, within: Duration) -> Result<(), String> {

@@ -2,7 +2,8 @@
 //! records them like the hyper worker; `/raw/<script>` answers with the bytes of [`script`],
 //! written straight to the socket, for the tests of bad worker answers. Any other path gets a
 //! normal keep-alive answer naming its target. The connection stays open after a script, so
-//! the proxy may (wrongly) reuse it.
+//! the proxy may (wrongly) reuse it. `/raw/upgrade-101` says how many bytes came after the
+//! request head before it answered `101`, then echoes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -165,6 +166,9 @@ async fn connection(mut s: TcpStream, conn: u64) {
             body: latin1(&body),
             ..Default::default()
         });
+        if target == "/raw/upgrade-101" {
+            return upgrade(s, buf).await;
+        }
         let text = answer_text(id, conn, &method, &target);
         let answer = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
@@ -195,6 +199,36 @@ async fn connection(mut s: TcpStream, conn: u64) {
         }
         if broken {
             return;
+        }
+    }
+}
+
+/// Waits a moment for bytes after the upgrade request's head (`early`: those read with it),
+/// says how many came, answers `101` and echoes everything until the peer closes.
+async fn upgrade(mut s: TcpStream, mut early: Vec<u8>) {
+    let mut chunk = [0u8; 8192];
+    if early.is_empty() {
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), s.peek(&mut chunk)).await
+        {
+            early.resize(n, 0);
+            let _ = s.read_exact(&mut early).await;
+        }
+    }
+    println!("raw worker: {} early bytes before the 101", early.len());
+    let switch =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n";
+    if s.write_all(switch).await.is_err() || s.write_all(&early).await.is_err() {
+        return;
+    }
+    loop {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if s.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }
