@@ -116,13 +116,31 @@ fn hello(target: &'static str) -> Want {
     Served(vec![fwd("POST", target).body("hello")])
 }
 
-pub fn cases() -> Vec<Case> {
+/// The smuggled request, its length, and a chunked body carrying it.
+fn smuggled() -> (&'static str, usize, String) {
     let s = SMUGGLED;
-    let sl = s.len();
-    assert_eq!(sl.to_string(), SMUGGLED_LEN);
-    let chunked_s = format!("{:x}\r\n{s}\r\n0\r\n\r\n", sl);
-    let mut v = vec![
-        // --- Baselines: what must keep working.
+    assert_eq!(s.len().to_string(), SMUGGLED_LEN);
+    (s, s.len(), format!("{:x}\r\n{s}\r\n0\r\n\r\n", s.len()))
+}
+
+/// Every group of the corpus, by name.
+pub fn groups() -> Vec<(&'static str, Vec<Case>)> {
+    vec![
+        ("baseline", baseline()),
+        ("cl_te", cl_te()),
+        ("te_te", te_te()),
+        ("chunked_bodies", chunked_bodies()),
+        ("connection", connection()),
+        ("host", host()),
+        ("heads", heads()),
+        ("expect", expect()),
+        ("upgrades", upgrades()),
+    ]
+}
+
+/// What must keep working: plain requests, both body framings, pipelining.
+pub fn baseline() -> Vec<Case> {
+    vec![
         case(
             "plain GET",
             "GET /plain HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -157,9 +175,17 @@ pub fn cases() -> Vec<Case> {
         case(
             "X-Forwarded-For from the client is replaced",
             "GET /xff HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
-            Served(vec![fwd("GET", "/xff").h("x-forwarded-for", Is("127.0.0.1"))]),
+            Served(vec![
+                fwd("GET", "/xff").h("x-forwarded-for", Is("127.0.0.1"))
+            ]),
         ),
-        // --- CL.TE and TE.CL: both framings at once.
+    ]
+}
+
+/// CL.TE and TE.CL: both framings at once, and Content-Length tricks.
+pub fn cl_te() -> Vec<Case> {
+    let (s, _, chunked_s) = smuggled();
+    vec![
         case(
             "CL.TE: Content-Length then Transfer-Encoding, smuggled request in the body",
             post(
@@ -260,7 +286,23 @@ pub fn cases() -> Vec<Case> {
                 .body("hello")
                 .h("content-length", Is("5"))]),
         ),
-        // --- TE.TE: obfuscated Transfer-Encoding.
+        // The smuggled request behind a Content-Length the proxy must not honour.
+        case(
+            "CL.TE with xchunked and a smuggled request",
+            post(
+                "/cl-xchunked-smuggle",
+                "Content-Length: 6\r\nTransfer-Encoding: xchunked\r\n",
+                &format!("0\r\n\r\n{s}"),
+            ),
+            Refused(BAD_OR_UNKNOWN),
+        ),
+    ]
+}
+
+/// TE.TE: obfuscated Transfer-Encoding; HTTP/1.0 with chunked.
+pub fn te_te() -> Vec<Case> {
+    let (_, _, chunked_s) = smuggled();
+    vec![
         case(
             "whitespace before the colon of Transfer-Encoding (with Content-Length)",
             post(
@@ -383,7 +425,12 @@ pub fn cases() -> Vec<Case> {
             "POST /te-http10-ka HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
             ServedThenClosed(vec![fwd("POST", "/te-http10-ka").body("hello")]),
         ),
-        // --- Chunk sizes, extensions, line ends, trailers.
+    ]
+}
+
+/// Chunk sizes, extensions, line ends, trailers: strict parsing, and re-framing.
+pub fn chunked_bodies() -> Vec<Case> {
+    vec![
         reframed(
             "a chunk extension (token=token)",
             chunked("/ext", "5;ext-marker-a=1\r\nhello\r\n0\r\n\r\n"),
@@ -549,7 +596,13 @@ pub fn cases() -> Vec<Case> {
                 fwd("GET", "/pipelined"),
             ]),
         ),
-        // --- Framing headers named in Connection are not hop-by-hop.
+    ]
+}
+
+/// Framing headers named in `Connection` are not hop-by-hop; other named fields are.
+pub fn connection() -> Vec<Case> {
+    let (s, sl, chunked_s) = smuggled();
+    vec![
         case(
             "Connection: Content-Length cannot unframe the body",
             post(
@@ -598,7 +651,12 @@ pub fn cases() -> Vec<Case> {
                 .h("x-secret", Absent)
                 .h("x-kept", Is("1"))]),
         ),
-        // --- Host.
+    ]
+}
+
+/// Host: required once in HTTP/1.1; absolute-form replaces it; HTTP/1.0 gets the proxy's.
+pub fn host() -> Vec<Case> {
+    vec![
         case(
             "HTTP/1.1 without Host",
             "GET /no-host HTTP/1.1\r\n\r\n",
@@ -639,7 +697,12 @@ pub fn cases() -> Vec<Case> {
             "POST /http10-ka HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nhello",
             hello("/http10-ka"),
         ),
-        // --- Heads.
+    ]
+}
+
+/// Heads: obs-fold, CR, NUL, bad names, bare LF; CONNECT; an oversized head.
+pub fn heads() -> Vec<Case> {
+    vec![
         case(
             "an obs-fold line",
             "GET /fold HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n 2\r\n\r\n",
@@ -693,10 +756,19 @@ pub fn cases() -> Vec<Case> {
             ),
             Refused(&[431]),
         ),
-        // --- Expect: 100-continue (the body sent at once, not waiting for the 100).
+    ]
+}
+
+/// `Expect: 100-continue` with the body sent at once, not waiting for the 100.
+pub fn expect() -> Vec<Case> {
+    vec![
         case(
             "Expect: 100-continue with a Content-Length body",
-            post("/expect-cl", "Expect: 100-continue\r\nContent-Length: 5\r\n", "hello"),
+            post(
+                "/expect-cl",
+                "Expect: 100-continue\r\nContent-Length: 5\r\n",
+                "hello",
+            ),
             hello("/expect-cl"),
         ),
         case(
@@ -708,7 +780,12 @@ pub fn cases() -> Vec<Case> {
             ),
             hello("/expect-chunked"),
         ),
-        // --- Upgrades.
+    ]
+}
+
+/// Upgrades: `h2c` is not passed on; a refused upgrade leaves a normal connection or a close.
+pub fn upgrades() -> Vec<Case> {
+    vec![
         case(
             "Upgrade: h2c is served as a plain request",
             "GET /h2c HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
@@ -722,16 +799,5 @@ pub fn cases() -> Vec<Case> {
             "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /after-upgrade HTTP/1.1\r\nHost: t\r\n\r\n",
             ServedThenMaybe(vec![fwd("GET", "/ws")], fwd("GET", "/after-upgrade")),
         ),
-    ];
-    // The smuggled request behind a Content-Length the proxy must not honour.
-    v.push(case(
-        "CL.TE with xchunked and a smuggled request",
-        post(
-            "/cl-xchunked-smuggle",
-            "Content-Length: 6\r\nTransfer-Encoding: xchunked\r\n",
-            &format!("0\r\n\r\n{s}"),
-        ),
-        Refused(BAD_OR_UNKNOWN),
-    ));
-    v
+    ]
 }

@@ -6,13 +6,9 @@
 
 use std::io::ErrorKind;
 
-use crate::strict::client::{victim, Conn, Resp};
+use crate::strict::client::{victim, victims, Conn, Resp};
 use crate::strict::{Strict, READ};
 use crate::support::{Ctx, LONG};
-
-/// How many victims follow each script (each on its own connection, one after another: the
-/// proxy's pool would hand them the same worker connection).
-const VICTIMS: usize = 3;
 
 /// How the scripted exchange must end for its client.
 #[derive(Clone, Copy)]
@@ -64,7 +60,9 @@ fn run(script: &str, method: &str, want: Outcome) -> Result<(), String> {
             .log
             .expect(0, "raw worker: sent the late response", LONG);
     }
-    for i in 0..VICTIMS {
+    // Twice round the proxy's threads: the script's own thread serves two of them.
+    let n = 2 * victims();
+    for i in 0..n {
         if let Err(e) = victim(sup.addr(), &format!("/victim-{i}")) {
             why.push(e);
         }
@@ -72,7 +70,7 @@ fn run(script: &str, method: &str, want: Outcome) -> Result<(), String> {
     // The worker got the script's request and the victims', nothing else.
     let targets: Vec<String> = sup.records().into_iter().map(|r| r.target).collect();
     let mut wanted = vec![target.clone()];
-    wanted.extend((0..VICTIMS).map(|i| format!("/victim-{i}")));
+    wanted.extend((0..n).map(|i| format!("/victim-{i}")));
     if targets != wanted {
         why.push(format!("the worker got {targets:?}, wanted {wanted:?}"));
     }

@@ -241,6 +241,15 @@ impl Conn {
     }
 }
 
+/// How many victims follow an exchange so that one of them is served by the proxy thread
+/// that served it (and so may be handed its pooled worker connection): the proxy deals client
+/// connections round-robin to one thread per CPU, each with its own pool.
+pub fn victims() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
+}
+
 /// `GET <target>` on a fresh connection: the victim request that must get its own answer.
 pub fn victim(addr: SocketAddr, target: &str) -> Result<Resp, String> {
     let mut c = Conn::open(addr, super::READ);

@@ -150,7 +150,7 @@ pub fn worker_main() {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the worker's port");
-        println!("strict worker ({mode}) listening on 127.0.0.1:{port}");
+        println!("strict worker ({mode}) serving 127.0.0.1:{port}");
         match mode.as_str() {
             "hyper" => hyper_worker::serve(listener).await,
             "raw" => raw_worker::serve(listener).await,
