@@ -1,14 +1,15 @@
 //! Bad worker answers (the raw worker's `/raw/<script>`): a response with both framings or bad
 //! chunking is not passed on as it is; a body where none may be (204, 304, HEAD) and bytes or
 //! a response that come after a complete response never reach another client: the next
-//! requests, on other client connections, get their own answers. One supervisor per script,
-//! so that one script's poisoned connection cannot be blamed on the next.
+//! requests, on other client connections, get their own answers, and the worker connection
+//! that carried the bad answer is closed. One supervisor per script, so that one script's
+//! poisoned connection cannot be blamed on the next.
 
 use std::io::ErrorKind;
 
 use crate::strict::client::{victim, victims, Conn, Resp};
 use crate::strict::{Strict, READ};
-use crate::support::{Ctx, LONG};
+use crate::support::{Ctx, LONG, SHORT};
 
 /// How the scripted exchange must end for its client.
 #[derive(Clone, Copy)]
@@ -68,11 +69,22 @@ fn run(script: &str, method: &str, want: Outcome) -> Result<(), String> {
         }
     }
     // The worker got the script's request and the victims', nothing else.
-    let targets: Vec<String> = sup.records().into_iter().map(|r| r.target).collect();
+    let records = sup.records();
+    let targets: Vec<String> = records.iter().map(|r| r.target.clone()).collect();
     let mut wanted = vec![target.clone()];
     wanted.extend((0..n).map(|i| format!("/victim-{i}")));
     if targets != wanted {
         why.push(format!("the worker got {targets:?}, wanted {wanted:?}"));
+    }
+    // The connection that carried the bad answer is closed, not kept for later.
+    if let Some(r) = records.iter().find(|r| r.target == target) {
+        let closed = format!("raw worker: connection {} closed", r.conn);
+        if sup.sup.log.wait_for(0, &closed, SHORT).is_none() {
+            why.push(format!(
+                "the proxy kept worker connection {} open after its bad answer",
+                r.conn
+            ));
+        }
     }
     if why.is_empty() {
         Ok(())

@@ -100,7 +100,11 @@ pub async fn serve(listener: TcpListener) {
             continue;
         };
         let conn = CONNS.fetch_add(1, Ordering::SeqCst) + 1;
-        tokio::spawn(connection(stream, conn));
+        tokio::spawn(async move {
+            connection(stream, conn).await;
+            // The tests' sign that the proxy let go of a connection it must not reuse.
+            println!("raw worker: connection {conn} closed");
+        });
     }
 }
 
