@@ -115,7 +115,7 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
                     () = lazy_timer::until(head_timer.as_mut(), head_by) => {
                         if !inb.is_empty() {
                             let why = "the request head took too long";
-                            response::error(&mut resp_out, 408, why, true);
+                            response::error(&mut resp_out, 408, why, true, false);
                             let _ = client.write_all(&resp_out).await;
                         }
                         return; // idle keep-alive connections just close
@@ -130,7 +130,7 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
                     }
                 },
                 Err(refusal) => {
-                    response::error(&mut resp_out, refusal.status, refusal.why, true);
+                    response::error(&mut resp_out, refusal.status, refusal.why, true, false);
                     if client.write_all(&resp_out).await.is_ok() {
                         // The rest of what it sent is unread: a plain close could reset the
                         // connection before the client has read the answer.
@@ -295,7 +295,7 @@ impl Exchange<'_> {
     ) -> Next {
         let whole = whole || self.req.framing == Framing::None;
         let close = !self.req.keep_alive || !whole;
-        response::error(out, status, why, close);
+        response::error(out, status, why, close, self.req.head);
         match client.write_all(out).await {
             Ok(()) if !close => Next::Continue,
             Ok(()) if !whole => Next::Linger,

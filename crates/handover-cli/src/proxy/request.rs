@@ -116,12 +116,15 @@ pub fn parse(
     if host.is_some_and(|h| !policy::is_valid_host(h)) {
         return Err(refuse(400, "invalid Host header"));
     }
-    // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
+    // Every HTTP/1.1 request has a Host, whatever its target's form (RFC 9112 §3.2); an
+    // absolute-form target's authority replaces it (§3.2.2).
+    if host.is_none() && !http10 {
+        return Err(refuse(400, "HTTP/1.1 request without Host"));
+    }
     let host: &[u8] = match (target.authority, host) {
         (Some(a), _) => a.as_bytes(),
         (None, Some(h)) => h,
-        (None, None) if http10 => origin.local.as_bytes(),
-        (None, None) => return Err(refuse(400, "HTTP/1.1 request without Host")),
+        (None, None) => origin.local.as_bytes(),
     };
     let upgrade = headers
         .iter()
@@ -382,6 +385,7 @@ mod tests {
             out.starts_with("GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"),
             "{out}"
         );
+        assert_eq!(status("GET http://h/ HTTP/1.1\r\n\r\n"), 400);
         let (_, out) = req("GET http://h:1 HTTP/1.1\r\nHost: x\r\n\r\n", PEER).unwrap();
         assert!(out.starts_with("GET / HTTP/1.1\r\nHost: h:1\r\n"), "{out}");
         let (_, out) = req("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", PEER).unwrap();

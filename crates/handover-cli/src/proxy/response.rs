@@ -165,8 +165,9 @@ pub fn parse(
     Ok(Some(parsed))
 }
 
-/// A complete error response of the proxy's own.
-pub fn error(out: &mut Vec<u8>, status: u16, why: &str, close: bool) {
+/// A complete error response of the proxy's own (`head`: to a HEAD request, so without its
+/// body).
+pub fn error(out: &mut Vec<u8>, status: u16, why: &str, close: bool, head: bool) {
     let reason = match status {
         400 => "Bad Request",
         405 => "Method Not Allowed",
@@ -185,6 +186,9 @@ pub fn error(out: &mut Vec<u8>, status: u16, why: &str, close: bool) {
         body.len(),
         if close { "Connection: close\r\n" } else { "" }
     );
+    if head {
+        out.truncate(out.len() - body.len());
+    }
 }
 
 #[cfg(test)]
@@ -326,11 +330,14 @@ mod tests {
     #[test]
     fn error_responses_are_complete() {
         let mut out = Vec::new();
-        error(&mut out, 501, "no", true);
+        error(&mut out, 501, "no", true, false);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 501 Not Implemented\r\n"));
         assert!(s.contains("Connection: close\r\n"));
         let body = s.split("\r\n\r\n").nth(1).unwrap();
         assert!(s.contains(&format!("Content-Length: {}\r\n", body.len())));
+        let mut head = Vec::new();
+        error(&mut head, 501, "no", true, true);
+        assert_eq!(head, s.as_bytes()[..s.len() - body.len()].to_vec());
     }
 }
