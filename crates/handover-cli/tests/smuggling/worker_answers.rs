@@ -126,14 +126,17 @@ fn bodies_where_none_may_be_reach_nobody() {
     ]);
 }
 
-/// Bytes after a complete response, a second response in the same write, and one written
-/// later while the connection sits in the proxy's pool reach nobody.
+/// Bytes after a complete response, a second response in the same write, one written later
+/// while the connection sits idle, and one still to come while other clients' requests are
+/// served (`slow-second-response`: the victims go while the worker waits to send it) reach
+/// nobody.
 #[test]
 fn unsolicited_bytes_and_responses_reach_nobody() {
     run_all(&[
         ("extra-bytes", "GET", Outcome::OwnAnswerOr502),
         ("second-response", "GET", Outcome::OwnAnswerOr502),
         ("late-second-response", "GET", Outcome::OwnAnswerOr502),
+        ("slow-second-response", "GET", Outcome::OwnAnswerOr502),
     ]);
 }
 

@@ -88,6 +88,14 @@ pub fn script(name: &str) -> Option<Vec<Step>> {
             Write(inj),
             Say("raw worker: sent the late response"),
         ],
+        // Still to come when other clients' requests arrive: a proxy that shared this
+        // connection with them would hand one of them this answer.
+        "slow-second-response" => vec![
+            Answer,
+            Pause(Duration::from_millis(1500)),
+            Write(inj),
+            Say("raw worker: sent the slow response"),
+        ],
         _ => return None,
     })
 }
