@@ -64,7 +64,8 @@
 //! | `handover` | start-up: builder, listener matching, the child's side of the handshake |
 //! | `spawn` | the only fork/exec: fds at 3.., signal mask, `LISTEN_PID` |
 //! | `upgrade` | one upgrade attempt: readiness, exit and timeout race here |
-//! | `control` | signals and API calls, one upgrade at a time, stop |
+//! | `control` | signals and API calls, one upgrade at a time, stop, a successor's end |
+//! | `lineage` | what two generations tell each other after the handshake; the resume rule |
 //! | `drain` | serving phase and the count of live connections |
 //! | [`http`] | hyper/axum serving with the lossless drain |
 //! | `pidfile`, `systemd` | PID file and `sd_notify` for process managers |
@@ -90,6 +91,7 @@ mod duration;
 mod env;
 mod error;
 mod handover;
+mod lineage;
 mod listeners;
 mod pidfile;
 mod spawn;
