@@ -289,8 +289,10 @@ fn a_successor_that_crashes_after_it_was_ready_hands_back_to_the_old_process() {
     assert!(is_alive(first), "generation 1 must still be draining");
 
     let from = server.log.len();
+    let killed_at = Instant::now();
     signal(second, libc::SIGKILL);
     let resumed = server.log.wait_for(from, LONG, |l| l.contains("resuming"));
+    let resumed_after = killed_at.elapsed();
     assert!(
         resumed.is_some(),
         "generation 1 (pid {first}) did not take over again after pid {second} crashed; log:\n{}",
@@ -305,8 +307,13 @@ fn a_successor_that_crashes_after_it_was_ready_hands_back_to_the_old_process() {
         "PID file: {:?}",
         std::fs::read_to_string(&pid_file)
     );
+    let answered_after = killed_at.elapsed();
     load.wait_more(100);
     let stats = load.finish();
+    eprintln!(
+        "generation 1 logged `resuming` {resumed_after:?} and answered {answered_after:?} after the SIGKILL; load: {}",
+        stats.summary()
+    );
     let refused: Vec<&String> = stats
         .failures
         .iter()
