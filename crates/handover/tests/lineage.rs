@@ -261,6 +261,29 @@ fn a_generation_number_that_would_not_survive_json_is_refused() {
     }
 }
 
+/// The generation number never wraps: at 2^53 - 1 an upgrade is refused with the reason, and
+/// the server keeps serving.
+#[test]
+fn the_last_generation_number_refuses_to_upgrade_and_keeps_serving() {
+    let ctx = Ctx::new();
+    let mut cmd = ctx.command("sh");
+    cmd.arg("-c").arg(
+        "export LISTEN_PID=$$ LISTEN_FDS=0 HANDOVER_GENERATION=9007199254740991; \
+         exec ./hello --listen 127.0.0.1:0",
+    );
+    let server = ctx.start_with(cmd, 1);
+    ctx.install(Version::V2);
+    let from = server.log.len();
+    server.signal(libc::SIGUSR2);
+    let line = server.wait_upgrade_failed(from, LONG);
+    assert!(
+        line.contains("generation 9007199254740991 is the last one"),
+        "{line}"
+    );
+    assert_eq!(server.hello(), (V1_GREETING.to_string(), server.pid));
+    assert_only_processes(&[server.pid], SHORT);
+}
+
 /// Generation 2 is ready and serving, then crashes (SIGKILL) while generation 1 still drains a
 /// long request: generation 1 takes the listeners back, says so loudly, in `status` and in the
 /// PID file, and not one connection of a load loop running throughout is refused.
