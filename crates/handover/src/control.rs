@@ -332,9 +332,6 @@ async fn control_loop(
                 let mut s = successor.take().expect("checked above");
                 s.take_pending_notices();
                 after_successor_exit(&shared, &finish, &s, status, stop_signals > 0);
-                if let Some(n) = env::next_generation(s.generation) {
-                    next_generation = next_generation.max(Some(n));
-                }
             }
             Trigger::Upgrade(source, reply) => {
                 if running.is_some() {
@@ -491,10 +488,14 @@ fn after_successor_exit(
         Verdict::Crashed if stopping => tracing::warn!(
             "{who} {status} after it was ready; pid {me} is stopping itself and does not take over"
         ),
-        Verdict::Crashed if !shared.resume_after_handover() => tracing::warn!(
-            "{who} {status} after it was ready; pid {me} has finished its drain and cannot take over"
-        ),
         Verdict::Crashed => {
+            // Fails once `Running::wait` has claimed the end of the drain: on the way out.
+            if !shared.resume_after_handover() {
+                tracing::warn!(
+                    "{who} {status} after it was ready; pid {me} has finished its drain and cannot take over"
+                );
+                return;
+            }
             tracing::error!(
                 "{who} {status} after it was ready; resuming: pid {me} (generation {}) accepts connections again",
                 finish.generation
