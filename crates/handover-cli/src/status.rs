@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use handover::control_socket::{ServerKind, Status, UpgradeRecord};
+use handover::control_socket::{ResumeRecord, ServerKind, Status, UpgradeRecord};
 use serde::Serialize;
 
 /// The table.
@@ -43,7 +43,22 @@ pub fn table(s: &Status) -> String {
         "last upgrade: {}",
         last_upgrade(s.last_upgrade.as_ref())
     );
+    if let Some(r) = &s.resumed {
+        let _ = writeln!(out, "resumed: {}", resumed(r));
+    }
     out
+}
+
+/// A library-mode process that took the listeners back from a successor that crashed.
+fn resumed(r: &ResumeRecord) -> String {
+    let now = handover::control_socket::unix_ms(std::time::SystemTime::now());
+    format!(
+        "successor pid {} (generation {}) {}, {} ago; this process serves again",
+        r.successor_pid,
+        r.successor_generation,
+        r.successor_ended,
+        human_ms(now.saturating_sub(r.at_unix_ms))
+    )
 }
 
 fn last_upgrade(r: Option<&UpgradeRecord>) -> String {
@@ -102,7 +117,7 @@ mod tests {
     #[test]
     fn table_shows_workers_and_the_last_upgrade() {
         let s = Status {
-            schema_version: 1,
+            schema_version: 2,
             kind: ServerKind::Supervisor,
             name: Some("web".into()),
             pid: 10,
@@ -126,6 +141,7 @@ mod tests {
                 started_unix_ms: 0,
                 duration_ms: 20,
             }),
+            resumed: None,
         };
         let t = table(&s);
         assert!(
@@ -138,5 +154,34 @@ mod tests {
             "{t}"
         );
         assert!(t.contains(": it exited"), "{t}");
+        assert!(!t.contains("resumed"), "{t}");
+    }
+
+    #[test]
+    fn table_says_when_a_library_server_took_over_again() {
+        let s = Status {
+            schema_version: 2,
+            kind: ServerKind::Library,
+            name: None,
+            pid: 10,
+            state: ServerState::Running,
+            generation: 1,
+            uptime_ms: 5000,
+            restarts: 0,
+            listeners: vec![],
+            workers: vec![],
+            last_upgrade: None,
+            resumed: Some(ResumeRecord {
+                successor_pid: 11,
+                successor_generation: 2,
+                successor_ended: "was killed by signal SIGSEGV".into(),
+                at_unix_ms: 0,
+            }),
+        };
+        let t = table(&s);
+        assert!(
+            t.contains("resumed: successor pid 11 (generation 2) was killed by signal SIGSEGV"),
+            "{t}"
+        );
     }
 }

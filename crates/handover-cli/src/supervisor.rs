@@ -575,6 +575,8 @@ impl Supervisor {
             listeners: self.cfg.listeners.clone(),
             workers,
             last_upgrade: self.last_upgrade.clone(),
+            // A crashed worker is restarted, never handed back to an older one.
+            resumed: None,
         }
     }
 

@@ -70,25 +70,30 @@ fn main() -> ExitCode {
     // Before the runtime exists: this reads and clears the inheritance variables.
     let handover = match builder.build() {
         Ok(h) => h,
-        Err(e) => {
-            tracing::error!("cannot start: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return failed(e),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start the runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(1);
         }
     };
     match runtime.block_on(serve(handover, &args.listen, args.drain)) {
         Ok(code) => code,
-        Err(e) => {
-            tracing::error!("cannot serve: {e}");
-            ExitCode::from(2)
-        }
+        Err(e) => failed(e),
     }
+}
+
+/// Logs why the server did not start and picks the exit status: 2 for a malformed
+/// environment, 0 for a stop asked for before it was ready, 1 for the rest (bad arguments
+/// already exited 2 through clap).
+fn failed(e: handover::Error) -> ExitCode {
+    match e {
+        handover::Error::Stopped { .. } => tracing::info!("{e}; exiting"),
+        _ => tracing::error!("cannot start: {e}"),
+    }
+    ExitCode::from(e.exit_code())
 }
 
 async fn serve(

@@ -10,9 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::drain::{DrainReason, Shared};
 use crate::error::UpgradeError;
+use crate::lineage::{Predecessor, Successor, Verdict, HANDED_OVER, STOPPING};
 use crate::systemd::Notifier;
-use crate::upgrade::{self, UpgradeConfig, Upgraded};
-use crate::{pidfile, spawn};
+use crate::upgrade::{self, HandedOver, Start, UpgradeConfig, Upgraded};
+use crate::{env, pidfile, spawn};
 
 type Reply = oneshot::Sender<Result<Upgraded, UpgradeError>>;
 
@@ -27,9 +28,13 @@ pub(crate) struct Signals {
     /// `None` when SIGHUP was ignored at start-up (`nohup`): closing the terminal must not
     /// trigger an upgrade.
     hup: Option<Signal>,
-    term: Signal,
-    int: Signal,
+    pub(crate) term: Signal,
+    pub(crate) int: Signal,
+    /// For the upgrade attempt's waits.
     chld: Signal,
+    /// For the successor's end, once it has been told to go ahead. A stream of its own (each
+    /// stream hears every SIGCHLD), so that nothing is shared with the attempt.
+    successor_exit: Signal,
 }
 
 impl Signals {
@@ -44,6 +49,7 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             chld: signal(SignalKind::child())?,
+            successor_exit: signal(SignalKind::child())?,
         })
     }
 }
@@ -56,22 +62,46 @@ pub(crate) struct Finish {
     pub control_socket: Option<PathBuf>,
     pub generation: u64,
     pub started: std::time::Instant,
+    /// The latest upgrade attempt of this process, or else the upgrade that created it.
     pub last_upgrade: std::sync::Mutex<Option<LastUpgrade>>,
+    /// Set when this process took the listeners back from a successor that crashed.
+    pub resumed: std::sync::Mutex<Option<Resumed>>,
+    /// The channel to the generation that started this one, for its notices.
+    pub predecessor: std::sync::Mutex<Option<Predecessor>>,
 }
 
-/// The most recent upgrade attempt of this process, for `handover status`.
+/// An upgrade, for `handover status`: the latest attempt of this process, or the one that
+/// created it (told by its predecessor with the go-ahead).
 #[derive(Debug, Clone)]
 pub(crate) struct LastUpgrade {
-    pub trigger: &'static str,
+    pub trigger: String,
     pub started: std::time::SystemTime,
     pub duration: std::time::Duration,
+    /// The generation it started, or tried to (`None` if it never got that far).
+    pub generation: Option<u64>,
     pub result: Result<Upgraded, UpgradeError>,
+}
+
+/// A successor that crashed after it was ready, and this process serving again.
+#[derive(Debug, Clone)]
+pub(crate) struct Resumed {
+    pub successor_pid: u32,
+    pub successor_generation: u64,
+    pub successor_ended: spawn::ExitStatus,
+    pub at: std::time::SystemTime,
 }
 
 impl Finish {
     pub(crate) fn notify(&self, state: &str) {
         if let Some(n) = &self.notifier {
             n.notify_or_warn(state);
+        }
+    }
+
+    /// Sends a notice to the previous generation, if it is still there to hear it.
+    fn tell_predecessor(&self, notice: u8) {
+        if let Some(p) = self.predecessor.lock().expect("not poisoned").as_mut() {
+            p.tell(notice);
         }
     }
 }
@@ -175,13 +205,23 @@ impl Running {
     /// connection closed, or the drain deadline passed. At a final stop it also removes the
     /// PID file and the Unix socket files it created. Return from `main` afterwards; tasks
     /// still running are dropped with the runtime.
+    ///
+    /// A drain after a handover ends early, and this keeps waiting, if the process takes the
+    /// listeners back from a successor that crashed.
     pub async fn wait(&self) -> Exit {
-        let (deadline, reason) = self.shared.draining().await;
-        // No accept is in progress after this, so the count below only goes down.
-        drop(self.shared.accept_gate.write().await);
-        let clean = tokio::time::timeout_at(deadline, self.shared.conns.all_closed())
-            .await
-            .is_ok();
+        let (clean, reason) = loop {
+            let (deadline, reason) = self.shared.draining().await;
+            // No accept is in progress after this, so the count below only goes down.
+            drop(self.shared.accept_gate.write().await);
+            let clean = tokio::select! {
+                r = tokio::time::timeout_at(deadline, self.shared.conns.all_closed()) => r.is_ok(),
+                _ = self.shared.serving() => continue,
+            };
+            // From here on no resume can happen; if one just did, drain again later.
+            if self.shared.claim_end() {
+                break (clean, reason);
+            }
+        };
         let abandoned = if clean { 0 } else { self.shared.conns.live() };
         if clean {
             tracing::info!("drained: all connections closed");
@@ -240,23 +280,31 @@ async fn control_loop(
     let me = spawn::own_pid();
     let mut waiters: Vec<Reply> = Vec::new();
     // What started the upgrade in progress, and when.
-    let mut current: Option<(&'static str, std::time::SystemTime, std::time::Instant)> = None;
+    let mut current: Option<Start> = None;
     let mut stop_signals = 0u32;
     // The upgrade in progress, if any. Boxed so the loop can keep serving signals meanwhile.
     let mut running: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = None;
     let chld = Arc::new(tokio::sync::Mutex::new(signals.chld));
+    // The generation told to go ahead, until it has exited and been reaped here.
+    let mut successor: Option<Successor> = None;
+    // The number the next new generation gets: never one a crashed successor had.
+    let mut next_generation = env::next_generation(cfg.generation);
 
     loop {
         enum Trigger {
             Upgrade(&'static str, Option<Reply>),
             Stop(&'static str),
-            Done(Result<Upgraded, UpgradeError>),
+            Done(Result<HandedOver, UpgradeError>),
+            SuccessorExit,
+            Notice,
         }
         let trigger = tokio::select! {
             // An upgrade's outcome first: a stop arriving in the same instant must not treat
             // a successor that was already told to go ahead as a failed upgrade.
             biased;
             r = async { running.as_mut().expect("guarded").await }, if running.is_some() => Trigger::Done(r),
+            _ = signals.successor_exit.recv(), if successor.is_some() => Trigger::SuccessorExit,
+            _ = async { successor.as_mut().expect("guarded").next_notice().await }, if successor.is_some() => Trigger::Notice,
             _ = signals.usr2.recv() => Trigger::Upgrade("SIGUSR2", None),
             Some(_) = recv_opt(&mut signals.hup) => Trigger::Upgrade("SIGHUP", None),
             _ = signals.term.recv() => Trigger::Stop("SIGTERM"),
@@ -267,6 +315,24 @@ async fn control_loop(
             },
         };
         match trigger {
+            Trigger::Notice => {}
+            Trigger::SuccessorExit => {
+                let Some(pid) = successor.as_ref().map(|s| s.pid) else {
+                    continue;
+                };
+                let status = match spawn::try_reap(pid) {
+                    Ok(Some(status)) => status,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!("cannot reap successor pid {pid}: {e}");
+                        successor = None;
+                        continue;
+                    }
+                };
+                let mut s = successor.take().expect("checked above");
+                s.take_pending_notices();
+                after_successor_exit(&shared, &finish, &s, status, stop_signals > 0);
+            }
             Trigger::Upgrade(source, reply) => {
                 if running.is_some() {
                     tracing::info!("upgrade already in progress; {source} joins it");
@@ -282,52 +348,72 @@ async fn control_loop(
                     }
                     continue;
                 }
+                let start = Start {
+                    trigger: source,
+                    started: std::time::SystemTime::now(),
+                    t0: std::time::Instant::now(),
+                };
+                let Some(generation) = next_generation else {
+                    let e = UpgradeError::GenerationLimit {
+                        current: cfg.generation,
+                    };
+                    tracing::error!("upgrade failed: {e}; still serving as pid {me}");
+                    record(&finish, &start, None, Err(e.clone()), start.t0.elapsed());
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(e));
+                    }
+                    continue;
+                };
                 tracing::info!(
                     "upgrade started by {source}: executing {}",
                     cfg.exe.display()
                 );
                 finish.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
                 waiters.extend(reply);
-                current = Some((
-                    source,
-                    std::time::SystemTime::now(),
-                    std::time::Instant::now(),
-                ));
+                current = Some(start.clone());
                 let shared = Arc::clone(&shared);
                 let cfg = cfg.clone();
                 let chld = Arc::clone(&chld);
                 running = Some(Box::pin(async move {
                     let mut chld = chld.lock().await;
-                    upgrade::attempt(&shared, &cfg, &mut chld).await
+                    upgrade::attempt(&shared, &cfg, &start, generation, &mut chld).await
                 }));
             }
             Trigger::Done(result) => {
                 running = None;
-                if let Some((trigger, started, t0)) = current.take() {
-                    *finish.last_upgrade.lock().expect("not poisoned") = Some(LastUpgrade {
-                        trigger,
-                        started,
-                        duration: t0.elapsed(),
-                        result: result.clone(),
-                    });
-                }
-                match &result {
-                    Ok(u) => {
+                let start = current.take().expect("set with `running`");
+                let result = match result {
+                    Ok(h) => {
+                        let u = h.upgraded;
+                        record(&finish, &start, Some(u.generation), Ok(u), h.duration);
                         tracing::info!(
                             "upgrade complete: pid {me} handed over to pid {}; draining",
                             u.new_pid
                         );
+                        successor = Some(h.successor);
+                        next_generation = env::next_generation(u.generation);
                         finish.notify(&format!("MAINPID={}", u.new_pid));
+                        // The generation before this one must not take over if this one ends.
+                        finish.tell_predecessor(HANDED_OVER);
                         // Only now may `wait` return: the handover is logged and announced.
                         shared
                             .stop_accepting(DrainReason::Upgraded { new_pid: u.new_pid })
                             .await;
+                        Ok(u)
                     }
                     Err(e) => {
+                        record(
+                            &finish,
+                            &start,
+                            next_generation,
+                            Err(e.clone()),
+                            start.t0.elapsed(),
+                        );
                         tracing::error!("upgrade failed: {e}; still serving as pid {me}");
                         finish.notify(&format!("READY=1\nSTATUS=upgrade failed: {e}"));
+                        Err(e)
                     }
-                }
+                };
                 for w in waiters.drain(..) {
                     let _ = w.send(result.clone());
                 }
@@ -338,8 +424,12 @@ async fn control_loop(
                     tracing::warn!("second stop request ({source}): exiting now");
                     std::process::exit(1);
                 }
+                // Said before anything else: this generation is being stopped on purpose, so
+                // the one before it must not take over when it exits.
+                finish.tell_predecessor(STOPPING);
                 if let Some(up) = running.take() {
                     drop(up); // kills and reaps the half-started generation
+                    current = None;
                     tracing::warn!("upgrade cancelled by {source}");
                     for w in waiters.drain(..) {
                         let _ = w.send(Err(UpgradeError::Cancelled));
@@ -358,6 +448,72 @@ async fn control_loop(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Records an upgrade attempt of this process for `handover status`.
+fn record(
+    finish: &Finish,
+    start: &Start,
+    generation: Option<u64>,
+    result: Result<Upgraded, UpgradeError>,
+    duration: std::time::Duration,
+) {
+    *finish.last_upgrade.lock().expect("not poisoned") = Some(LastUpgrade {
+        trigger: start.trigger.to_string(),
+        started: start.started,
+        duration,
+        generation,
+        result,
+    });
+}
+
+/// The successor told to go ahead has exited (and been reaped): log how, and take the
+/// listeners back if it crashed while it was the one serving and this process can.
+fn after_successor_exit(
+    shared: &Shared,
+    finish: &Finish,
+    s: &Successor,
+    status: spawn::ExitStatus,
+    stopping: bool,
+) {
+    let me = spawn::own_pid();
+    let who = format!("successor pid {} (generation {})", s.pid, s.generation);
+    match s.verdict(status) {
+        Verdict::HandedOn => tracing::info!("{who} {status}, after it had handed over in turn"),
+        Verdict::Stopped => tracing::info!(
+            "{who} {status}; it was stopped on purpose, so pid {me} does not take over"
+        ),
+        Verdict::Crashed if stopping => tracing::warn!(
+            "{who} {status} after it was ready; pid {me} is stopping itself and does not take over"
+        ),
+        Verdict::Crashed => {
+            // Fails once `Running::wait` has claimed the end of the drain: on the way out.
+            if !shared.resume_after_handover() {
+                tracing::warn!(
+                    "{who} {status} after it was ready; pid {me} has finished its drain and cannot take over"
+                );
+                return;
+            }
+            tracing::error!(
+                "{who} {status} after it was ready; resuming: pid {me} (generation {}) accepts connections again",
+                finish.generation
+            );
+            *finish.resumed.lock().expect("not poisoned") = Some(Resumed {
+                successor_pid: s.pid as u32,
+                successor_generation: s.generation,
+                successor_ended: status,
+                at: std::time::SystemTime::now(),
+            });
+            if let Some(path) = &finish.pid_file {
+                if let Err(e) = pidfile::write_pid_file(path, me) {
+                    tracing::warn!("{e}");
+                }
+            }
+            finish.notify(&format!(
+                "MAINPID={me}\nREADY=1\nSTATUS=serving again: the new generation {status}"
+            ));
         }
     }
 }

@@ -1,27 +1,50 @@
 //! Answers the control socket for a library-mode server: `upgrade`, `status` and `stop` map
-//! onto [`Running`]. Only the serving generation answers: the task ends when the drain starts.
+//! onto [`Running`]. Only the serving generation answers: serving stops when the drain starts,
+//! and starts again if this process takes the listeners back from a successor that crashed.
 
 use crate::control::Running;
 use crate::control_socket::{
-    unix_ms, ControlServer, Request, Response, ServerKind, ServerState, Status, StopReport,
-    UpgradeRecord, UpgradeReport, WorkerState, WorkerStatus, STATUS_SCHEMA_VERSION,
+    unix_ms, ControlServer, Request, Response, ResumeRecord, ServerKind, ServerState, Status,
+    StopReport, UpgradeRecord, UpgradeReport, WorkerState, WorkerStatus, STATUS_SCHEMA_VERSION,
 };
 use crate::drain::Phase;
 
 pub(crate) fn start(server: ControlServer, running: Running) {
-    let handler_running = running.clone();
+    tokio::spawn(async move {
+        let mut server = server;
+        loop {
+            // Kept to answer again after a resume: the socket itself stays open (and is handed
+            // to the next generation) all along.
+            let spare = server.try_clone_fd();
+            let task = tokio::spawn(serve(server, running.clone()));
+            running.draining().await;
+            // Replies already under way still go out: each connection has its own task.
+            task.abort();
+            running.shared().serving().await;
+            server = match spare.and_then(|fd| ControlServer::from_listener(fd.into())) {
+                Ok(s) => s.remove_on_drop(false),
+                Err(e) => {
+                    tracing::error!("cannot answer the control socket again: {e}");
+                    return;
+                }
+            };
+        }
+    });
+}
+
+async fn serve(server: ControlServer, running: Running) {
     // A reply under way keeps the process alive through its drain.
     let shared = std::sync::Arc::clone(running.shared());
     let server = server.with_connection_guard(move || shared.track());
-    let task = tokio::spawn(server.serve(move |req: Request| {
-        let running = handler_running.clone();
-        async move { answer(&running, req).await }
-    }));
-    // Replies already under way still go out: each connection has its own task.
-    tokio::spawn(async move {
-        running.draining().await;
-        task.abort();
-    });
+    let served = server
+        .serve(move |req: Request| {
+            let running = running.clone();
+            async move { answer(&running, req).await }
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!("control socket: {e}");
+    }
 }
 
 async fn answer(running: &Running, req: Request) -> Result<Response, String> {
@@ -35,7 +58,7 @@ async fn answer(running: &Running, req: Request) -> Result<Response, String> {
                 .map_err(|e| format!("{e}; pid {me} keeps serving"))?;
             Ok(Response::Upgraded(UpgradeReport {
                 pid: u.new_pid,
-                generation: Some(running.finish().generation + 1),
+                generation: Some(u.generation),
                 previous_pids: vec![me],
                 duration_ms: t0.elapsed().as_millis() as u64,
             }))
@@ -70,8 +93,8 @@ fn status(running: &Running) -> Status {
         .as_ref()
         .map(|u| UpgradeRecord {
             ok: u.result.is_ok(),
-            trigger: u.trigger.to_string(),
-            generation: Some(finish.generation + 1),
+            trigger: u.trigger.clone(),
+            generation: u.generation,
             pid: u.result.as_ref().ok().map(|r| r.new_pid),
             error: u.result.as_ref().err().map(|e| e.to_string()),
             started_unix_ms: unix_ms(u.started),
@@ -100,5 +123,16 @@ fn status(running: &Running) -> Status {
             uptime_ms,
         }],
         last_upgrade,
+        resumed: finish
+            .resumed
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|r| ResumeRecord {
+                successor_pid: r.successor_pid,
+                successor_generation: r.successor_generation,
+                successor_ended: r.successor_ended.to_string(),
+                at_unix_ms: unix_ms(r.at),
+            }),
     }
 }

@@ -41,11 +41,11 @@
 //! {"pid":4242,"generation":4,"previous_pids":[4100],"duration_ms":812}
 //! ```
 //!
-//! ## `result` of `status`: [`Status`] (`schema_version` 1)
+//! ## `result` of `status`: [`Status`] (`schema_version` 2)
 //!
 //! ```json
 //! {
-//!   "schema_version": 1,
+//!   "schema_version": 2,
 //!   "kind": "supervisor",
 //!   "name": "app",
 //!   "pid": 4000,
@@ -61,12 +61,16 @@
 //!   "last_upgrade": {
 //!     "ok": true, "trigger": "control socket", "generation": 4, "pid": 4242,
 //!     "error": null, "started_unix_ms": 1767225600000, "duration_ms": 812
-//!   }
+//!   },
+//!   "resumed": null
 //! }
 //! ```
 //!
-//! Field by field, see [`Status`], [`WorkerStatus`] and [`UpgradeRecord`]. Fields may be
-//! added in later versions without changing `schema_version`; a change of meaning bumps it.
+//! Field by field, see [`Status`], [`WorkerStatus`], [`UpgradeRecord`] and [`ResumeRecord`].
+//! Fields may be added in later versions without changing `schema_version`; a change of
+//! meaning bumps it. Version 2: in a library-mode server `last_upgrade` is, until the process
+//! tries an upgrade of its own, the upgrade that created it (version 1 said `null` there), and
+//! `resumed` is new.
 //!
 //! ## `result` of `stop`: [`StopReport`]
 //!
@@ -118,7 +122,7 @@ pub const MAX_REQUEST_BYTES: usize = 4096;
 /// How long a client has to send its whole request line.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Version of the [`Status`] schema this crate writes.
-pub const STATUS_SCHEMA_VERSION: u32 = 1;
+pub const STATUS_SCHEMA_VERSION: u32 = 2;
 
 /// Longest reply a client accepts.
 const MAX_REPLY_BYTES: usize = 1 << 20;
@@ -262,9 +266,29 @@ pub struct Status {
     /// Every live process of the server, newest generation first.
     #[serde(default)]
     pub workers: Vec<WorkerStatus>,
-    /// The most recent upgrade attempt, or `null` if there was none.
+    /// The most recent upgrade attempt, or `null` if there was none. A library-mode server
+    /// that has not tried one itself shows the upgrade that created it (`generation` and `pid`
+    /// are its own then).
     #[serde(default)]
     pub last_upgrade: Option<UpgradeRecord>,
+    /// Library mode: set when this process took the listeners back because the generation it
+    /// had handed over to crashed after it was ready; `null` otherwise (and always for the
+    /// supervisor, which restarts a crashed worker instead).
+    #[serde(default)]
+    pub resumed: Option<ResumeRecord>,
+}
+
+/// A library-mode process serving again after its successor crashed, in [`Status::resumed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    /// PID of the successor that crashed.
+    pub successor_pid: u32,
+    /// Its generation number.
+    pub successor_generation: u64,
+    /// How it ended, e.g. `"was killed by signal SIGSEGV"`, `"exited with status 101"`.
+    pub successor_ended: String,
+    /// When this process took over again, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
 }
 
 /// One process in [`Status::workers`].
@@ -935,6 +959,7 @@ mod tests {
                 uptime_ms: 500,
             }],
             last_upgrade: None,
+            resumed: None,
         }
     }
 
@@ -1154,6 +1179,7 @@ mod tests {
             "listeners",
             "workers",
             "last_upgrade",
+            "resumed",
         ] {
             assert!(v.get(field).is_some(), "missing {field}: {v}");
         }

@@ -20,7 +20,9 @@ pub(crate) enum Phase {
     /// Handing over: not accepting while the successor is told to go ahead. Becomes
     /// `Draining` once it has been told, or `Serving` again if it died first.
     Paused,
-    /// No longer accepting; live connections finish until `deadline`.
+    /// No longer accepting; live connections finish until `deadline`. After a handover this
+    /// can still turn back into `Serving`, if the successor crashes (see
+    /// [`Shared::resume_after_handover`]); after a stop it cannot.
     Draining {
         deadline: Instant,
         reason: DrainReason,
@@ -43,6 +45,9 @@ pub(crate) struct Shared {
     pub phase: watch::Sender<Phase>,
     /// Mirrors `phase` being `Draining`, for the per-request path.
     draining: AtomicBool,
+    /// Set when [`crate::Running::wait`] has claimed the end of the drain: the process is on
+    /// its way out and can no longer take over again.
+    finished: AtomicBool,
     /// `accept` holds a read guard while it waits; stopping takes the write guard, so once it
     /// is held no accept is in progress and none will start.
     pub accept_gate: RwLock<()>,
@@ -76,6 +81,7 @@ impl Shared {
         Arc::new(Shared {
             phase: watch::channel(Phase::Starting).0,
             draining: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             accept_gate: RwLock::new(()),
             conns: ConnTracker::default(),
             drain_timeout,
@@ -128,6 +134,44 @@ impl Shared {
             }
             _ => false,
         });
+    }
+
+    /// Accepts again after a handover whose successor crashed: `Draining` after an upgrade
+    /// becomes `Serving`. `false` (and nothing changes) if this process is not draining after
+    /// a handover, or its drain is already over ([`Shared::claim_end`]).
+    pub(crate) fn resume_after_handover(&self) -> bool {
+        self.phase.send_if_modified(|p| match p {
+            Phase::Draining {
+                reason: DrainReason::Upgraded { .. },
+                ..
+            } if !self.finished.load(Ordering::SeqCst) => {
+                *p = Phase::Serving;
+                self.draining.store(false, Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Marks the drain as over, so that no resume can happen any more; `false` if the process
+    /// is not draining (it resumed first). Atomic with [`Shared::resume_after_handover`]: both
+    /// run under the phase channel's lock.
+    pub(crate) fn claim_end(&self) -> bool {
+        let mut claimed = false;
+        self.phase.send_if_modified(|p| {
+            if matches!(p, Phase::Draining { .. }) {
+                self.finished.store(true, Ordering::SeqCst);
+                claimed = true;
+            }
+            false
+        });
+        claimed
+    }
+
+    /// Resolves when this process serves (again): at once while it does.
+    pub(crate) async fn serving(&self) {
+        let mut rx = self.phase.subscribe();
+        let _ = rx.wait_for(|p| matches!(p, Phase::Serving)).await;
     }
 
     /// A wake-up for one connection when the drain starts. Waiting on the shared `phase`

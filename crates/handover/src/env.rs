@@ -9,8 +9,9 @@
 //! handover server works unchanged under systemd socket activation, and a
 //! systemd-activated server can hand its sockets to its own upgrades.
 //!
-//! handover adds two variables of its own, only looked at when `LISTEN_PID`
-//! matches: [`HANDOVER_SYNC_FD`] and [`HANDOVER_OWNED_FDS`].
+//! handover adds three variables of its own, only looked at when `LISTEN_PID`
+//! matches: [`HANDOVER_SYNC_FD`], [`HANDOVER_OWNED_FDS`] and
+//! [`HANDOVER_GENERATION`].
 //!
 //! Everything here is pure: [`parse`] reads through a lookup closure and
 //! [`child_vars`] returns pairs, so the real environment (which is
@@ -51,16 +52,26 @@ pub(crate) const PROTOCOL_VARS: &[&str] = &[
     HANDOVER_GENERATION,
 ];
 
-/// The generation number of a handover child (1 for the first process; informational, shown
-/// by `handover status`). Read leniently: a malformed value counts as unknown.
+/// The generation number of a handover child (1 for the first process), shown by
+/// `handover status`. Read strictly, like the others: at most [`MAX_GENERATION`].
 pub(crate) const HANDOVER_GENERATION: &str = "HANDOVER_GENERATION";
+
+/// The largest generation number: 2^53 - 1, the largest integer every JSON reader (a
+/// JavaScript one included) keeps exactly, so `status --json` never shows a rounded number.
+pub(crate) const MAX_GENERATION: u64 = (1 << 53) - 1;
+
+/// The generation after `g`, or `None` past [`MAX_GENERATION`] (the increment never wraps).
+pub(crate) fn next_generation(g: u64) -> Option<u64> {
+    g.checked_add(1).filter(|n| *n <= MAX_GENERATION)
+}
 
 /// More inherited fds than this is treated as corruption rather than a plan:
 /// it keeps `FIRST_FD + n` far from overflow and bounds allocations.
 const MAX_FDS: usize = 65536;
 
 /// Error in the socket inheritance environment variables (`LISTEN_PID`,
-/// `LISTEN_FDS`, `LISTEN_FDNAMES`, `HANDOVER_SYNC_FD`, `HANDOVER_OWNED_FDS`).
+/// `LISTEN_FDS`, `LISTEN_FDNAMES`, `HANDOVER_SYNC_FD`, `HANDOVER_OWNED_FDS`,
+/// `HANDOVER_GENERATION`).
 ///
 /// Each message names the variable, its value and what was expected, e.g.
 /// `LISTEN_FDS="abc" is not a number of file descriptors (expected a
@@ -144,6 +155,15 @@ pub enum EnvError {
         /// The lowest acceptable fd: `3 + LISTEN_FDS`.
         min: RawFd,
     },
+    /// `HANDOVER_GENERATION` is not a decimal integer from 1 to 2^53 - 1.
+    #[error(
+        "HANDOVER_GENERATION={value:?} is not a generation number \
+         (expected a decimal integer from 1 to {MAX_GENERATION}, i.e. below 2^53)"
+    )]
+    InvalidGeneration {
+        /// The offending value.
+        value: String,
+    },
     /// An entry of `HANDOVER_OWNED_FDS` is not a decimal integer.
     #[error(
         "HANDOVER_OWNED_FDS={value:?} contains {entry:?}, which is not a file descriptor \
@@ -216,6 +236,8 @@ pub(crate) struct Inheritance {
     /// `HANDOVER_OWNED_FDS`: listen fds whose socket file this lineage
     /// created (deduplicated, in the order given).
     pub owned: Vec<RawFd>,
+    /// `HANDOVER_GENERATION`: this process's generation number, if given.
+    pub generation: Option<u64>,
 }
 
 /// One inherited listen fd.
@@ -343,10 +365,19 @@ pub(crate) fn parse(
         }
     }
 
+    let generation = match get(HANDOVER_GENERATION)? {
+        None => None,
+        Some(value) => match parse_digits::<u64>(&value) {
+            Some(g) if (1..=MAX_GENERATION).contains(&g) => Some(g),
+            _ => return Err(EnvError::InvalidGeneration { value }),
+        },
+    };
+
     Ok(Parsed::Inherited(Inheritance {
         fds,
         sync_fd,
         owned,
+        generation,
     }))
 }
 
@@ -713,10 +744,44 @@ mod tests {
     }
 
     #[test]
+    fn generation_is_a_number_below_2_pow_53() {
+        let base = [("LISTEN_PID", "4242"), ("LISTEN_FDS", "0")];
+        let with = |g: &str| {
+            let mut pairs = base.to_vec();
+            pairs.push(("HANDOVER_GENERATION", g));
+            run(&pairs)
+        };
+        match with("9007199254740991") {
+            Ok(Parsed::Inherited(i)) => assert_eq!(i.generation, Some(MAX_GENERATION)),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "9007199254740992",
+            "18446744073709551616",
+            "0",
+            "-1",
+            "+2",
+            "",
+            "x",
+        ] {
+            assert_eq!(
+                with(bad),
+                Err(EnvError::InvalidGeneration {
+                    value: bad.to_owned()
+                }),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(inherited(&base).generation, None);
+        assert_eq!(next_generation(1), Some(2));
+        assert_eq!(next_generation(MAX_GENERATION), None);
+        assert_eq!(next_generation(u64::MAX), None);
+    }
+
+    #[test]
     fn non_utf8_values_are_errors_naming_the_variable() {
         let bad = OsString::from_vec(b"4\xff".to_vec());
-        // HANDOVER_GENERATION is informational and read leniently elsewhere.
-        for &var in PROTOCOL_VARS.iter().filter(|v| **v != HANDOVER_GENERATION) {
+        for &var in PROTOCOL_VARS {
             let mut map = env(&[
                 ("LISTEN_PID", "4242"),
                 ("LISTEN_FDS", "1"),
@@ -786,6 +851,7 @@ mod tests {
                 .collect(),
             sync_fd,
             owned: owned.to_vec(),
+            generation: None,
         };
         assert_eq!(parsed, Parsed::Inherited(expected));
     }

@@ -45,9 +45,17 @@ pub enum Error {
     /// The path of the running executable could not be determined.
     #[error("cannot determine the executable to run at upgrade: {0}")]
     Executable(io::Error),
-    /// The readiness handshake with the previous generation failed.
+    /// The readiness handshake with the previous generation failed, or the previous
+    /// generation did not answer within the upgrade timeout.
     #[error("readiness handshake with the previous generation failed: {0}")]
     Handshake(io::Error),
+    /// A stop signal arrived before this process was ready (while it waited for the previous
+    /// generation's go-ahead): it stops without having served.
+    #[error("stopped by {signal} before it was ready")]
+    Stopped {
+        /// `"SIGTERM"` or `"SIGINT"`.
+        signal: &'static str,
+    },
     /// The PID file could not be written.
     #[error(transparent)]
     PidFile(io::Error),
@@ -59,6 +67,20 @@ pub enum Error {
         /// The system's reason.
         source: io::Error,
     },
+}
+
+impl Error {
+    /// The exit status a server should end with for this error, the same as the `handover`
+    /// command's: 2 for a malformed environment (the inheritance variables, or an inherited
+    /// fd that is not a listening socket), 0 for [`Error::Stopped`] (a stop asked for before
+    /// anything was served is a graceful stop), 1 for any other start-up error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Env(_) | Error::Inherited { .. } => 2,
+            Error::Stopped { .. } => 0,
+            _ => 1,
+        }
+    }
 }
 
 /// Why an upgrade did not happen. The running process keeps serving in every case.
@@ -103,6 +125,12 @@ pub enum UpgradeError {
     ChannelClosed {
         /// Its PID.
         pid: u32,
+    },
+    /// The next generation number would pass 2^53 - 1 (see `HANDOVER_GENERATION`).
+    #[error("cannot upgrade: generation {current} is the last one a generation number can count to (2^53 - 1)")]
+    GenerationLimit {
+        /// This process's generation.
+        current: u64,
     },
     /// The upgrade was abandoned because a graceful stop began.
     #[error("the upgrade was cancelled because this process is stopping")]

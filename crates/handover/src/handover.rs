@@ -10,13 +10,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::addr::{is_valid_fd_name, ListenAddr};
-use crate::control::{Finish, Running, Signals};
+use crate::control::{Finish, LastUpgrade, Running, Signals};
 use crate::drain::{Phase, Shared};
 use crate::env::{self, Parsed};
 use crate::error::Error;
+use crate::lineage::{Predecessor, UpgradeRecord, MAX_RECORD};
 use crate::listeners::{self, InheritedSocket, Listener, ListenerInner};
 use crate::systemd::Notifier;
-use crate::upgrade::{UpgradeConfig, GO_AHEAD, READY};
+use crate::upgrade::{UpgradeConfig, Upgraded, GO_AHEAD, READY};
 use crate::{pidfile, spawn};
 
 /// Default time a new generation has to become ready before it is killed.
@@ -121,11 +122,10 @@ impl Builder {
         spawn::set_upgrade_signals_blocked(true);
         let me = spawn::own_pid();
         let parsed = env::parse(|k| std::env::var_os(k), me)?;
-        let generation = std::env::var(env::HANDOVER_GENERATION)
-            .ok()
-            .and_then(|g| g.parse::<u64>().ok())
-            .filter(|_| matches!(parsed, Parsed::Inherited(_)))
-            .unwrap_or(1);
+        let generation = match &parsed {
+            Parsed::Inherited(inh) => inh.generation.unwrap_or(1),
+            _ => 1,
+        };
         for var in env::PROTOCOL_VARS {
             // Sound here: documented to run before other threads exist.
             std::env::remove_var(var);
@@ -363,14 +363,16 @@ impl Handover {
     ///
     /// In a new generation this tells the previous one, which stops accepting and answers;
     /// only then do this process's listeners accept (if the previous one has died, it goes
-    /// ahead at once). Inherited sockets nobody asked for are closed. Then the PID file is
-    /// written, systemd is notified and the upgrade/stop signals are handled.
+    /// ahead at once). The wait for that answer is bounded by the upgrade timeout
+    /// ([`Error::Handshake`] after it), and a stop signal meanwhile ends it
+    /// ([`Error::Stopped`]). Inherited sockets nobody asked for are closed. Then the PID file
+    /// is written, systemd is notified and the upgrade/stop signals are handled.
     pub async fn ready(mut self) -> Result<Running, Error> {
         let take_hup = !spawn::sighup_ignored();
         if !take_hup {
             tracing::info!("SIGHUP is ignored (started under nohup?); upgrade with SIGUSR2");
         }
-        let signals = Signals::install(take_hup).map_err(|source| Error::Io {
+        let mut signals = Signals::install(take_hup).map_err(|source| Error::Io {
             context: "cannot install signal handlers",
             source,
         })?;
@@ -388,8 +390,25 @@ impl Handover {
             );
         }
         let me = spawn::own_pid();
+        let mut record = None;
+        let mut predecessor = None;
         if let Some(sync) = self.sync.take() {
-            handshake(sync).await.map_err(Error::Handshake)?;
+            let timeout = self.upgrade.timeout;
+            let answered = tokio::select! {
+                r = handshake(sync) => r.map_err(Error::Handshake)?,
+                _ = tokio::time::sleep(timeout) => {
+                    return Err(Error::Handshake(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the previous generation did not answer within {timeout:?} (the upgrade timeout)"),
+                    )));
+                }
+                _ = signals.term.recv() => return Err(Error::Stopped { signal: "SIGTERM" }),
+                _ = signals.int.recv() => return Err(Error::Stopped { signal: "SIGINT" }),
+            };
+            if let Some((r, link)) = answered {
+                record = r;
+                predecessor = Some(Predecessor::new(link));
+            }
         }
         self.shared.phase.send_replace(Phase::Serving);
         if let Some(path) = &self.pid_file {
@@ -401,7 +420,19 @@ impl Handover {
             control_socket: self.control_socket.clone(),
             generation: self.upgrade.generation,
             started: std::time::Instant::now(),
-            last_upgrade: std::sync::Mutex::new(None),
+            // The upgrade that made this generation, as the previous one told it.
+            last_upgrade: std::sync::Mutex::new(record.map(|r| LastUpgrade {
+                trigger: r.trigger,
+                started: r.started,
+                duration: r.duration,
+                generation: Some(self.upgrade.generation),
+                result: Ok(Upgraded {
+                    new_pid: me,
+                    generation: self.upgrade.generation,
+                }),
+            })),
+            resumed: std::sync::Mutex::new(None),
+            predecessor: std::sync::Mutex::new(predecessor),
         };
         finish.notify(&format!("MAINPID={me}\nREADY=1"));
         let running = Running::start(
@@ -452,24 +483,42 @@ impl Handover {
     }
 }
 
-/// Says READY to the previous generation and waits for its go-ahead (or its death).
-async fn handshake(sync: std::os::unix::net::UnixStream) -> std::io::Result<()> {
+/// Says READY to the previous generation and waits for its go-ahead (or its death). With the
+/// go-ahead come the record of this upgrade (if the previous generation sends one: older
+/// versions do not) and the channel, kept to send it notices; `None` when it is gone.
+async fn handshake(
+    sync: std::os::unix::net::UnixStream,
+) -> std::io::Result<Option<(Option<UpgradeRecord>, std::os::unix::net::UnixStream)>> {
     sync.set_nonblocking(true)?;
     let mut sync = tokio::net::UnixStream::from_std(sync)?;
     if let Err(e) = sync.write_all(&[READY]).await {
         tracing::warn!("previous generation is gone ({e}); serving alone");
-        return Ok(());
+        return Ok(None);
     }
-    let mut answer = [0u8; 1];
-    match sync.read(&mut answer).await {
-        Ok(1) if answer[0] == GO_AHEAD => Ok(()),
+    // The go-ahead byte and the record line are sent in one write, so they arrive together.
+    let mut buf = [0u8; MAX_RECORD + 1];
+    let n = match sync.read(&mut buf).await {
         Ok(0) | Err(_) => {
             tracing::warn!("previous generation closed the handshake; serving alone");
-            Ok(())
+            return Ok(None);
         }
-        Ok(_) => Err(std::io::Error::new(
+        Ok(n) => n,
+    };
+    if buf[0] != GO_AHEAD {
+        return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("unexpected answer {:#04x}", answer[0]),
-        )),
+            format!("unexpected answer {:#04x}", buf[0]),
+        ));
     }
+    let line = &buf[1..n];
+    let record = if line.is_empty() {
+        None
+    } else {
+        let r = UpgradeRecord::parse(line);
+        if r.is_none() {
+            tracing::warn!("the previous generation sent an unreadable upgrade record; `status` will not show it");
+        }
+        r
+    };
+    Ok(Some((record, sync.into_std()?)))
 }

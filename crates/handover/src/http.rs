@@ -41,8 +41,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serves a tower service, such as an axum `Router`, on `listener` with the lossless drain.
 ///
-/// Returns once this process has stopped accepting and its drain is over (every connection
-/// closed, or the drain deadline passed).
+/// Returns once a graceful stop's drain is over (every connection closed, or the drain
+/// deadline passed). After a handover it does not return: the process may take over again if
+/// its successor crashes, and ends when [`crate::Running::wait`] returns.
 ///
 /// ```no_run
 /// # async fn example(listener: handover::Listener) {

@@ -29,6 +29,12 @@
 //! 5. **Rollback.** Exec failure, an exit before ready, or the upgrade timeout: the child is
 //!    killed and reaped, the cause is logged and returned as [`UpgradeError`], and the old
 //!    process keeps its PID and serves on; a later upgrade may succeed.
+//! 6. **Afterwards.** The two keep their channel: the old process reaps its successor whenever
+//!    it exits and logs how it ended, and if the successor crashes (a non-zero exit, a signal
+//!    other than `SIGTERM`/`SIGINT`) before handing over in turn, while the old one still
+//!    drains and is not stopping, the old one takes the listeners back and serves again
+//!    (PID file, `MAINPID` and the control socket follow). A successor stopped on purpose tells
+//!    the old one first, which then never takes over.
 //!
 //! Stopping is the same drain: `SIGTERM`/`SIGINT` stop accepting, in-flight work finishes up
 //! to the drain deadline, then [`Running::wait`] returns; a second signal exits at once.
@@ -64,7 +70,8 @@
 //! | `handover` | start-up: builder, listener matching, the child's side of the handshake |
 //! | `spawn` | the only fork/exec: fds at 3.., signal mask, `LISTEN_PID` |
 //! | `upgrade` | one upgrade attempt: readiness, exit and timeout race here |
-//! | `control` | signals and API calls, one upgrade at a time, stop |
+//! | `control` | signals and API calls, one upgrade at a time, stop, a successor's end |
+//! | `lineage` | what two generations tell each other after the handshake; the resume rule |
 //! | `drain` | serving phase and the count of live connections |
 //! | [`http`] | hyper/axum serving with the lossless drain |
 //! | `pidfile`, `systemd` | PID file and `sd_notify` for process managers |
@@ -90,6 +97,7 @@ mod duration;
 mod env;
 mod error;
 mod handover;
+mod lineage;
 mod listeners;
 mod pidfile;
 mod spawn;

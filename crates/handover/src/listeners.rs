@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::addr::ListenAddr;
-use crate::drain::{ConnGuard, DrainSignal, Phase, Shared};
+use crate::drain::{ConnGuard, DrainReason, DrainSignal, Phase, Shared};
 use crate::env::InheritedFd;
 use crate::error::Error;
 
@@ -200,8 +200,8 @@ impl ListenerInner {
 /// A listening socket handed out by [`crate::Handover::listen`].
 ///
 /// [`Listener::accept`] waits until [`crate::Handover::ready`] has completed, and returns
-/// `None` once this process stops accepting (a successor took over, or a graceful stop
-/// began). Every connection it returns is counted until dropped, so the drain knows when the
+/// `None` once a graceful stop began (after a handover it waits, in case the process takes
+/// over again). Every connection it returns is counted until dropped, so the drain knows when the
 /// last one is done.
 #[derive(Debug, Clone)]
 pub struct Listener {
@@ -220,14 +220,28 @@ impl Listener {
         &self.inner.name
     }
 
-    /// Accepts the next connection; `None` once this process no longer accepts.
+    /// Accepts the next connection; `None` once a graceful stop has begun.
+    ///
+    /// After a handover it waits instead of returning: should the successor crash while this
+    /// process still drains, this process takes the listeners back and accepts again (see the
+    /// crate docs). The process ends when [`crate::Running::wait`] returns, not when this
+    /// does.
     ///
     /// An `Err` is a failed `accept(2)` (for example `EMFILE`); the listener stays usable.
     pub async fn accept(&self) -> Option<io::Result<(Connection, Peer)>> {
         let mut phase = self.shared.phase.subscribe();
         loop {
             let now = *phase
-                .wait_for(|p| matches!(p, Phase::Serving | Phase::Draining { .. }))
+                .wait_for(|p| {
+                    matches!(
+                        p,
+                        Phase::Serving
+                            | Phase::Draining {
+                                reason: DrainReason::Stopped,
+                                ..
+                            }
+                    )
+                })
                 .await
                 .ok()?;
             if matches!(now, Phase::Draining { .. }) {

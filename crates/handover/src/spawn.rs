@@ -106,16 +106,23 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
         kv.extend_from_slice(v.as_bytes());
         envs.push(kv);
     }
-    for (k, v) in env::child_vars(&names, sync_target, &owned_targets) {
-        envs.push(format!("{k}={v}").into_bytes());
+    // A child that inherits nothing (a proxy-mode worker binding its own port) must see no
+    // inheritance variable at all: `LISTEN_FDS=0` reads as "set" to the usual
+    // `if (process.env.LISTEN_FDS)` check and sends such a worker looking for fd 3.
+    let inherits = !req.listeners.is_empty() || req.sync.is_some();
+    if inherits {
+        for (k, v) in env::child_vars(&names, sync_target, &owned_targets) {
+            envs.push(format!("{k}={v}").into_bytes());
+        }
+        if let Some(g) = req.generation {
+            envs.push(format!("{}={g}", env::HANDOVER_GENERATION).into_bytes());
+        }
+        // The LISTEN_PID slot, last: digits are written by the child after fork, then a NUL
+        // ends it.
+        let mut slot = PID_SLOT.to_vec();
+        slot.extend(std::iter::repeat_n(b'0', PID_DIGITS));
+        envs.push(slot);
     }
-    if let Some(g) = req.generation {
-        envs.push(format!("{}={g}", env::HANDOVER_GENERATION).into_bytes());
-    }
-    // The LISTEN_PID slot: digits are written by the child after fork, then a NUL ends it.
-    let mut slot = PID_SLOT.to_vec();
-    slot.extend(std::iter::repeat_n(b'0', PID_DIGITS));
-    envs.push(slot);
     // NUL-terminated buffers that `envp` points into; the slot is written in place.
     let mut env_bufs: Vec<Vec<u8>> = Vec::with_capacity(envs.len());
     for e in envs {
@@ -139,7 +146,13 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
         .map(|e| e.as_mut_ptr().cast::<libc::c_char>())
         .chain(std::iter::once(std::ptr::null_mut()))
         .collect();
-    let pid_slot: *mut u8 = envp[envp.len() - 2].cast::<u8>();
+    // Null when nothing is inherited (no LISTEN_PID to fill in).
+    let pid_slot: *mut u8 = if inherits {
+        // SAFETY: the slot buffer is PID_SLOT plus PID_DIGITS digits plus a NUL long.
+        unsafe { envp[envp.len() - 2].cast::<u8>().add(PID_SLOT.len()) }
+    } else {
+        std::ptr::null_mut()
+    };
 
     // Sources in target order: listeners, then the readiness channel.
     let sources: Vec<RawFd> = req
@@ -173,7 +186,7 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
                 argv: argv.as_ptr(),
                 envp: envp.as_mut_ptr(),
                 cwd: cwd.as_ptr(),
-                pid_slot: pid_slot.add(PID_SLOT.len()),
+                pid_slot,
                 sources: &sources,
                 total,
                 err_fd: err_write.as_raw_fd(),
@@ -216,6 +229,7 @@ struct ChildPlan<'a> {
     argv: *const *const libc::c_char,
     envp: *mut *mut libc::c_char,
     cwd: *const libc::c_char,
+    /// Where `LISTEN_PID`'s digits go; null when the child inherits nothing.
     pid_slot: *mut u8,
     sources: &'a [RawFd],
     total: RawFd,
@@ -290,7 +304,9 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         fail(ChildStep::Chdir, err_fd);
     }
 
-    write_pid_digits(plan.pid_slot, libc::getpid());
+    if !plan.pid_slot.is_null() {
+        write_pid_digits(plan.pid_slot, libc::getpid());
+    }
     libc::execve(plan.exe, plan.argv, plan.envp as *const *const libc::c_char);
     fail(ChildStep::Exec, err_fd)
 }

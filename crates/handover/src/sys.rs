@@ -58,7 +58,8 @@ pub struct Program {
 
 /// Starts `program` with `listeners` (fd, name) at fds 3.. and `LISTEN_FDS`,
 /// `LISTEN_FDNAMES` and `LISTEN_PID` (its own PID) set; no other fd of this process reaches it,
-/// and it starts with no signal blocked. Blocking until the exec has succeeded or failed;
+/// and it starts with no signal blocked. With no listeners none of these variables is set
+/// (and any in `program.env` is removed): the program inherits nothing. Blocking until the exec has succeeded or failed;
 /// returns the PID. The caller must reap it ([`try_reap`], [`reap_any`]).
 pub fn spawn_with_listeners(program: &Program, listeners: &[(RawFd, String)]) -> io::Result<u32> {
     spawn::spawn(SpawnRequest {

@@ -12,11 +12,13 @@ use tokio::signal::unix::Signal;
 
 use crate::drain::Shared;
 use crate::error::UpgradeError;
+use crate::lineage::{Successor, UpgradeRecord};
 use crate::spawn::{self, SpawnFailure, SpawnRequest};
 
 /// The byte the new generation sends when it is ready to accept.
 pub(crate) const READY: u8 = b'R';
-/// The byte the old generation answers once it has stopped accepting.
+/// The byte the old generation answers once it has stopped accepting; the record line of the
+/// upgrade follows it in the same write (see [`crate::lineage`]).
 pub(crate) const GO_AHEAD: u8 = b'A';
 
 /// How to start the next generation.
@@ -26,7 +28,7 @@ pub(crate) struct UpgradeConfig {
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
     pub timeout: Duration,
-    /// This process's generation; the child gets the next one.
+    /// This process's generation.
     pub generation: u64,
 }
 
@@ -35,6 +37,26 @@ pub(crate) struct UpgradeConfig {
 pub struct Upgraded {
     /// PID of the new generation, which now accepts all new connections.
     pub new_pid: u32,
+    /// Its generation number.
+    pub generation: u64,
+}
+
+/// What asked for an upgrade, and when.
+#[derive(Debug, Clone)]
+pub(crate) struct Start {
+    pub trigger: &'static str,
+    pub started: std::time::SystemTime,
+    pub t0: std::time::Instant,
+}
+
+/// A handover done: the new generation was told to go ahead.
+#[derive(Debug)]
+pub(crate) struct HandedOver {
+    pub upgraded: Upgraded,
+    /// From the trigger to the go-ahead.
+    pub duration: Duration,
+    /// The channel to it, kept open to hear how it fares.
+    pub successor: Successor,
 }
 
 /// Kills and reaps the child unless disarmed: dropping an unfinished upgrade (timeout,
@@ -58,8 +80,10 @@ impl Drop for ChildGuard {
 pub(crate) async fn attempt(
     shared: &Arc<Shared>,
     cfg: &UpgradeConfig,
+    start: &Start,
+    generation: u64,
     sigchld: &mut Signal,
-) -> Result<Upgraded, UpgradeError> {
+) -> Result<HandedOver, UpgradeError> {
     if spawn::own_pid() == 1 {
         return Err(UpgradeError::Pid1);
     }
@@ -102,7 +126,7 @@ pub(crate) async fn attempt(
             owned: &owned,
             sync: Some(theirs_fd),
             block_upgrade_signals: true,
-            generation: Some(cfg2.generation + 1),
+            generation: Some(generation),
         });
         // The listeners must stay open until the child has its copies.
         drop(listeners);
@@ -164,7 +188,17 @@ pub(crate) async fn attempt(
     if !shared.pause_accepting().await {
         return Err(UpgradeError::Draining);
     }
-    if channel.write_all(&[GO_AHEAD]).await.is_err() {
+    let duration = start.t0.elapsed();
+    let mut go = vec![GO_AHEAD];
+    go.extend(
+        UpgradeRecord {
+            trigger: start.trigger.to_string(),
+            started: start.started,
+            duration,
+        }
+        .encode(),
+    );
+    if channel.write_all(&go).await.is_err() {
         // It died between READY and our answer: take the listeners back.
         shared.resume_accepting();
         return Err(why_gone(&mut child, sigchld).await);
@@ -172,7 +206,14 @@ pub(crate) async fn attempt(
     // Told to go ahead: from here on it is the successor, even if this future is dropped.
     // Accepting stays paused; the caller starts the drain once it has recorded the handover.
     child.armed = false;
-    Ok(Upgraded { new_pid: upid })
+    Ok(HandedOver {
+        upgraded: Upgraded {
+            new_pid: upid,
+            generation,
+        },
+        duration,
+        successor: Successor::new(pid, generation, channel),
+    })
 }
 
 /// The error for a child that closed the readiness channel: how it ended if it exits soon
