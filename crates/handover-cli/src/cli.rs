@@ -108,9 +108,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub upstream_timeout: Option<Duration>,
 
-    /// With --proxy http://: how long a client connection may stay idle between requests, or
-    /// take to send a request head (408 then, if it had started one); the connection is
-    /// closed. [default: 75s]
+    /// With --proxy http://: how long a client connection may stay idle between requests,
+    /// take to send a request head, or pause in the middle of a request body (408 then, if it
+    /// had started one); the connection is closed. [default: 75s]
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub client_timeout: Option<Duration>,
 
