@@ -89,29 +89,33 @@
 #![warn(missing_docs)]
 
 mod addr;
-mod control;
+mod attempt;
 #[cfg(feature = "control")]
-mod control_serve;
+mod control_handler;
 mod drain;
 mod duration;
 mod env;
 mod error;
 mod handover;
 mod lineage;
-mod listeners;
+mod listener;
+mod os;
 mod pidfile;
+mod running;
 mod spawn;
+#[cfg(feature = "supervisor")]
 pub mod sys;
 mod systemd;
-mod upgrade;
 
-#[cfg(feature = "control")]
+#[cfg(feature = "supervisor")]
 pub mod control_socket;
+#[cfg(all(feature = "control", not(feature = "supervisor")))]
+mod control_socket;
 #[cfg(feature = "http")]
 pub mod http;
 
 pub use addr::{AddrParseError, ListenAddr};
-pub use control::{Exit, Running};
+pub use attempt::Upgraded;
 pub use drain::{DrainReason, DrainSignal};
 pub use duration::{parse_duration, DurationParseError};
 pub use env::EnvError;
@@ -120,6 +124,6 @@ pub use handover::{
     Builder, Handover, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_GRACE,
     DEFAULT_UPGRADE_TIMEOUT,
 };
-pub use listeners::{Connection, Listener, Peer};
+pub use listener::{Connection, Listener, Peer};
+pub use running::{Exit, Running};
 pub use spawn::ExitStatus;
-pub use upgrade::Upgraded;

@@ -2,17 +2,16 @@
 //! One upgrade at a time; triggers that arrive meanwhile join it.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::drain::{DrainReason, Shared};
+use crate::attempt::{self, HandedOver, Start, UpgradeConfig, Upgraded};
+use crate::drain::{DrainReason, ServingState};
 use crate::error::UpgradeError;
 use crate::lineage::{Predecessor, Successor, Verdict, HANDED_OVER, STOPPING};
 use crate::systemd::Notifier;
-use crate::upgrade::{self, HandedOver, Start, UpgradeConfig, Upgraded};
 use crate::{env, pidfile, spawn};
 
 type Reply = oneshot::Sender<Result<Upgraded, UpgradeError>>;
@@ -109,7 +108,7 @@ impl Finish {
 /// A handle on the serving process, returned by [`crate::Handover::ready`]. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Running {
-    shared: Arc<Shared>,
+    shared: Arc<ServingState>,
     commands: mpsc::UnboundedSender<Command>,
     finish: Arc<Finish>,
 }
@@ -132,17 +131,9 @@ pub struct Exit {
     pub abandoned_connections: usize,
 }
 
-impl Exit {
-    /// The exit status for `main`: success after a drain, whether clean or cut at the deadline
-    /// (the deadline is the operator's choice, not a failure).
-    pub fn code(&self) -> ExitCode {
-        ExitCode::SUCCESS
-    }
-}
-
 impl Running {
     pub(crate) fn start(
-        shared: Arc<Shared>,
+        shared: Arc<ServingState>,
         cfg: UpgradeConfig,
         signals: Signals,
         finish: Finish,
@@ -241,7 +232,7 @@ impl Running {
         &self.finish
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<ServingState> {
         &self.shared
     }
 
@@ -271,7 +262,7 @@ impl Running {
 }
 
 async fn control_loop(
-    shared: Arc<Shared>,
+    shared: Arc<ServingState>,
     cfg: UpgradeConfig,
     mut signals: Signals,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -368,7 +359,10 @@ async fn control_loop(
                     "upgrade started by {source}: executing {}",
                     cfg.exe.display()
                 );
-                finish.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                finish.notify(&format!(
+                    "RELOADING=1\nMONOTONIC_USEC={}",
+                    crate::os::monotonic_usec()
+                ));
                 waiters.extend(reply);
                 current = Some(start.clone());
                 let shared = Arc::clone(&shared);
@@ -376,7 +370,7 @@ async fn control_loop(
                 let chld = Arc::clone(&chld);
                 running = Some(Box::pin(async move {
                     let mut chld = chld.lock().await;
-                    upgrade::attempt(&shared, &cfg, &start, generation, &mut chld).await
+                    attempt::run(&shared, &cfg, &start, generation, &mut chld).await
                 }));
             }
             Trigger::Done(result) => {
@@ -472,7 +466,7 @@ fn record(
 /// The successor told to go ahead has exited (and been reaped): log how, and take the
 /// listeners back if it crashed while it was the one serving and this process can.
 fn after_successor_exit(
-    shared: &Shared,
+    shared: &ServingState,
     finish: &Finish,
     s: &Successor,
     status: spawn::ExitStatus,
@@ -525,16 +519,9 @@ async fn recv_opt(s: &mut Option<Signal>) -> Option<()> {
     }
 }
 
-fn draining_now(shared: &Shared) -> Option<(tokio::time::Instant, DrainReason)> {
+fn draining_now(shared: &ServingState) -> Option<(tokio::time::Instant, DrainReason)> {
     match *shared.phase.borrow() {
         crate::drain::Phase::Draining { deadline, reason } => Some((deadline, reason)),
         _ => None,
     }
-}
-
-fn monotonic_usec() -> u64 {
-    // SAFETY: clock_gettime with a valid out-pointer.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
