@@ -1,19 +1,26 @@
 //! `handover`: the supervisor for zero-downtime upgrades of servers written in any language.
 //! See README.md for usage, and `handover --help`.
 //!
+//! `main.rs` only calls [`main`]; everything is here, so that the state machine is tested as a
+//! unit (`supervisor/tests.rs`).
+//!
 //! | module | one reason to change |
 //! |---|---|
 //! | `cli` | the command line and its help |
 //! | `run` | start-up order and clean-up of `handover run` |
 //! | `supervisor` | the state machine: upgrade, rollback, restart, drain, stop |
 //! | `events` | what the supervisor reacts to |
-//! | `worker`, `upgrade`, `restart` | one worker; one upgrade's bookkeeping; the restart backoff |
+//! | `worker` | one worker, and [`Launch`](worker::Launch), the seam that starts and signals workers |
+//! | `pending_upgrade` | one upgrade's bookkeeping: who waits for it, its record |
+//! | `restart` | the restart backoff |
 //! | `readiness`, `notify`, `probe` | readiness modes; per-worker `NOTIFY_SOCKET`; TCP/HTTP probes |
 //! | `reaper` | the one place that reaps children |
-//! | `signals`, `watch`, `control` | the triggers: signals, a watched file, the control socket |
-//! | `listeners`, `paths` | the listening sockets; where files live |
+//! | `signals`, `watch`, `control_handler` | the triggers: signals, a watched file, the control socket |
+//! | `listen_socket`, `paths` | the listening sockets; where files live |
 //! | `proxy` | proxy mode (`--proxy`): forwarding to workers that bind their own port |
 //! | `client`, `status` | `handover upgrade/status/stop` |
+//!
+//! System calls go through `handover::sys`; this crate has no `unsafe`.
 
 mod cli;
 mod client;

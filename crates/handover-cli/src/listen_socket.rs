@@ -57,11 +57,7 @@ impl ListenSocket {
     /// Removes the Unix socket file this supervisor created (at the final stop).
     pub fn remove_created_file(&self) {
         if let Some(path) = &self.created_file {
-            if let Err(e) = std::fs::remove_file(path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!("cannot remove {}: {e}", path.display());
-                }
-            }
+            sys::remove_created_file(path);
         }
     }
 }

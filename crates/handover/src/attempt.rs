@@ -46,7 +46,7 @@ pub struct Upgraded {
 pub(crate) struct Start {
     pub trigger: &'static str,
     pub started: std::time::SystemTime,
-    pub t0: std::time::Instant,
+    pub t0: tokio::time::Instant,
 }
 
 /// A handover done: the new generation was told to go ahead.

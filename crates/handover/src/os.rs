@@ -155,6 +155,16 @@ pub(crate) fn remove_stale_socket(path: &Path, live: &str) -> io::Result<()> {
     }
 }
 
+/// Removes a file this process created (a socket file, at the final stop): one already gone
+/// is fine, any other failure is logged, not returned, since the stop goes on.
+pub fn remove_created_file(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::debug!("removed {}", path.display()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+    }
+}
+
 /// What a failed `accept(2)` says about the listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcceptError {

@@ -11,7 +11,9 @@ use crate::addr::ListenAddr;
 use crate::os;
 use crate::spawn::{self, SpawnFailure, SpawnRequest};
 
-pub use crate::os::{after_accept_error, signal_name, signal_number, AcceptError, ACCEPT_PAUSE};
+pub use crate::os::{
+    after_accept_error, remove_created_file, signal_name, signal_number, AcceptError, ACCEPT_PAUSE,
+};
 
 pub use crate::spawn::ExitStatus;
 

@@ -7,7 +7,9 @@
 //! | `mod` (here) | `--proxy` parsing; the routing table shared with the supervisor |
 //! | `upstream` | one worker as seen by the proxy: its address, in-flight count, drain |
 //! | `cidr` | `--trusted-proxy` |
+//! | `policy` | the one header policy of both HTTP paths (hop-by-hop, framing, forwarding headers) |
 //! | `relay`, `message`, `chunked`, `inbuf`, `conns`, `lazy_timer` | the HTTP/1 relay; heads; chunked bodies; read buffers; its worker connections; its timeouts |
+//! | `request`, `response` | the relay's client request heads and worker response heads: parse, check, write |
 //! | `http`, `rewind`, `pool`, `sent`, `headers` | h2c clients (through hyper) |
 //! | `tcp` | the TCP proxy |
 //! | `spin`, `cut` | busy-polling for awaited answers (`--busy-poll`); the drain-deadline cut |
