@@ -22,6 +22,8 @@
 //!
 //! System calls go through `handover::sys`; this crate has no `unsafe`.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod client;
 mod control_handler;

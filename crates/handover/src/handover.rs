@@ -196,8 +196,7 @@ fn adopt_readiness_fd(fd: i32) -> Result<std::os::unix::net::UnixStream, Error> 
         Ok(false) => return Err(bad("is not a socket".into())),
         Ok(true) => {}
     }
-    // SAFETY: the previous generation handed this fd to us alone.
-    let s: std::os::unix::net::UnixStream = unsafe { os::adopt_fd(fd) };
+    let s: std::os::unix::net::UnixStream = os::claim_inherited(fd);
     let sock = socket2::SockRef::from(&s);
     sock.set_cloexec(true)
         .map_err(|e| bad(format!("cannot set close-on-exec: {e}")))?;

@@ -46,8 +46,7 @@ pub(crate) fn adopt_inherited(
             Ok(false) => return Err(bad("is not a socket".into())),
             Ok(true) => {}
         }
-        // SAFETY: the protocol hands this fd to us; we are its only owner from here on.
-        let socket: Socket = unsafe { os::adopt_fd(f.fd) };
+        let socket: Socket = os::claim_inherited(f.fd);
         // Until validation passes, do not close an fd we may not end up owning.
         let socket = scopeguard_forget_on_error(socket, |s| {
             if s.r#type()? != Type::STREAM {

@@ -47,14 +47,13 @@ pub(crate) fn is_socket(fd: RawFd) -> io::Result<bool> {
     Ok(st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
 }
 
-/// Takes ownership of an inherited fd number.
-///
-/// # Safety
-///
-/// `fd` must be open and owned by nobody else in this process (the inheritance protocol
-/// hands it to us alone).
-pub(crate) unsafe fn adopt_fd<T: std::os::fd::FromRawFd>(fd: RawFd) -> T {
-    // SAFETY: see the function's contract.
+/// Takes ownership of an fd number named by the inheritance variables (a listener or the
+/// readiness channel), once [`is_socket`] has said it is an open socket. Callers claim each
+/// such number once, at start-up (`listener::adopt_inherited`, `handover.rs`).
+pub(crate) fn claim_inherited<T: std::os::fd::FromRawFd>(fd: RawFd) -> T {
+    // SAFETY: the previous generation (or systemd) handed this fd to this process alone; the
+    // variables were cleared when they were read, and each number is claimed once, so nothing
+    // else in the process owns or closes it.
     unsafe { T::from_raw_fd(fd) }
 }
 
