@@ -93,7 +93,8 @@ impl Builder {
     }
 
     /// Answers `handover upgrade`, `handover status` and `handover stop` on a Unix socket at
-    /// `path` (mode 0600, same uid or root only; see [`crate::control_socket`]). Every
+    /// `path` (mode 0600, same uid or root only; the protocol is `handover::control_socket`,
+    /// public with the `supervisor` feature). Every
     /// generation answers on the same socket; the final stop removes it.
     #[cfg(feature = "control")]
     pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
