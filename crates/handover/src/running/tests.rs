@@ -187,3 +187,39 @@ async fn after_a_handover_the_process_drains_and_refuses_to_upgrade_again() {
     }
     assert_eq!(attempts.count(), 0, "no second new process");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_is_capped_by_its_deadline_and_counts_what_it_abandoned() {
+    let attempts = Attempts::default();
+    let running = start(&attempts).await;
+    let _open = running.shared().track();
+    let t0 = tokio::time::Instant::now();
+    running.stop();
+    let exit = running.wait().await;
+    assert_eq!(t0.elapsed(), Duration::from_secs(30), "the drain timeout");
+    assert_eq!(
+        exit,
+        Exit {
+            reason: DrainReason::Stopped,
+            abandoned_connections: 1,
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_ends_as_soon_as_the_last_connection_closes() {
+    let attempts = Attempts::default();
+    let running = start(&attempts).await;
+    let open = running.shared().track();
+    let t0 = tokio::time::Instant::now();
+    running.stop();
+    let closer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(open);
+    });
+    let exit = running.wait().await;
+    closer.await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    assert_eq!(exit.abandoned_connections, 0);
+    assert_eq!(running.live_connections(), 0);
+}
