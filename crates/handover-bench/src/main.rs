@@ -1,5 +1,18 @@
 //! `handover-bench`: the load + upgrade benchmark of issue 3. See `--help` and the crate's
 //! README for what it measures and how failures are counted.
+//!
+//! | module | one reason to change |
+//! |---|---|
+//! | `cli`, `plan` | the command line; the scenario matrix and its order |
+//! | `run` | one run: start a server, drive load with or without upgrades, stop it |
+//! | `server` | the servers under test (handover's `hello`, axum, peers such as nginx and Go) |
+//! | `binaries` | the v1 and v2 builds of `hello` |
+//! | `process`, `reaper`, `abort`, `rlimit` | a server's lifecycle; reaping orphans; Ctrl-C; `RLIMIT_NOFILE` |
+//! | `load`, `http1`, `wrk` | the load client; the HTTP/1.1 it speaks; the wrk cross-check |
+//! | `upgrade`, `probe`, `generations`, `version` | timing upgrades; the fresh-connection probe; who answered |
+//! | `idle_conns` | the 10,000 idle keep-alive connections phase |
+//! | `proxy`, `cpu` | the `--phases proxy` comparison; CPU time per request |
+//! | `report` | `report.json`, `chart.svg` and the table |
 
 mod abort;
 mod binaries;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::listeners::ListenSpec;
+use crate::listen_socket::ListenSpec;
 use crate::proxy::{Cidr, ProxySpec};
 use crate::readiness::ReadyMode;
 use crate::signals::Signal;

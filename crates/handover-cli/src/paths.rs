@@ -1,19 +1,20 @@
 //! Where things live: the default control socket, and the private runtime directory holding
 //! each worker's notification socket.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use handover::sys;
 
 /// The directory of default control sockets: `$XDG_RUNTIME_DIR/handover`, else
 /// `/run/handover` for root, else `/tmp/handover-<uid>`.
 pub fn default_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if Path::new(&d).is_absolute() => Path::new(&d).join("handover"),
-        _ if euid() == 0 => PathBuf::from("/run/handover"),
-        _ => PathBuf::from(format!("/tmp/handover-{}", euid())),
+        _ if sys::euid() == 0 => PathBuf::from("/run/handover"),
+        _ => PathBuf::from(format!("/tmp/handover-{}", sys::euid())),
     }
 }
 
@@ -44,12 +45,12 @@ pub fn prepare_control_dir(socket: &Path) -> Result<(), String> {
         .map_err(fail)?;
     if dir == default_dir() {
         let m = std::fs::symlink_metadata(dir).map_err(fail)?;
-        if !m.is_dir() || m.uid() != euid() || m.mode() & 0o022 != 0 {
+        if !m.is_dir() || m.uid() != sys::euid() || m.mode() & 0o022 != 0 {
             return Err(format!(
                 "{} must be a directory owned by uid {} and writable only by it (found uid {}, mode {:o}); \
                  remove it or choose another path with --control",
                 dir.display(),
-                euid(),
+                sys::euid(),
                 m.uid(),
                 m.mode() & 0o7777
             ));
@@ -125,16 +126,7 @@ impl RuntimeDir {
                 base.display()
             )
         };
-        let c = CString::new(template.as_os_str().as_bytes())
-            .map_err(|e| fail(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        let mut buf = c.into_bytes_with_nul();
-        // SAFETY: mkdtemp writes into the NUL-terminated template buffer it is given.
-        let r = unsafe { libc::mkdtemp(buf.as_mut_ptr().cast()) };
-        if r.is_null() {
-            return Err(fail(io::Error::last_os_error()));
-        }
-        buf.pop();
-        let path = PathBuf::from(OsStr::from_bytes(&buf));
+        let path = sys::make_private_dir(&template).map_err(fail)?;
         if path.as_os_str().len() > 80 {
             let _ = std::fs::remove_dir(&path);
             return Err(format!(
@@ -155,11 +147,6 @@ impl Drop for RuntimeDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
-}
-
-fn euid() -> u32 {
-    // SAFETY: plain syscall without arguments.
-    unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]

@@ -11,14 +11,14 @@ use handover::sys::{self, SystemdNotifier};
 
 use crate::cli::RunArgs;
 use crate::events::Events;
-use crate::listeners::{self, Listener};
+use crate::listen_socket::{self, ListenSocket};
 use crate::paths::{self, RuntimeDir};
 use crate::proxy::{self, ProxySpec};
 use crate::readiness::{ReadyMode, HEALTH_PORT_VAR};
 use crate::restart::Backoff;
 use crate::supervisor::{Config, Outcome, Supervisor};
-use crate::worker::Launcher;
-use crate::{control, reaper, signals, watch};
+use crate::worker::ProcessLauncher;
+use crate::{control_handler, reaper, signals, watch};
 
 /// Runs the supervisor; errors are printed as `handover: ...` with exit status 1.
 pub fn main(args: RunArgs) -> ExitCode {
@@ -74,7 +74,7 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
         signals::start(tx.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
         let control = ControlServer::bind(&control_path)
             .map_err(|e| format!("cannot create the control socket: {e}"))?;
-        let listeners = listeners::bind_all(&args.listen, args.backlog)?;
+        let listeners = listen_socket::bind_all(&args.listen, args.backlog)?;
         let proxy_listener = match args.proxy {
             Some(spec) => Some(proxy::bind(spec, args.backlog)?),
             None => None,
@@ -128,7 +128,7 @@ async fn supervise(
     args: &RunArgs,
     name: String,
     program: PathBuf,
-    listeners: &[Listener],
+    listeners: &[ListenSocket],
     proxy_listener: Option<(ProxySpec, std::net::TcpListener)>,
     runtime_dir: &RuntimeDir,
     tx: Events,
@@ -136,14 +136,14 @@ async fn supervise(
     control: ControlServer,
 ) -> Result<Outcome, String> {
     let systemd = SystemdNotifier::from_env();
-    let launcher = Launcher {
+    let launcher = ProcessLauncher {
         program: sys::Program {
             path: program,
             args: args.command.clone(),
             cwd: std::env::current_dir().map_err(|e| e.to_string())?,
             env: worker_env(),
         },
-        listeners: listeners.iter().map(Listener::as_pass).collect(),
+        listeners: listeners.iter().map(ListenSocket::as_pass).collect(),
         ready: ready_mode(args),
         runtime_dir: runtime_dir.path().to_path_buf(),
         events: tx.clone(),
@@ -160,7 +160,7 @@ async fn supervise(
         max_draining: args.max_draining as usize,
         backoff: Backoff::new(args.restart_backoff, args.restart_backoff_max),
     };
-    let mut supervisor = Supervisor::new(cfg, launcher, systemd);
+    let mut supervisor = Supervisor::new(cfg, Box::new(launcher), tx.clone(), systemd);
     // Kept until the supervisor is done; dropping it ends every proxied connection.
     let mut _proxy_runtime = None;
     if let Some((spec, listener)) = proxy_listener {
@@ -175,7 +175,7 @@ async fn supervise(
         _proxy_runtime = Some(rt);
     }
     supervisor.start()?;
-    let control = control::serve(control, tx.clone());
+    let control = control_handler::serve(control, tx.clone());
     watch::start(&args.watch, args.watch_debounce, &tx);
     drop(tx);
     let outcome = supervisor.run(rx).await;
@@ -238,7 +238,7 @@ fn find_executable(command: &Path, cwd: &Path) -> Result<PathBuf, String> {
 
 /// Removes what the supervisor created, however `run` ends after binding.
 struct Cleanup<'a> {
-    listeners: &'a [Listener],
+    listeners: &'a [ListenSocket],
     pid_file: Option<PathBuf>,
 }
 

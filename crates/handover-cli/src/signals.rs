@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use handover::sys;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::events::{Event, Events};
@@ -17,17 +18,10 @@ pub struct Signal {
     pub name: &'static str,
 }
 
-const SIGNALS: &[(&str, i32)] = &[
-    ("SIGHUP", libc::SIGHUP),
-    ("SIGINT", libc::SIGINT),
-    ("SIGQUIT", libc::SIGQUIT),
-    ("SIGKILL", libc::SIGKILL),
-    ("SIGUSR1", libc::SIGUSR1),
-    ("SIGUSR2", libc::SIGUSR2),
-    ("SIGTERM", libc::SIGTERM),
-    ("SIGWINCH", libc::SIGWINCH),
-    ("SIGCONT", libc::SIGCONT),
-    ("SIGALRM", libc::SIGALRM),
+/// The signals `--stop-signal` accepts (their numbers come from the library's one table).
+const STOP_SIGNALS: &[&str] = &[
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGWINCH",
+    "SIGCONT", "SIGALRM",
 ];
 
 impl FromStr for Signal {
@@ -40,18 +34,18 @@ impl FromStr for Signal {
         } else {
             format!("SIG{upper}")
         };
-        let found = SIGNALS.iter().find(|(name, number)| {
-            *name == full || upper.parse::<i32>().is_ok_and(|n| n == *number)
-        });
+        let found = STOP_SIGNALS
+            .iter()
+            .filter_map(|&name| Some((name, sys::signal_number(name)?)))
+            .find(|&(name, number)| {
+                name == full || upper.parse::<i32>().is_ok_and(|n| n == number)
+            });
         match found {
-            Some(&(name, number)) => Ok(Signal { number, name }),
-            None => {
-                let known: Vec<&str> = SIGNALS.iter().map(|(n, _)| *n).collect();
-                Err(format!(
-                    "unknown signal {s:?}; expected one of {} (with or without SIG), or its number",
-                    known.join(", ")
-                ))
-            }
+            Some((name, number)) => Ok(Signal { number, name }),
+            None => Err(format!(
+                "unknown signal {s:?}; expected one of {} (with or without SIG), or its number",
+                STOP_SIGNALS.join(", ")
+            )),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! * **Stop**: every worker gets the stop signal; the loop ends once all are reaped.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use handover::control_socket::{
     ServerKind, ServerState, Status, StopReport, UpgradeRecord, WorkerState, STATUS_SCHEMA_VERSION,
@@ -17,13 +17,14 @@ use handover::control_socket::{
 use handover::sys::{ExitStatus, SystemdNotifier};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use crate::events::{Event, Events, UpgradeReply, WorkerId};
+use crate::pending_upgrade::PendingUpgrade;
 use crate::proxy::Proxy;
 use crate::restart::{Backoff, STABLE_AFTER};
 use crate::signals::Signal;
-use crate::upgrade::PendingUpgrade;
-use crate::worker::{Launcher, Role, Worker};
+use crate::worker::{Launch, Role, Worker};
 
 /// The fixed settings.
 #[derive(Debug)]
@@ -50,7 +51,7 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Supervisor {
     cfg: Config,
-    launcher: Launcher,
+    launcher: Box<dyn Launch>,
     events: Events,
     systemd: Option<SystemdNotifier>,
     /// Proxy mode: where new requests and connections go.
@@ -74,9 +75,14 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor with no worker yet.
-    pub fn new(cfg: Config, launcher: Launcher, systemd: Option<SystemdNotifier>) -> Self {
-        let events = launcher.events.clone();
+    /// A supervisor with no worker yet. `events` is the sending side of the channel
+    /// [`Supervisor::run`] reads, for the supervisor's own timers.
+    pub fn new(
+        cfg: Config,
+        launcher: Box<dyn Launch>,
+        events: Events,
+        systemd: Option<SystemdNotifier>,
+    ) -> Self {
         let backoff = cfg.backoff.clone();
         Supervisor {
             cfg,
@@ -127,6 +133,7 @@ impl Supervisor {
         }
     }
 
+    /// Handles one event: every transition of the state machine starts here.
     fn handle(&mut self, event: Event) {
         match event {
             Event::Exited { pid, status } => self.on_exit(pid, status),
@@ -164,7 +171,7 @@ impl Supervisor {
         tracing::info!(
             "started {role}, {}; waiting for readiness ({}, at most {:?})",
             worker.describe(),
-            self.launcher.ready,
+            self.launcher.readiness(),
             self.cfg.ready_timeout
         );
         self.workers.insert(id, worker);
@@ -220,7 +227,7 @@ impl Supervisor {
         if w.state != WorkerState::Starting {
             return;
         }
-        w.signal(libc::SIGKILL);
+        self.launcher.signal(w.pid, libc::SIGKILL);
         w.state = WorkerState::Killed;
         let reason = format!(
             "the new worker ({}) was not ready within {:?}{}; it was killed",
@@ -266,7 +273,10 @@ impl Supervisor {
             return;
         }
         tracing::info!("upgrade requested by {trigger}: starting a new worker");
-        self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        self.notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            handover::sys::monotonic_usec()
+        ));
         self.restart_pending = None; // a scheduled restart is superseded by the upgrade
         match self.launch(Role::Upgrade) {
             Ok(id) => {
@@ -384,7 +394,7 @@ impl Supervisor {
             timer.abort();
             return;
         };
-        w.signal(signal.number);
+        self.launcher.signal(w.pid, signal.number);
         w.add_task(timer);
         tracing::info!(
             "sent {signal} to {} ({why}); SIGKILL in {delay:?} if it is still running",
@@ -409,7 +419,7 @@ impl Supervisor {
                     self.cfg.drain_timeout,
                     self.cfg.stop_signal
                 );
-                w.signal(libc::SIGKILL);
+                self.launcher.signal(w.pid, libc::SIGKILL);
                 w.state = WorkerState::Killed;
             }
         }
@@ -512,7 +522,7 @@ impl Supervisor {
                 tracing::warn!("second stop request ({trigger}): killing every worker now");
                 self.killed = true;
                 for w in self.workers.values_mut() {
-                    w.signal(libc::SIGKILL);
+                    self.launcher.signal(w.pid, libc::SIGKILL);
                     w.state = WorkerState::Killed;
                 }
             }
@@ -591,9 +601,5 @@ impl Supervisor {
     }
 }
 
-fn monotonic_usec() -> u64 {
-    // SAFETY: clock_gettime with a valid out-pointer.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-}
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,7 @@
 //! One worker process: how it is started (listeners at fds 3.., its own readiness check) and
-//! what the supervisor remembers about it.
+//! what the supervisor remembers about it. Starting and signalling go through [`Launch`], the
+//! supervisor's one seam to the operating system, so that its state machine can be tested
+//! without processes.
 
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
@@ -7,11 +9,11 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use handover::control_socket::{WorkerState, WorkerStatus};
 use handover::sys;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use crate::events::{Events, WorkerId};
 use crate::readiness::{self, ReadyMode};
@@ -47,18 +49,25 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The record of a worker just started as `pid`, not yet ready.
+    pub fn new(id: WorkerId, pid: u32, generation: u64, port: Option<u16>) -> Worker {
+        Worker {
+            id,
+            pid,
+            generation,
+            state: WorkerState::Starting,
+            started: Instant::now(),
+            ready_at: None,
+            port,
+            restart_when_reaped: false,
+            last_probe_error: Arc::new(Mutex::new(None)),
+            tasks: Vec::new(),
+        }
+    }
+
     /// Ties a task (a timer, the readiness check) to this worker's life.
     pub fn add_task(&mut self, task: AbortHandle) {
         self.tasks.push(task);
-    }
-
-    /// Sends `signal`; a worker that has already exited (not yet reaped) is not an error.
-    pub fn signal(&self, signal: i32) {
-        if let Err(e) = sys::send_signal(self.pid, signal) {
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                tracing::warn!("cannot signal pid {}: {e}", self.pid);
-            }
-        }
     }
 
     /// `generation N (pid P)`, for messages.
@@ -95,9 +104,24 @@ impl Drop for Worker {
     }
 }
 
-/// Starts workers: the same program, listeners and readiness mode each time.
+/// How the supervisor starts and signals workers.
+pub trait Launch: std::fmt::Debug + Send {
+    /// Starts worker `id` of `generation` with its readiness check, which reports through the
+    /// events channel. Blocks until the exec has succeeded or failed (milliseconds); the error
+    /// names the program.
+    fn launch(&self, id: WorkerId, generation: u64) -> Result<Worker, String>;
+
+    /// Sends `signal` to `pid`; a worker that has already exited (not yet reaped) is not an
+    /// error.
+    fn signal(&self, pid: u32, signal: i32);
+
+    /// How readiness is checked, for messages.
+    fn readiness(&self) -> String;
+}
+
+/// Starts workers as processes: the same program, listeners and readiness mode each time.
 #[derive(Debug)]
-pub struct Launcher {
+pub struct ProcessLauncher {
     pub program: sys::Program,
     pub listeners: Vec<(RawFd, String)>,
     pub ready: ReadyMode,
@@ -108,10 +132,8 @@ pub struct Launcher {
     pub port_env: Option<String>,
 }
 
-impl Launcher {
-    /// Starts worker `id` and its readiness check. Blocks until the exec has succeeded or
-    /// failed (milliseconds); the error names the program.
-    pub fn launch(&self, id: WorkerId, generation: u64) -> Result<Worker, String> {
+impl Launch for ProcessLauncher {
+    fn launch(&self, id: WorkerId, generation: u64) -> Result<Worker, String> {
         let mut program = self.program.clone();
         let port = match &self.port_env {
             Some(var) => {
@@ -127,21 +149,26 @@ impl Launcher {
         program.env.extend(prepared.env.iter().cloned());
         let pid =
             sys::spawn_with_listeners(&program, &self.listeners).map_err(|e| e.to_string())?;
-        let last_probe_error = Arc::new(Mutex::new(None));
-        let check =
-            tokio::spawn(prepared.run(id, self.events.clone(), Arc::clone(&last_probe_error)));
-        Ok(Worker {
+        let mut worker = Worker::new(id, pid, generation, port);
+        let check = tokio::spawn(prepared.run(
             id,
-            pid,
-            generation,
-            state: WorkerState::Starting,
-            started: Instant::now(),
-            ready_at: None,
-            port,
-            restart_when_reaped: false,
-            last_probe_error,
-            tasks: vec![check.abort_handle()],
-        })
+            self.events.clone(),
+            Arc::clone(&worker.last_probe_error),
+        ));
+        worker.add_task(check.abort_handle());
+        Ok(worker)
+    }
+
+    fn signal(&self, pid: u32, signal: i32) {
+        if let Err(e) = sys::send_signal(pid, signal) {
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                tracing::warn!("cannot signal pid {pid}: {e}");
+            }
+        }
+    }
+
+    fn readiness(&self) -> String {
+        self.ready.to_string()
     }
 }
 

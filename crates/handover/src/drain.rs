@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify, RwLock};
 use tokio::time::Instant;
 
-use crate::listeners::ListenerInner;
+use crate::listener::ListenerInner;
 
 /// Where this process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub(crate) enum Phase {
     Paused,
     /// No longer accepting; live connections finish until `deadline`. After a handover this
     /// can still turn back into `Serving`, if the successor crashes (see
-    /// [`Shared::resume_after_handover`]); after a stop it cannot.
+    /// [`ServingState::resume_after_handover`]); after a stop it cannot.
     Draining {
         deadline: Instant,
         reason: DrainReason,
@@ -41,7 +41,7 @@ pub enum DrainReason {
     Stopped,
 }
 
-pub(crate) struct Shared {
+pub(crate) struct ServingState {
     pub phase: watch::Sender<Phase>,
     /// Mirrors `phase` being `Draining`, for the per-request path.
     draining: AtomicBool,
@@ -67,18 +67,18 @@ struct NoticeBoard {
     open: std::collections::HashMap<u64, Arc<Notify>>,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for ServingState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("ServingState")
             .field("phase", &*self.phase.borrow())
             .field("live_connections", &self.conns.live())
             .finish_non_exhaustive()
     }
 }
 
-impl Shared {
+impl ServingState {
     pub(crate) fn new(drain_timeout: Duration, idle_grace: Duration) -> Arc<Self> {
-        Arc::new(Shared {
+        Arc::new(ServingState {
             phase: watch::channel(Phase::Starting).0,
             draining: AtomicBool::new(false),
             finished: AtomicBool::new(false),
@@ -124,7 +124,7 @@ impl Shared {
         paused
     }
 
-    /// Accepts again after [`Shared::pause_accepting`], when the successor died before it was
+    /// Accepts again after [`ServingState::pause_accepting`], when the successor died before it was
     /// told to go ahead.
     pub(crate) fn resume_accepting(&self) {
         self.phase.send_if_modified(|p| match p {
@@ -138,7 +138,7 @@ impl Shared {
 
     /// Accepts again after a handover whose successor crashed: `Draining` after an upgrade
     /// becomes `Serving`. `false` (and nothing changes) if this process is not draining after
-    /// a handover, or its drain is already over ([`Shared::claim_end`]).
+    /// a handover, or its drain is already over ([`ServingState::claim_end`]).
     pub(crate) fn resume_after_handover(&self) -> bool {
         self.phase.send_if_modified(|p| match p {
             Phase::Draining {
@@ -154,7 +154,7 @@ impl Shared {
     }
 
     /// Marks the drain as over, so that no resume can happen any more; `false` if the process
-    /// is not draining (it resumed first). Atomic with [`Shared::resume_after_handover`]: both
+    /// is not draining (it resumed first). Atomic with [`ServingState::resume_after_handover`]: both
     /// run under the phase channel's lock.
     pub(crate) fn claim_end(&self) -> bool {
         let mut claimed = false;
@@ -215,7 +215,7 @@ impl Shared {
         let p = *rx
             .wait_for(|p| matches!(p, Phase::Draining { .. }))
             .await
-            .expect("sender lives in Shared");
+            .expect("sender lives in ServingState");
         match p {
             Phase::Draining { deadline, reason } => (deadline, reason),
             _ => unreachable!("waited for Draining"),
@@ -253,11 +253,11 @@ impl ConnTracker {
 
 /// Keeps a connection counted until dropped.
 pub(crate) struct ConnGuard {
-    shared: Arc<Shared>,
+    shared: Arc<ServingState>,
 }
 
 impl ConnGuard {
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<ServingState> {
         &self.shared
     }
 }
@@ -280,11 +280,11 @@ impl std::fmt::Debug for ConnGuard {
 /// [`crate::Connection::drain_signal`] or [`crate::Running::drain_signal`].
 #[derive(Clone)]
 pub struct DrainSignal {
-    shared: Arc<Shared>,
+    shared: Arc<ServingState>,
 }
 
 impl DrainSignal {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<ServingState>) -> Self {
         DrainSignal { shared }
     }
 
@@ -307,9 +307,9 @@ impl std::fmt::Debug for DrainSignal {
     }
 }
 
-/// See [`Shared::drain_notice`].
+/// See [`ServingState::drain_notice`].
 pub(crate) struct DrainNotice {
-    shared: Arc<Shared>,
+    shared: Arc<ServingState>,
     id: u64,
     notify: Arc<Notify>,
 }

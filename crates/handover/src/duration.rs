@@ -1,4 +1,11 @@
 //! Parsing of human-written durations such as `30s` or `500ms`.
+//!
+//! Why not `humantime`: the documented `DUR` form has decimals (`1.5s`, `0.1s` exactly
+//! 100 ms) and plain seconds (`30`), which `humantime::parse_duration` rejects ("time unit
+//! needed", no fractions), while it accepts forms this one refuses on purpose (`1h 30m`,
+//! `2days`, `5M` for months). A wrapper would have to split the number from the unit and do
+//! the exact decimal arithmetic itself, which is all this file does; the error messages, which
+//! the command lines show, stay the ones documented below.
 
 use std::fmt;
 use std::time::Duration;

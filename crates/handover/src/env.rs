@@ -232,7 +232,7 @@ pub(crate) struct Inheritance {
     pub fds: Vec<InheritedFd>,
     /// `HANDOVER_SYNC_FD`: where to report readiness to the parent
     /// generation; `None` when started by systemd or by hand.
-    pub sync_fd: Option<RawFd>,
+    pub readiness_fd: Option<RawFd>,
     /// `HANDOVER_OWNED_FDS`: listen fds whose socket file this lineage
     /// created (deduplicated, in the order given).
     pub owned: Vec<RawFd>,
@@ -257,7 +257,7 @@ pub(crate) struct InheritedFd {
 /// malformed → error; `LISTEN_PID` ≠ `own_pid` → [`Parsed::NotForUs`];
 /// `LISTEN_FDS` unset → nothing; malformed → error. Two deliberate
 /// differences: `LISTEN_FDS=0` is accepted (a handover child of a server with
-/// no listeners still needs its sync fd; libsystemd returns `-EINVAL`), and an
+/// no listeners still needs its readiness fd; libsystemd returns `-EINVAL`), and an
 /// empty name in `LISTEN_FDNAMES` is rejected (systemd permits it, but it
 /// cannot identify a listener). The handover variables are read only once
 /// `LISTEN_PID` matched.
@@ -329,7 +329,7 @@ pub(crate) fn parse(
         })
         .collect();
 
-    let sync_fd = match get(HANDOVER_SYNC_FD)? {
+    let readiness_fd = match get(HANDOVER_SYNC_FD)? {
         None => None,
         Some(value) => match parse_digits::<RawFd>(&value) {
             None => return Err(EnvError::InvalidSyncFd { value }),
@@ -375,7 +375,7 @@ pub(crate) fn parse(
 
     Ok(Parsed::Inherited(Inheritance {
         fds,
-        sync_fd,
+        readiness_fd,
         owned,
         generation,
     }))
@@ -425,10 +425,10 @@ fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
 /// `LISTEN_PID` is not included: it is the child's PID, which only exists
 /// after fork, so the spawner sets it in the child. `LISTEN_FDNAMES` is
 /// omitted when there are no listeners and `HANDOVER_OWNED_FDS` when `owned`
-/// is empty. `sync_fd` must lie above the listen range and `owned` inside it.
+/// is empty. `readiness_fd` must lie above the listen range and `owned` inside it.
 pub(crate) fn child_vars(
     names: &[String],
-    sync_fd: Option<RawFd>,
+    readiness_fd: Option<RawFd>,
     owned: &[RawFd],
 ) -> Vec<(String, String)> {
     // i64 so that neither a negative fd nor a huge count can wrap around.
@@ -436,8 +436,8 @@ pub(crate) fn child_vars(
     debug_assert!(names.iter().all(|n| is_valid_fd_name(n)), "{names:?}");
     // Written without Option::is_none_or, which is newer than the MSRV (1.80).
     debug_assert!(
-        !matches!(sync_fd, Some(fd) if i64::from(fd) < end),
-        "{sync_fd:?}"
+        !matches!(readiness_fd, Some(fd) if i64::from(fd) < end),
+        "{readiness_fd:?}"
     );
     debug_assert!(
         owned
@@ -450,7 +450,7 @@ pub(crate) fn child_vars(
     if !names.is_empty() {
         vars.push((LISTEN_FDNAMES.to_owned(), names.join(":")));
     }
-    if let Some(fd) = sync_fd {
+    if let Some(fd) = readiness_fd {
         vars.push((HANDOVER_SYNC_FD.to_owned(), fd.to_string()));
     }
     if !owned.is_empty() {
@@ -564,7 +564,7 @@ mod tests {
                 InheritedFd { fd: 5, name: None },
             ]
         );
-        assert_eq!(i.sync_fd, None);
+        assert_eq!(i.readiness_fd, None);
         assert!(i.owned.is_empty());
     }
 
@@ -591,7 +591,7 @@ mod tests {
             ("HANDOVER_SYNC_FD", "3"),
         ]);
         assert!(i.fds.is_empty());
-        assert_eq!(i.sync_fd, Some(3));
+        assert_eq!(i.readiness_fd, Some(3));
     }
 
     #[test]
@@ -671,15 +671,15 @@ mod tests {
     }
 
     #[test]
-    fn sync_fd() {
+    fn readiness_fd() {
         let base = [("LISTEN_PID", "4242"), ("LISTEN_FDS", "2")];
         let with = |v: &'static str| {
             let mut p = base.to_vec();
             p.push(("HANDOVER_SYNC_FD", v));
             p
         };
-        assert_eq!(inherited(&with("5")).sync_fd, Some(5));
-        assert_eq!(inherited(&with("100")).sync_fd, Some(100));
+        assert_eq!(inherited(&with("5")).readiness_fd, Some(5));
+        assert_eq!(inherited(&with("100")).readiness_fd, Some(100));
         for inside in ["0", "2", "3", "4"] {
             assert_eq!(
                 err(&with(inside)),
@@ -828,9 +828,9 @@ mod tests {
         assert!(msg.contains("expected 3 to 4"), "{msg}");
     }
 
-    fn round_trip(names: &[&str], sync_fd: Option<RawFd>, owned: &[RawFd]) {
+    fn round_trip(names: &[&str], readiness_fd: Option<RawFd>, owned: &[RawFd]) {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut map: HashMap<String, OsString> = child_vars(&names, sync_fd, owned)
+        let mut map: HashMap<String, OsString> = child_vars(&names, readiness_fd, owned)
             .into_iter()
             .map(|(k, v)| (k, OsString::from(v)))
             .collect();
@@ -849,7 +849,7 @@ mod tests {
                     name: Some(n.clone()),
                 })
                 .collect(),
-            sync_fd,
+            readiness_fd,
             owned: owned.to_vec(),
             generation: None,
         };

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +9,15 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::addr::{is_valid_fd_name, ListenAddr};
-use crate::control::{Finish, LastUpgrade, Running, Signals};
-use crate::drain::{Phase, Shared};
+use crate::attempt::{UpgradeConfig, Upgraded, GO_AHEAD, READY};
+use crate::drain::{Phase, ServingState};
 use crate::env::{self, Parsed};
 use crate::error::Error;
 use crate::lineage::{Predecessor, UpgradeRecord, MAX_RECORD};
-use crate::listeners::{self, InheritedSocket, Listener, ListenerInner};
+use crate::listener::{self, InheritedSocket, Listener, ListenerInner};
+use crate::running::{Finish, LastUpgrade, Running, Signals};
 use crate::systemd::Notifier;
-use crate::upgrade::{UpgradeConfig, Upgraded, GO_AHEAD, READY};
-use crate::{pidfile, spawn};
+use crate::{os, pidfile, spawn};
 
 /// Default time a new generation has to become ready before it is killed.
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,7 +93,8 @@ impl Builder {
     }
 
     /// Answers `handover upgrade`, `handover status` and `handover stop` on a Unix socket at
-    /// `path` (mode 0600, same uid or root only; see [`crate::control_socket`]). Every
+    /// `path` (mode 0600, same uid or root only; the protocol is `handover::control_socket`,
+    /// public with the `supervisor` feature). Every
     /// generation answers on the same socket; the final stop removes it.
     #[cfg(feature = "control")]
     pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
@@ -130,23 +130,23 @@ impl Builder {
             // Sound here: documented to run before other threads exist.
             std::env::remove_var(var);
         }
-        let (inherited, sync) = match parsed {
+        let (inherited, readiness) = match parsed {
             Parsed::Inherited(inh) => {
-                let sockets = listeners::adopt_inherited(&inh.fds, &inh.owned)?;
-                let sync = match inh.sync_fd {
-                    Some(fd) => Some(adopt_sync_fd(fd)?),
+                let sockets = listener::adopt_inherited(&inh.fds, &inh.owned)?;
+                let readiness = match inh.readiness_fd {
+                    Some(fd) => Some(adopt_readiness_fd(fd)?),
                     None => None,
                 };
                 tracing::debug!(
                     "inherited {} listening sockets{}",
                     sockets.len(),
-                    if sync.is_some() {
+                    if readiness.is_some() {
                         " from the previous generation"
                     } else {
                         ""
                     }
                 );
-                (sockets, sync)
+                (sockets, readiness)
             }
             Parsed::NotForUs { listen_pid } => {
                 tracing::warn!(
@@ -163,13 +163,13 @@ impl Builder {
         let cwd = std::env::current_dir().map_err(Error::Executable)?;
         let args: Vec<OsString> = std::env::args_os().collect();
         let exe = match self.executable {
-            Some(p) => absolute(&cwd, &p),
+            Some(p) => os::absolute(&cwd, &p),
             None => resolve_executable(&cwd, args.first()).map_err(Error::Executable)?,
         };
         Ok(Handover {
-            shared: Shared::new(self.drain_timeout, self.idle_grace),
+            shared: ServingState::new(self.drain_timeout, self.idle_grace),
             inherited,
-            sync,
+            readiness,
             backlog: self.backlog,
             names: HashSet::new(),
             upgrade: UpgradeConfig {
@@ -186,62 +186,30 @@ impl Builder {
     }
 }
 
-fn adopt_sync_fd(fd: i32) -> Result<std::os::unix::net::UnixStream, Error> {
+fn adopt_readiness_fd(fd: i32) -> Result<std::os::unix::net::UnixStream, Error> {
     let bad = |reason: String| Error::Inherited {
         fd,
         name: Some(env::HANDOVER_SYNC_FD.to_string()),
         reason,
     };
-    // SAFETY: fstat with a valid out-pointer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(bad(format!(
-            "is not open ({})",
-            std::io::Error::last_os_error()
-        )));
+    match os::is_socket(fd) {
+        Err(e) => return Err(bad(format!("is not open ({e})"))),
+        Ok(false) => return Err(bad("is not a socket".into())),
+        Ok(true) => {}
     }
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(bad("is not a socket".into()));
-    }
-    // SAFETY: the previous generation handed this fd to us alone.
-    let s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    let s: std::os::unix::net::UnixStream = os::claim_inherited(fd);
     let sock = socket2::SockRef::from(&s);
     sock.set_cloexec(true)
         .map_err(|e| bad(format!("cannot set close-on-exec: {e}")))?;
     Ok(s)
 }
 
-/// `p` made absolute against `cwd`. Only `.` components are dropped (lexically): no symlink
-/// is resolved, so a re-pointed `current` link is followed at exec time.
-fn absolute(cwd: &Path, p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        cwd.join(p)
-    };
-    joined.components().collect()
-}
-
 /// `argv[0]` with a slash is a path (made absolute); without one it was found in `PATH`.
 fn resolve_executable(cwd: &Path, argv0: Option<&OsString>) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(a) = argv0 {
-        let p = Path::new(a);
-        if a.as_encoded_bytes().contains(&b'/') {
-            return Ok(absolute(cwd, p));
-        }
-        if let Some(path) = std::env::var_os("PATH") {
-            for dir in std::env::split_paths(&path) {
-                let cand = absolute(cwd, &dir.join(p));
-                if let Ok(m) = std::fs::metadata(&cand) {
-                    if m.is_file() && m.permissions().mode() & 0o111 != 0 {
-                        return Ok(cand);
-                    }
-                }
-            }
-        }
+    match argv0.and_then(|a| os::find_program(Path::new(a), cwd)) {
+        Some(p) => Ok(p),
+        None => std::env::current_exe(),
     }
-    std::env::current_exe()
 }
 
 /// This process's part in the handover protocol, before it serves. Created by
@@ -251,9 +219,9 @@ fn resolve_executable(cwd: &Path, argv0: Option<&OsString>) -> std::io::Result<P
 /// server can take traffic.
 #[derive(Debug)]
 pub struct Handover {
-    shared: Arc<Shared>,
+    shared: Arc<ServingState>,
     inherited: Vec<InheritedSocket>,
-    sync: Option<std::os::unix::net::UnixStream>,
+    readiness: Option<std::os::unix::net::UnixStream>,
     backlog: i32,
     names: HashSet<String>,
     upgrade: UpgradeConfig,
@@ -275,7 +243,7 @@ impl Handover {
 
     /// Whether a previous generation started this process (an upgrade in progress).
     pub fn is_upgrade(&self) -> bool {
-        self.sync.is_some()
+        self.readiness.is_some()
     }
 
     /// Resolves when this process starts draining; usable before [`Handover::ready`], for
@@ -333,7 +301,7 @@ impl Handover {
                     addr: addr.clone(),
                     source,
                 };
-                let (socket, owned_path) = listeners::bind(addr, self.backlog).map_err(bind_err)?;
+                let (socket, owned_path) = listener::bind(addr, self.backlog).map_err(bind_err)?;
                 let local = match addr {
                     ListenAddr::Tcp(_) => socket
                         .local_addr()
@@ -392,10 +360,10 @@ impl Handover {
         let me = spawn::own_pid();
         let mut record = None;
         let mut predecessor = None;
-        if let Some(sync) = self.sync.take() {
+        if let Some(readiness) = self.readiness.take() {
             let timeout = self.upgrade.timeout;
             let answered = tokio::select! {
-                r = handshake(sync) => r.map_err(Error::Handshake)?,
+                r = handshake(readiness) => r.map_err(Error::Handshake)?,
                 _ = tokio::time::sleep(timeout) => {
                     return Err(Error::Handshake(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -443,7 +411,7 @@ impl Handover {
         );
         #[cfg(feature = "control")]
         if let Some(server) = control {
-            crate::control_serve::start(server, running.clone());
+            crate::control_handler::start(server, running.clone());
         }
         Ok(running)
     }
@@ -487,17 +455,17 @@ impl Handover {
 /// go-ahead come the record of this upgrade (if the previous generation sends one: older
 /// versions do not) and the channel, kept to send it notices; `None` when it is gone.
 async fn handshake(
-    sync: std::os::unix::net::UnixStream,
+    readiness: std::os::unix::net::UnixStream,
 ) -> std::io::Result<Option<(Option<UpgradeRecord>, std::os::unix::net::UnixStream)>> {
-    sync.set_nonblocking(true)?;
-    let mut sync = tokio::net::UnixStream::from_std(sync)?;
-    if let Err(e) = sync.write_all(&[READY]).await {
+    readiness.set_nonblocking(true)?;
+    let mut readiness = tokio::net::UnixStream::from_std(readiness)?;
+    if let Err(e) = readiness.write_all(&[READY]).await {
         tracing::warn!("previous generation is gone ({e}); serving alone");
         return Ok(None);
     }
     // The go-ahead byte and the record line are sent in one write, so they arrive together.
     let mut buf = [0u8; MAX_RECORD + 1];
-    let n = match sync.read(&mut buf).await {
+    let n = match readiness.read(&mut buf).await {
         Ok(0) | Err(_) => {
             tracing::warn!("previous generation closed the handshake; serving alone");
             return Ok(None);
@@ -520,5 +488,5 @@ async fn handshake(
         }
         r
     };
-    Ok(Some((record, sync.into_std()?)))
+    Ok(Some((record, readiness.into_std()?)))
 }

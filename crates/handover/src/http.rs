@@ -34,8 +34,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::sync::Notify;
 
-use crate::drain::Shared;
-use crate::listeners::{Connection, Listener};
+use crate::drain::ServingState;
+use crate::listener::{Connection, Listener};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -87,28 +87,16 @@ where
                 let builder = Arc::clone(&builder);
                 tokio::spawn(async move { serve_connection(&builder, conn, service).await });
             }
-            Err(e) => accept_error(e).await,
+            Err(e) => drop(crate::os::after_accept_error("http", &e).await),
         }
     }
     wait_drained(&shared).await;
 }
 
-async fn wait_drained(shared: &Shared) {
+async fn wait_drained(shared: &ServingState) {
     let (deadline, _) = shared.draining().await;
     drop(shared.accept_gate.write().await);
     let _ = tokio::time::timeout_at(deadline, shared.conns.all_closed()).await;
-}
-
-/// Running out of fds or memory is transient: pause briefly instead of spinning.
-async fn accept_error(e: std::io::Error) {
-    let transient = matches!(
-        e.raw_os_error(),
-        Some(libc::ECONNABORTED) | Some(libc::EINTR) | Some(libc::ECONNRESET)
-    );
-    if !transient {
-        tracing::warn!("accept failed: {e}; retrying shortly");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn serve_connection<S, B>(
@@ -171,11 +159,11 @@ struct Activity {
     begun: AtomicU64,
     http2: AtomicBool,
     went_idle: Notify,
-    shared: Arc<Shared>,
+    shared: Arc<ServingState>,
 }
 
 impl Activity {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new(shared: Arc<ServingState>) -> Self {
         Activity {
             in_flight: AtomicUsize::new(0),
             begun: AtomicU64::new(0),

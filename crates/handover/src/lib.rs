@@ -62,20 +62,32 @@
 //!
 //! # Layout
 //!
+//! In the order an upgrade goes through them:
+//!
 //! | module | one reason to change |
 //! |---|---|
-//! | `env` | the inheritance protocol: parsing and writing `LISTEN_*` (pure) |
-//! | `addr`, `duration` | the `ADDR` and `DUR` forms shared with the CLI |
-//! | `listeners` | binding, validating inherited sockets, gated `accept` |
 //! | `handover` | start-up: builder, listener matching, the child's side of the handshake |
+//! | `env` | the inheritance protocol: parsing and writing `LISTEN_*` (pure) |
+//! | `listener` | binding, validating inherited sockets, gated `accept` ([`Listener`], [`Connection`]) |
+//! | `running` | the control loop: triggers in, one upgrade at a time, stop, a successor's end ([`Running`]) |
+//! | `attempt` | one upgrade attempt: readiness, exit and timeout race here |
 //! | `spawn` | the only fork/exec: fds at 3.., signal mask, `LISTEN_PID` |
-//! | `upgrade` | one upgrade attempt: readiness, exit and timeout race here |
-//! | `control` | signals and API calls, one upgrade at a time, stop, a successor's end |
 //! | `lineage` | what two generations tell each other after the handshake; the resume rule |
 //! | `drain` | serving phase and the count of live connections |
 //! | [`http`] | hyper/axum serving with the lossless drain |
+//! | `control_handler` | the library's answers to the control socket, mapped onto [`Running`] |
+//! | `control_socket` | the admin protocol: `protocol` (messages), `server`, `client` (feature `supervisor` makes it public) |
 //! | `pidfile`, `systemd` | PID file and `sd_notify` for process managers |
-//! | [`sys`] | the same building blocks, public, for supervisors |
+//! | `addr`, `duration` | the `ADDR` and `DUR` forms shared with the CLI |
+//! | `error` | what can go wrong, and the exit status for each |
+//! | `os` | every system call outside `spawn` (with it, the only `unsafe`), and the one accept-error policy |
+//! | `sys` | building blocks for supervisors (feature `supervisor`) |
+//!
+//! # Features
+//!
+//! `http` (default): [`http::serve`]. `control` (default): `Builder::control_socket`.
+//! `supervisor` (off): the public `control_socket` client and types and `sys`, which the
+//! `handover` command builds on; a server needs neither.
 //!
 //! # Process managers and containers
 //!
@@ -89,29 +101,33 @@
 #![warn(missing_docs)]
 
 mod addr;
-mod control;
+mod attempt;
 #[cfg(feature = "control")]
-mod control_serve;
+mod control_handler;
 mod drain;
 mod duration;
 mod env;
 mod error;
 mod handover;
 mod lineage;
-mod listeners;
+mod listener;
+mod os;
 mod pidfile;
+mod running;
 mod spawn;
+#[cfg(feature = "supervisor")]
 pub mod sys;
 mod systemd;
-mod upgrade;
 
-#[cfg(feature = "control")]
+#[cfg(feature = "supervisor")]
 pub mod control_socket;
+#[cfg(all(feature = "control", not(feature = "supervisor")))]
+mod control_socket;
 #[cfg(feature = "http")]
 pub mod http;
 
 pub use addr::{AddrParseError, ListenAddr};
-pub use control::{Exit, Running};
+pub use attempt::Upgraded;
 pub use drain::{DrainReason, DrainSignal};
 pub use duration::{parse_duration, DurationParseError};
 pub use env::EnvError;
@@ -120,6 +136,6 @@ pub use handover::{
     Builder, Handover, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_GRACE,
     DEFAULT_UPGRADE_TIMEOUT,
 };
-pub use listeners::{Connection, Listener, Peer};
+pub use listener::{Connection, Listener, Peer};
+pub use running::{Exit, Running};
 pub use spawn::ExitStatus;
-pub use upgrade::Upgraded;

@@ -30,7 +30,7 @@ pub(crate) struct SpawnRequest<'a> {
     pub owned: &'a [RawFd],
     /// The child's end of the readiness channel, placed right after the listeners and named
     /// in `HANDOVER_SYNC_FD`. `None` for a plain socket-activated child.
-    pub sync: Option<RawFd>,
+    pub readiness: Option<RawFd>,
     /// Keep `SIGUSR2`/`SIGHUP` blocked across exec (for a handover-library child, which
     /// unblocks them once its handlers exist). A foreign program gets an empty mask.
     pub block_upgrade_signals: bool,
@@ -83,7 +83,7 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
 
     let names: Vec<String> = req.listeners.iter().map(|(_, n)| n.clone()).collect();
     let n = req.listeners.len() as RawFd;
-    let sync_target = req.sync.map(|_| FIRST_FD + n);
+    let readiness_target = req.readiness.map(|_| FIRST_FD + n);
     // The child sees each owned listener at its new position.
     let owned_targets: Vec<RawFd> = req
         .listeners
@@ -109,9 +109,9 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
     // A child that inherits nothing (a proxy-mode worker binding its own port) must see no
     // inheritance variable at all: `LISTEN_FDS=0` reads as "set" to the usual
     // `if (process.env.LISTEN_FDS)` check and sends such a worker looking for fd 3.
-    let inherits = !req.listeners.is_empty() || req.sync.is_some();
+    let inherits = !req.listeners.is_empty() || req.readiness.is_some();
     if inherits {
-        for (k, v) in env::child_vars(&names, sync_target, &owned_targets) {
+        for (k, v) in env::child_vars(&names, readiness_target, &owned_targets) {
             envs.push(format!("{k}={v}").into_bytes());
         }
         if let Some(g) = req.generation {
@@ -159,7 +159,7 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
         .listeners
         .iter()
         .map(|(fd, _)| *fd)
-        .chain(req.sync)
+        .chain(req.readiness)
         .collect();
     let total = sources.len() as RawFd;
 
@@ -217,7 +217,7 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
         }
         Err(e) => {
             // Should not happen; do not leave a half-started child behind.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            kill_now(pid);
             reap_blocking(pid);
             Err(SpawnFailure::Prepare(e))
         }
@@ -422,29 +422,12 @@ impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ExitStatus::Code(c) => write!(f, "exited with status {c}"),
-            ExitStatus::Signal(s) => write!(f, "was killed by signal {}", signal_name(*s)),
+            ExitStatus::Signal(s) => match crate::os::signal_name(*s) {
+                Some(name) => write!(f, "was killed by signal {name}"),
+                None => write!(f, "was killed by signal {s}"),
+            },
         }
     }
-}
-
-fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGUSR2 => "SIGUSR2",
-        _ => return sig.to_string(),
-    };
-    name.to_string()
 }
 
 fn decode_status(status: libc::c_int) -> ExitStatus {
@@ -468,6 +451,7 @@ pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
 }
 
 /// Reaps any ended child; `None` when none has ended or there is no child.
+#[cfg(feature = "supervisor")]
 pub(crate) fn reap_any() -> Option<(libc::pid_t, ExitStatus)> {
     let mut status = 0;
     loop {
@@ -501,8 +485,7 @@ pub(crate) fn reap_blocking(pid: libc::pid_t) -> Option<ExitStatus> {
 
 /// Sends SIGKILL to `pid`.
 pub(crate) fn kill_now(pid: libc::pid_t) {
-    // SAFETY: plain syscall.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = crate::os::kill(pid, libc::SIGKILL);
 }
 
 /// This process's PID.

@@ -8,7 +8,12 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::addr::ListenAddr;
+use crate::os;
 use crate::spawn::{self, SpawnFailure, SpawnRequest};
+
+pub use crate::os::{
+    after_accept_error, remove_created_file, signal_name, signal_number, AcceptError, ACCEPT_PAUSE,
+};
 
 pub use crate::spawn::ExitStatus;
 
@@ -26,7 +31,7 @@ pub struct Bound {
 /// Binds a listening socket the way the library does (`SO_REUSEADDR` for TCP, a stale Unix
 /// socket file replaced, a live one refused).
 pub fn bind(addr: &ListenAddr, backlog: i32) -> io::Result<Bound> {
-    let (socket, created_file) = crate::listeners::bind(addr, backlog)?;
+    let (socket, created_file) = crate::listener::bind(addr, backlog)?;
     let local = match addr {
         ListenAddr::Tcp(_) => socket
             .local_addr()?
@@ -69,7 +74,7 @@ pub fn spawn_with_listeners(program: &Program, listeners: &[(RawFd, String)]) ->
         env: program.env.clone(),
         listeners,
         owned: &[],
-        sync: None,
+        readiness: None,
         block_upgrade_signals: false,
         generation: None,
     })
@@ -86,31 +91,12 @@ pub fn spawn_with_listeners(program: &Program, listeners: &[(RawFd, String)]) ->
 /// Finds a program the way a shell does: a name with a `/` is a path (made absolute against
 /// `cwd`), any other is looked up in `PATH`.
 pub fn find_program(name: &Path, cwd: &Path) -> io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if name.as_os_str().as_encoded_bytes().contains(&b'/') {
-        return Ok(if name.is_absolute() {
-            name.to_path_buf()
-        } else {
-            cwd.join(name).components().collect()
-        });
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let cand = dir.join(name);
-        if let Ok(m) = std::fs::metadata(&cand) {
-            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
-                return Ok(if cand.is_absolute() {
-                    cand
-                } else {
-                    cwd.join(cand)
-                });
-            }
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{}: not found in PATH", name.display()),
-    ))
+    os::find_program(name, cwd).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{}: not found in PATH", name.display()),
+        )
+    })
 }
 
 /// Reaps `pid` if it has ended; `None` while it runs.
@@ -127,12 +113,7 @@ pub fn reap_any() -> Option<(u32, ExitStatus)> {
 
 /// Sends `signal` to `pid`.
 pub fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
-    // SAFETY: plain syscall.
-    if unsafe { libc::kill(pid as libc::pid_t, signal) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    os::kill(pid as libc::pid_t, signal)
 }
 
 /// Writes `pid` to `path` atomically (temporary file + rename; a symlink at `path` is
@@ -160,4 +141,19 @@ impl SystemdNotifier {
     pub fn notify(&self, state: &str) {
         self.0.notify_or_warn(state);
     }
+}
+
+/// This process's effective user id.
+pub fn euid() -> u32 {
+    os::euid()
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, for systemd's `MONOTONIC_USEC=`.
+pub fn monotonic_usec() -> u64 {
+    os::monotonic_usec()
+}
+
+/// Creates a private directory (mode 0700) from a `mkdtemp(3)` template ending in `XXXXXX`.
+pub fn make_private_dir(template: &Path) -> io::Result<PathBuf> {
+    os::mkdtemp(template)
 }

@@ -1,5 +1,12 @@
 //! Minimal `sd_notify(3)` client: readiness and status messages to the
 //! service manager over the `NOTIFY_SOCKET` datagram socket.
+//!
+//! Why not the `sd-notify` crate: it reads `NOTIFY_SOCKET` from the process environment at
+//! every call and sends without a timeout. Here the variable is read once, through an
+//! injected lookup (so the tests below need not mutate the environment of a multi-threaded
+//! test process), and a send gives up after [`SEND_TIMEOUT`], so that a stuck service manager
+//! cannot hold up an upgrade or a stop. What remains is one datagram per message, which std
+//! does in the few lines below.
 
 use std::ffi::OsString;
 use std::io;

@@ -1,6 +1,12 @@
 //! A hand-written SVG chart: per cell, one panel per run (upgrade runs, and the median steady
 //! run of each server) with throughput per 100 ms slice by version, dashed lines at upgrade
 //! moments and red marks where requests failed.
+//!
+//! Why not `plotters`: the chart is rectangles, polylines and text, about 200 lines here;
+//! plotters' SVG backend measures text through a font backend (`ab_glyph` or `font-kit` with
+//! system fonts), which would add a font stack and its build time to a benchmark that runs
+//! in CI, and its output would depend on the fonts installed. This file writes the same bytes
+//! everywhere, so two reports diff cleanly.
 
 use std::fmt::Write;
 

@@ -1,36 +1,20 @@
-//! `--trusted-proxy CIDR`: `10.0.0.0/8`, `::1/128`, or a plain address.
+//! `--trusted-proxy CIDR`: `10.0.0.0/8`, `::1/128`, or a plain address. The network
+//! arithmetic is `ipnet`'s; this adds the plain-address form, IPv4-mapped IPv6 addresses
+//! counted as IPv4, and the command line's error message.
 
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 /// A network: an address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     /// Whether `ip` is in this network (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, ip.to_canonical()) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                masked(u32::from(n).into(), self.prefix, 32)
-                    == masked(u32::from(a).into(), self.prefix, 32)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                masked(u128::from(n), self.prefix, 128) == masked(u128::from(a), self.prefix, 128)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn masked(v: u128, prefix: u8, bits: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        v >> (bits - prefix)
+        self.0.contains(&ip.to_canonical())
     }
 }
 
@@ -56,7 +40,8 @@ impl FromStr for Cidr {
                 .filter(|p| *p <= max)
                 .ok_or_else(|| invalid("bad prefix length"))?,
         };
-        Ok(Cidr { net, prefix })
+        let net = IpNet::new(net, prefix).map_err(|_| invalid("bad prefix length"))?;
+        Ok(Cidr(net))
     }
 }
 

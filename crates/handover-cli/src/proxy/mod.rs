@@ -7,7 +7,9 @@
 //! | `mod` (here) | `--proxy` parsing; the routing table shared with the supervisor |
 //! | `upstream` | one worker as seen by the proxy: its address, in-flight count, drain |
 //! | `cidr` | `--trusted-proxy` |
+//! | `policy` | the one header policy of both HTTP paths (hop-by-hop, framing, forwarding headers) |
 //! | `relay`, `message`, `chunked`, `inbuf`, `conns`, `lazy_timer` | the HTTP/1 relay; heads; chunked bodies; read buffers; its worker connections; its timeouts |
+//! | `request`, `response` | the relay's client request heads and worker response heads: parse, check, write |
 //! | `http`, `rewind`, `pool`, `sent`, `headers` | h2c clients (through hyper) |
 //! | `tcp` | the TCP proxy |
 //! | `spin`, `cut` | busy-polling for awaited answers (`--busy-poll`); the drain-deadline cut |
@@ -208,11 +210,11 @@ fn spawn_thread(
 /// The routing table: which worker gets new requests and connections. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    inner: Arc<Shared>,
+    inner: Arc<RoutingTable>,
 }
 
 #[derive(Debug)]
-struct Shared {
+struct RoutingTable {
     /// The current worker. A guard is taken under this lock's read side, so once a switch
     /// (write side) is done, nothing new reaches the old worker.
     current: watch::Sender<Option<Arc<Upstream>>>,
@@ -229,7 +231,7 @@ impl Proxy {
     /// A routing table with no worker yet.
     pub fn new(settings: Settings) -> Proxy {
         Proxy {
-            inner: Arc::new(Shared {
+            inner: Arc::new(RoutingTable {
                 current: watch::Sender::new(None),
                 known: Mutex::new(HashMap::new()),
                 settings,
@@ -369,10 +371,7 @@ async fn accept_client(listener: &tokio::net::TcpListener) -> (tokio::net::TcpSt
                 let _ = stream.set_nodelay(true);
                 return (stream, peer);
             }
-            Err(e) => {
-                tracing::warn!("proxy: cannot accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(e) => drop(handover::sys::after_accept_error("proxy", &e).await),
         }
     }
 }

@@ -81,8 +81,8 @@ pub async fn run(budget: Duration) {
         while spinning() {
             // Lets the reactor poll without blocking, then runs ready tasks.
             tokio::task::yield_now().await;
-            // SAFETY-free: sched_yield only hands the core to another runnable thread.
-            unsafe { libc::sched_yield() };
+            // Hands the core to another runnable thread (sched_yield).
+            std::thread::yield_now();
         }
     }
 }

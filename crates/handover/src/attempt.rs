@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::Signal;
 
-use crate::drain::Shared;
+use crate::drain::ServingState;
 use crate::error::UpgradeError;
 use crate::lineage::{Successor, UpgradeRecord};
 use crate::spawn::{self, SpawnFailure, SpawnRequest};
@@ -46,7 +46,7 @@ pub struct Upgraded {
 pub(crate) struct Start {
     pub trigger: &'static str,
     pub started: std::time::SystemTime,
-    pub t0: std::time::Instant,
+    pub t0: tokio::time::Instant,
 }
 
 /// A handover done: the new generation was told to go ahead.
@@ -77,8 +77,8 @@ impl Drop for ChildGuard {
 
 /// Runs one upgrade. `sigchld` must have been created before this is called so that no exit
 /// is missed.
-pub(crate) async fn attempt(
-    shared: &Arc<Shared>,
+pub(crate) async fn run(
+    shared: &Arc<ServingState>,
     cfg: &UpgradeConfig,
     start: &Start,
     generation: u64,
@@ -124,7 +124,7 @@ pub(crate) async fn attempt(
             env,
             listeners: &fds,
             owned: &owned,
-            sync: Some(theirs_fd),
+            readiness: Some(theirs_fd),
             block_upgrade_signals: true,
             generation: Some(generation),
         });

@@ -2,12 +2,12 @@
 //! onto [`Running`]. Only the serving generation answers: serving stops when the drain starts,
 //! and starts again if this process takes the listeners back from a successor that crashed.
 
-use crate::control::Running;
 use crate::control_socket::{
     unix_ms, ControlServer, Request, Response, ResumeRecord, ServerKind, ServerState, Status,
     StopReport, UpgradeRecord, UpgradeReport, WorkerState, WorkerStatus, STATUS_SCHEMA_VERSION,
 };
 use crate::drain::Phase;
+use crate::running::Running;
 
 pub(crate) fn start(server: ControlServer, running: Running) {
     tokio::spawn(async move {
@@ -68,10 +68,6 @@ async fn answer(running: &Running, req: Request) -> Result<Response, String> {
             Ok(Response::Stopping(StopReport { pid: me }))
         }
         Request::Status => Ok(Response::Status(status(running))),
-        #[allow(unreachable_patterns)]
-        other => Err(format!(
-            "{other:?} is not supported by a library-mode server"
-        )),
     }
 }
 

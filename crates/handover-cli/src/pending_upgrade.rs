@@ -1,7 +1,9 @@
 //! The bookkeeping of one upgrade attempt: who is waiting for its outcome, how long it took,
 //! and the record `handover status` shows afterwards.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
 
 use handover::control_socket::{unix_ms, UpgradeRecord, UpgradeReport};
 

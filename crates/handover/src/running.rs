@@ -1,26 +1,39 @@
-//! The control loop of a serving process: signals and API calls in, upgrades and stops out.
-//! One upgrade at a time; triggers that arrive meanwhile join it.
+//! The control loop of a serving process: triggers (signals and API calls) in, upgrades and
+//! stops out. One upgrade at a time; triggers that arrive meanwhile join it.
+//!
+//! The loop reads one stream of [`Trigger`]s (the signal handlers and [`Running`] feed it)
+//! and starts upgrade attempts through a function it is given, so that its transitions are
+//! tested below without signals or processes.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::drain::{DrainReason, Shared};
+use crate::attempt::{self, HandedOver, Start, UpgradeConfig, Upgraded};
+use crate::drain::{DrainReason, ServingState};
 use crate::error::UpgradeError;
 use crate::lineage::{Predecessor, Successor, Verdict, HANDED_OVER, STOPPING};
 use crate::systemd::Notifier;
-use crate::upgrade::{self, HandedOver, Start, UpgradeConfig, Upgraded};
 use crate::{env, pidfile, spawn};
 
 type Reply = oneshot::Sender<Result<Upgraded, UpgradeError>>;
 
-enum Command {
-    Upgrade(Reply, &'static str),
-    Stop,
+/// What asks the control loop for something.
+pub(crate) enum Trigger {
+    /// An upgrade, by `SIGUSR2`, `SIGHUP`, an API call or the control socket; the reply (if
+    /// any) gets its outcome.
+    Upgrade(&'static str, Option<Reply>),
+    /// A graceful stop, by `SIGTERM`, `SIGINT` or an API call; a second one exits at once.
+    Stop(&'static str),
 }
+
+/// Starts one upgrade attempt to `generation` (see `attempt.rs`); the loop drops the future
+/// to cancel it.
+type StartAttempt = Box<dyn Fn(Start, u64) -> AttemptFuture + Send>;
+type AttemptFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<HandedOver, UpgradeError>> + Send>>;
 
 /// The signal streams, created before the upgrade signals are unblocked.
 pub(crate) struct Signals {
@@ -109,16 +122,16 @@ impl Finish {
 /// A handle on the serving process, returned by [`crate::Handover::ready`]. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Running {
-    shared: Arc<Shared>,
-    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<ServingState>,
+    triggers: mpsc::UnboundedSender<Trigger>,
     finish: Arc<Finish>,
 }
 
-impl std::fmt::Debug for Command {
+impl std::fmt::Debug for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Upgrade(_, _) => f.write_str("Upgrade"),
-            Command::Stop => f.write_str("Stop"),
+            Trigger::Upgrade(by, _) => write!(f, "Upgrade({by})"),
+            Trigger::Stop(by) => write!(f, "Stop({by})"),
         }
     }
 }
@@ -132,33 +145,65 @@ pub struct Exit {
     pub abandoned_connections: usize,
 }
 
-impl Exit {
-    /// The exit status for `main`: success after a drain, whether clean or cut at the deadline
-    /// (the deadline is the operator's choice, not a failure).
-    pub fn code(&self) -> ExitCode {
-        ExitCode::SUCCESS
-    }
-}
-
 impl Running {
     pub(crate) fn start(
-        shared: Arc<Shared>,
+        shared: Arc<ServingState>,
         cfg: UpgradeConfig,
         signals: Signals,
         finish: Finish,
+    ) -> Running {
+        let Signals {
+            usr2,
+            hup,
+            term,
+            int,
+            chld,
+            successor_exit,
+        } = signals;
+        let chld = Arc::new(tokio::sync::Mutex::new(chld));
+        let attempt_shared = Arc::clone(&shared);
+        let attempt_cfg = cfg.clone();
+        let start_attempt: StartAttempt = Box::new(move |start, generation| {
+            let shared = Arc::clone(&attempt_shared);
+            let cfg = attempt_cfg.clone();
+            let chld = Arc::clone(&chld);
+            Box::pin(async move {
+                let mut chld = chld.lock().await;
+                attempt::run(&shared, &cfg, &start, generation, &mut chld).await
+            })
+        });
+        let running = Running::with_loop(shared, cfg, successor_exit, finish, start_attempt);
+        tokio::spawn(forward_signals(
+            usr2,
+            hup,
+            term,
+            int,
+            running.triggers.clone(),
+        ));
+        running
+    }
+
+    /// The loop itself, fed by the returned handle (and whoever else holds a sender).
+    fn with_loop(
+        shared: Arc<ServingState>,
+        cfg: UpgradeConfig,
+        successor_exit: Signal,
+        finish: Finish,
+        start_attempt: StartAttempt,
     ) -> Running {
         let (tx, rx) = mpsc::unbounded_channel();
         let finish = Arc::new(finish);
         tokio::spawn(control_loop(
             Arc::clone(&shared),
             cfg,
-            signals,
             rx,
+            successor_exit,
             Arc::clone(&finish),
+            start_attempt,
         ));
         Running {
             shared,
-            commands: tx,
+            triggers: tx,
             finish,
         }
     }
@@ -175,15 +220,15 @@ impl Running {
     /// [`Running::upgrade`], recording what asked for it.
     pub(crate) async fn upgrade_by(&self, trigger: &'static str) -> Result<Upgraded, UpgradeError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Upgrade(tx, trigger))
+        self.triggers
+            .send(Trigger::Upgrade(trigger, Some(tx)))
             .map_err(|_| UpgradeError::NotRunning)?;
         rx.await.map_err(|_| UpgradeError::NotRunning)?
     }
 
     /// Starts a graceful stop, as `SIGTERM` does.
     pub fn stop(&self) {
-        let _ = self.commands.send(Command::Stop);
+        let _ = self.triggers.send(Trigger::Stop("API call"));
     }
 
     /// Resolves when this process starts draining, with the reason.
@@ -241,17 +286,13 @@ impl Running {
         &self.finish
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<ServingState> {
         &self.shared
     }
 
     fn final_cleanup(&self) {
         if let Some(path) = &self.finish.control_socket {
-            match std::fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
-            }
+            crate::os::remove_created_file(path);
         }
         if let Some(path) = &self.finish.pid_file {
             if let Err(e) = pidfile::remove_pid_file_if_ours(path, spawn::own_pid()) {
@@ -260,22 +301,40 @@ impl Running {
         }
         for l in self.shared.listeners.lock().expect("not poisoned").iter() {
             if let Some(path) = &l.owned_path {
-                match std::fs::remove_file(path) {
-                    Ok(()) => tracing::debug!("removed {}", path.display()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
-                }
+                crate::os::remove_created_file(path);
             }
         }
     }
 }
 
+/// Turns the upgrade and stop signals into triggers, until the loop is gone.
+async fn forward_signals(
+    mut usr2: Signal,
+    mut hup: Option<Signal>,
+    mut term: Signal,
+    mut int: Signal,
+    triggers: mpsc::UnboundedSender<Trigger>,
+) {
+    loop {
+        let trigger = tokio::select! {
+            _ = usr2.recv() => Trigger::Upgrade("SIGUSR2", None),
+            Some(_) = recv_opt(&mut hup) => Trigger::Upgrade("SIGHUP", None),
+            _ = term.recv() => Trigger::Stop("SIGTERM"),
+            _ = int.recv() => Trigger::Stop("SIGINT"),
+        };
+        if triggers.send(trigger).is_err() {
+            return;
+        }
+    }
+}
+
 async fn control_loop(
-    shared: Arc<Shared>,
+    shared: Arc<ServingState>,
     cfg: UpgradeConfig,
-    mut signals: Signals,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut triggers: mpsc::UnboundedReceiver<Trigger>,
+    mut successor_exit: Signal,
     finish: Arc<Finish>,
+    start_attempt: StartAttempt,
 ) {
     let me = spawn::own_pid();
     let mut waiters: Vec<Reply> = Vec::new();
@@ -283,40 +342,31 @@ async fn control_loop(
     let mut current: Option<Start> = None;
     let mut stop_signals = 0u32;
     // The upgrade in progress, if any. Boxed so the loop can keep serving signals meanwhile.
-    let mut running: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = None;
-    let chld = Arc::new(tokio::sync::Mutex::new(signals.chld));
+    let mut running: Option<AttemptFuture> = None;
     // The generation told to go ahead, until it has exited and been reaped here.
     let mut successor: Option<Successor> = None;
     // The number the next new generation gets: never one a crashed successor had.
     let mut next_generation = env::next_generation(cfg.generation);
 
     loop {
-        enum Trigger {
-            Upgrade(&'static str, Option<Reply>),
-            Stop(&'static str),
+        enum Wake {
+            Trigger(Trigger),
             Done(Result<HandedOver, UpgradeError>),
             SuccessorExit,
             Notice,
         }
-        let trigger = tokio::select! {
+        let wake = tokio::select! {
             // An upgrade's outcome first: a stop arriving in the same instant must not treat
             // a successor that was already told to go ahead as a failed upgrade.
             biased;
-            r = async { running.as_mut().expect("guarded").await }, if running.is_some() => Trigger::Done(r),
-            _ = signals.successor_exit.recv(), if successor.is_some() => Trigger::SuccessorExit,
-            _ = async { successor.as_mut().expect("guarded").next_notice().await }, if successor.is_some() => Trigger::Notice,
-            _ = signals.usr2.recv() => Trigger::Upgrade("SIGUSR2", None),
-            Some(_) = recv_opt(&mut signals.hup) => Trigger::Upgrade("SIGHUP", None),
-            _ = signals.term.recv() => Trigger::Stop("SIGTERM"),
-            _ = signals.int.recv() => Trigger::Stop("SIGINT"),
-            Some(cmd) = commands.recv() => match cmd {
-                Command::Upgrade(reply, trigger) => Trigger::Upgrade(trigger, Some(reply)),
-                Command::Stop => Trigger::Stop("API call"),
-            },
+            r = async { running.as_mut().expect("guarded").await }, if running.is_some() => Wake::Done(r),
+            _ = successor_exit.recv(), if successor.is_some() => Wake::SuccessorExit,
+            _ = async { successor.as_mut().expect("guarded").next_notice().await }, if successor.is_some() => Wake::Notice,
+            Some(t) = triggers.recv() => Wake::Trigger(t),
         };
-        match trigger {
-            Trigger::Notice => {}
-            Trigger::SuccessorExit => {
+        match wake {
+            Wake::Notice => {}
+            Wake::SuccessorExit => {
                 let Some(pid) = successor.as_ref().map(|s| s.pid) else {
                     continue;
                 };
@@ -333,7 +383,7 @@ async fn control_loop(
                 s.take_pending_notices();
                 after_successor_exit(&shared, &finish, &s, status, stop_signals > 0);
             }
-            Trigger::Upgrade(source, reply) => {
+            Wake::Trigger(Trigger::Upgrade(source, reply)) => {
                 if running.is_some() {
                     tracing::info!("upgrade already in progress; {source} joins it");
                     waiters.extend(reply);
@@ -351,7 +401,7 @@ async fn control_loop(
                 let start = Start {
                     trigger: source,
                     started: std::time::SystemTime::now(),
-                    t0: std::time::Instant::now(),
+                    t0: tokio::time::Instant::now(),
                 };
                 let Some(generation) = next_generation else {
                     let e = UpgradeError::GenerationLimit {
@@ -368,18 +418,15 @@ async fn control_loop(
                     "upgrade started by {source}: executing {}",
                     cfg.exe.display()
                 );
-                finish.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                finish.notify(&format!(
+                    "RELOADING=1\nMONOTONIC_USEC={}",
+                    crate::os::monotonic_usec()
+                ));
                 waiters.extend(reply);
                 current = Some(start.clone());
-                let shared = Arc::clone(&shared);
-                let cfg = cfg.clone();
-                let chld = Arc::clone(&chld);
-                running = Some(Box::pin(async move {
-                    let mut chld = chld.lock().await;
-                    upgrade::attempt(&shared, &cfg, &start, generation, &mut chld).await
-                }));
+                running = Some(start_attempt(start, generation));
             }
-            Trigger::Done(result) => {
+            Wake::Done(result) => {
                 running = None;
                 let start = current.take().expect("set with `running`");
                 let result = match result {
@@ -418,7 +465,7 @@ async fn control_loop(
                     let _ = w.send(result.clone());
                 }
             }
-            Trigger::Stop(source) => {
+            Wake::Trigger(Trigger::Stop(source)) => {
                 stop_signals += 1;
                 if stop_signals >= 2 {
                     tracing::warn!("second stop request ({source}): exiting now");
@@ -472,7 +519,7 @@ fn record(
 /// The successor told to go ahead has exited (and been reaped): log how, and take the
 /// listeners back if it crashed while it was the one serving and this process can.
 fn after_successor_exit(
-    shared: &Shared,
+    shared: &ServingState,
     finish: &Finish,
     s: &Successor,
     status: spawn::ExitStatus,
@@ -525,16 +572,12 @@ async fn recv_opt(s: &mut Option<Signal>) -> Option<()> {
     }
 }
 
-fn draining_now(shared: &Shared) -> Option<(tokio::time::Instant, DrainReason)> {
+fn draining_now(shared: &ServingState) -> Option<(tokio::time::Instant, DrainReason)> {
     match *shared.phase.borrow() {
         crate::drain::Phase::Draining { deadline, reason } => Some((deadline, reason)),
         _ => None,
     }
 }
 
-fn monotonic_usec() -> u64 {
-    // SAFETY: clock_gettime with a valid out-pointer.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-}
+#[cfg(test)]
+mod tests;

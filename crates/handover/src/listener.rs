@@ -2,8 +2,8 @@
 //! accept connections only while this generation is the one serving.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,9 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::addr::ListenAddr;
-use crate::drain::{ConnGuard, DrainReason, DrainSignal, Phase, Shared};
+use crate::drain::{ConnGuard, DrainReason, DrainSignal, Phase, ServingState};
 use crate::env::InheritedFd;
 use crate::error::Error;
+use crate::os;
 
 /// A socket received from the previous generation (or systemd), checked but not yet claimed.
 #[derive(Debug)]
@@ -40,16 +41,12 @@ pub(crate) fn adopt_inherited(
             name: f.name.clone(),
             reason,
         };
-        // SAFETY: fstat on an fd number with a valid out-pointer; an unused number gives EBADF.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(f.fd, &mut st) } != 0 {
-            return Err(bad(format!("is not open ({})", io::Error::last_os_error())));
+        match os::is_socket(f.fd) {
+            Err(e) => return Err(bad(format!("is not open ({e})"))),
+            Ok(false) => return Err(bad("is not a socket".into())),
+            Ok(true) => {}
         }
-        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-            return Err(bad("is not a socket".into()));
-        }
-        // SAFETY: the protocol hands this fd to us; we are its only owner from here on.
-        let socket = unsafe { Socket::from_raw_fd(f.fd) };
+        let socket: Socket = os::claim_inherited(f.fd);
         // Until validation passes, do not close an fd we may not end up owning.
         let socket = scopeguard_forget_on_error(socket, |s| {
             if s.r#type()? != Type::STREAM {
@@ -119,37 +116,13 @@ pub(crate) fn bind(addr: &ListenAddr, backlog: i32) -> io::Result<(Socket, Optio
             Ok((socket, None))
         }
         ListenAddr::Unix(path) => {
-            remove_stale_unix_socket(path)?;
+            os::remove_stale_socket(path, "another process is listening on this socket")?;
             let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
             socket.set_nonblocking(true)?;
             socket.bind(&SockAddr::unix(path)?)?;
             socket.listen(backlog)?;
             Ok((socket, Some(path.clone())))
         }
-    }
-}
-
-/// A socket file left by a process that is gone is removed; a live one is an error.
-fn remove_stale_unix_socket(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "the path exists and is not a socket",
-        ));
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "another process is listening on this socket",
-        )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
-        Err(e) => Err(e),
     }
 }
 
@@ -206,7 +179,7 @@ impl ListenerInner {
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub(crate) inner: Arc<ListenerInner>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<ServingState>,
 }
 
 impl Listener {
@@ -330,7 +303,7 @@ impl Connection {
         }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<ServingState> {
         self.guard.shared()
     }
 }

@@ -39,7 +39,7 @@ impl FromStr for ListenSpec {
 
 /// A bound listening socket.
 #[derive(Debug)]
-pub struct Listener {
+pub struct ListenSocket {
     /// Its `LISTEN_FDNAMES` entry.
     pub name: String,
     /// The address it is bound to (with the real port when 0 was asked for).
@@ -48,7 +48,7 @@ pub struct Listener {
     created_file: Option<PathBuf>,
 }
 
-impl Listener {
+impl ListenSocket {
     /// The fd and name, as [`sys::spawn_with_listeners`] takes them.
     pub fn as_pass(&self) -> (RawFd, String) {
         (self.fd.as_raw_fd(), self.name.clone())
@@ -57,18 +57,14 @@ impl Listener {
     /// Removes the Unix socket file this supervisor created (at the final stop).
     pub fn remove_created_file(&self) {
         if let Some(path) = &self.created_file {
-            if let Err(e) = std::fs::remove_file(path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!("cannot remove {}: {e}", path.display());
-                }
-            }
+            sys::remove_created_file(path);
         }
     }
 }
 
 /// Binds every socket, or fails naming the address that could not be bound.
-pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, String> {
-    let mut out: Vec<Listener> = Vec::with_capacity(specs.len());
+pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<ListenSocket>, String> {
+    let mut out: Vec<ListenSocket> = Vec::with_capacity(specs.len());
     for spec in specs {
         let bound = sys::bind(&spec.addr, backlog).map_err(|e| {
             for l in &out {
@@ -78,7 +74,7 @@ pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, Str
         })?;
         let name = spec.name.clone().unwrap_or_else(|| bound.local.fd_name());
         let duplicate = out.iter().any(|l| l.name == name);
-        out.push(Listener {
+        out.push(ListenSocket {
             name: name.clone(),
             local: bound.local,
             fd: bound.fd,

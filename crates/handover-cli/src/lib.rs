@@ -1,0 +1,78 @@
+//! `handover`: the supervisor for zero-downtime upgrades of servers written in any language.
+//! See README.md for usage, and `handover --help`.
+//!
+//! `main.rs` only calls [`main`]; everything is here, so that the state machine is tested as a
+//! unit (`supervisor/tests.rs`).
+//!
+//! | module | one reason to change |
+//! |---|---|
+//! | `cli` | the command line and its help |
+//! | `run` | start-up order and clean-up of `handover run` |
+//! | `supervisor` | the state machine: upgrade, rollback, restart, drain, stop |
+//! | `events` | what the supervisor reacts to |
+//! | `worker` | one worker, and [`Launch`](worker::Launch), the seam that starts and signals workers |
+//! | `pending_upgrade` | one upgrade's bookkeeping: who waits for it, its record |
+//! | `restart` | the restart backoff |
+//! | `readiness`, `notify`, `probe` | readiness modes; per-worker `NOTIFY_SOCKET`; TCP/HTTP probes |
+//! | `reaper` | the one place that reaps children |
+//! | `signals`, `watch`, `control_handler` | the triggers: signals, a watched file, the control socket |
+//! | `listen_socket`, `paths` | the listening sockets; where files live |
+//! | `proxy` | proxy mode (`--proxy`): forwarding to workers that bind their own port |
+//! | `client`, `status` | `handover upgrade/status/stop` |
+//!
+//! System calls go through `handover::sys`; this crate has no `unsafe`.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod client;
+mod control_handler;
+mod events;
+mod listen_socket;
+mod notify;
+mod paths;
+mod pending_upgrade;
+mod probe;
+mod proxy;
+mod readiness;
+mod reaper;
+mod restart;
+mod run;
+mod signals;
+mod status;
+mod supervisor;
+mod watch;
+mod worker;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// `handover`: parses the command line, sets up logging and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let default_level = match cli.command {
+        cli::Command::Run(_) => "info",
+        _ => "warn",
+    };
+    init_logging(default_level);
+    match cli.command {
+        cli::Command::Run(args) => run::main(*args),
+        cli::Command::Upgrade(args) => client::upgrade(args),
+        cli::Command::Status(args) => client::status(args),
+        cli::Command::Stop(args) => client::stop(args),
+    }
+}
+
+/// Logs go to stderr (workers share it); `HANDOVER_LOG` filters them like `RUST_LOG`.
+fn init_logging(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_env("HANDOVER_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

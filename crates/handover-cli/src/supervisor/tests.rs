@@ -1,0 +1,355 @@
+//! The supervisor's transitions, without processes: a fake [`Launch`] records what it was
+//! asked to start and signal, the tests feed [`Event`]s as the reaper, the readiness checks and
+//! the control socket would, and tokio's paused clock runs the timers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use handover::control_socket::{ServerState, UpgradeReport, WorkerState};
+use handover::sys::ExitStatus;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Config, Supervisor};
+use crate::events::{Event, WorkerId};
+use crate::restart::{Backoff, STABLE_AFTER};
+use crate::worker::{Launch, Worker};
+
+const TERM: i32 = libc::SIGTERM;
+const KILL: i32 = libc::SIGKILL;
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// What the fake launcher was asked to do, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// Started worker id N (its fake pid is 1000 + N).
+    Launch(u64),
+    /// Sent a signal to a pid.
+    Signal(u32, i32),
+}
+
+#[derive(Debug, Clone, Default)]
+struct FakeLauncher {
+    calls: Arc<Mutex<Vec<Call>>>,
+    /// Launches fail (the program cannot be executed) while set.
+    broken: Arc<Mutex<bool>>,
+}
+
+impl Launch for FakeLauncher {
+    fn launch(&self, id: WorkerId, generation: u64) -> Result<Worker, String> {
+        if *self.broken.lock().unwrap() {
+            return Err("cannot execute /bin/app: No such file or directory".into());
+        }
+        self.calls.lock().unwrap().push(Call::Launch(id.0));
+        Ok(Worker::new(id, pid(id.0), generation, None))
+    }
+
+    fn signal(&self, pid: u32, signal: i32) {
+        self.calls.lock().unwrap().push(Call::Signal(pid, signal));
+    }
+
+    fn readiness(&self) -> String {
+        "fake".into()
+    }
+}
+
+fn pid(id: u64) -> u32 {
+    1000 + id as u32
+}
+
+struct Harness {
+    sup: Supervisor,
+    launcher: FakeLauncher,
+    /// The supervisor's own timers arrive here.
+    timers: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Harness {
+    fn new(max_draining: usize) -> Harness {
+        let (tx, timers) = mpsc::unbounded_channel();
+        let launcher = FakeLauncher::default();
+        let cfg = Config {
+            name: "app".into(),
+            listeners: vec!["tcp://127.0.0.1:8080".into()],
+            ready_timeout: READY_TIMEOUT,
+            drain_timeout: DRAIN_TIMEOUT,
+            stop_signal: "TERM".parse().unwrap(),
+            max_draining,
+            backoff: Backoff::new(BACKOFF, Duration::from_secs(10)),
+        };
+        let mut sup = Supervisor::new(cfg, Box::new(launcher.clone()), tx, None);
+        sup.start().unwrap();
+        Harness {
+            sup,
+            launcher,
+            timers,
+        }
+    }
+
+    /// Started and ready: worker 1 serves.
+    fn serving() -> Harness {
+        let mut h = Harness::new(4);
+        h.ready(1);
+        h
+    }
+
+    fn ready(&mut self, id: u64) {
+        self.sup.handle(Event::Ready {
+            id: WorkerId(id),
+            how: "test".into(),
+        });
+    }
+
+    fn exited(&mut self, id: u64, status: ExitStatus) {
+        self.sup.handle(Event::Exited {
+            pid: pid(id),
+            status,
+        });
+    }
+
+    fn upgrade(&mut self) -> oneshot::Receiver<Result<UpgradeReport, String>> {
+        let (tx, rx) = oneshot::channel();
+        self.sup.handle(Event::Upgrade {
+            trigger: "test".into(),
+            reply: Some(tx),
+        });
+        rx
+    }
+
+    fn stop(&mut self, from_signal: bool) {
+        self.sup.handle(Event::Stop {
+            trigger: "test".into(),
+            from_signal,
+            reply: None,
+        });
+    }
+
+    /// Waits (in paused time) for the next timer event and handles it; returns how long it
+    /// took to come.
+    async fn next_timer(&mut self) -> Duration {
+        let t0 = tokio::time::Instant::now();
+        let event = self.timers.recv().await.expect("a timer");
+        let waited = t0.elapsed();
+        self.sup.handle(event);
+        waited
+    }
+
+    /// Handles the timer events that are already due.
+    fn flush_timers(&mut self) {
+        while let Ok(event) = self.timers.try_recv() {
+            self.sup.handle(event);
+        }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.launcher.calls.lock().unwrap())
+    }
+
+    fn state(&self) -> ServerState {
+        self.sup.status().state
+    }
+
+    fn worker_states(&self) -> Vec<(u32, WorkerState)> {
+        let mut w: Vec<_> = self
+            .sup
+            .status()
+            .workers
+            .iter()
+            .map(|w| (w.pid, w.state))
+            .collect();
+        w.sort_by_key(|(pid, _)| *pid);
+        w
+    }
+}
+
+fn reply<T>(mut rx: oneshot::Receiver<T>) -> T {
+    rx.try_recv().expect("answered")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_worker_that_crashes_during_the_upgrade_is_rolled_back_and_the_old_one_serves() {
+    let mut h = Harness::serving();
+    assert_eq!(h.calls(), [Call::Launch(1)]);
+    let rx = h.upgrade();
+    assert_eq!(h.calls(), [Call::Launch(2)]);
+    assert_eq!(h.state(), ServerState::Upgrading);
+    h.exited(2, ExitStatus::Code(3));
+    let err = reply(rx).unwrap_err();
+    assert!(
+        err.contains("exited with status 3 before it was ready")
+            && err.contains("generation 1 (pid 1001) keeps serving"),
+        "{err}"
+    );
+    assert_eq!(h.calls(), [], "the old worker is left alone");
+    assert_eq!(h.state(), ServerState::Running);
+    assert_eq!(h.worker_states(), [(1001, WorkerState::Ready)]);
+    let last = h.sup.status().last_upgrade.expect("recorded");
+    assert!(!last.ok && last.generation == Some(2), "{last:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_an_upgrade_cancels_it_and_drains_both_workers() {
+    let mut h = Harness::serving();
+    let rx = h.upgrade();
+    h.calls();
+    h.stop(true);
+    let err = reply(rx).unwrap_err();
+    assert_eq!(err, "the upgrade was cancelled; the server is stopping");
+    let mut calls = h.calls();
+    calls.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(calls, [Call::Signal(1001, TERM), Call::Signal(1002, TERM)]);
+    assert_eq!(h.state(), ServerState::Stopping);
+    // A new upgrade is refused while stopping, and no worker is started for it.
+    let err = reply(h.upgrade()).unwrap_err();
+    assert_eq!(err, "the server is stopping");
+    h.exited(1, ExitStatus::Code(0));
+    h.exited(2, ExitStatus::Signal(TERM));
+    assert!(
+        h.sup.stopping && h.sup.workers.is_empty(),
+        "the loop ends here"
+    );
+    assert_eq!(h.calls(), [], "no restart while stopping");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_stop_signal_kills_every_worker_at_once() {
+    let mut h = Harness::serving();
+    h.stop(true);
+    assert_eq!(h.calls(), [Call::Launch(1), Call::Signal(1001, TERM)]);
+    h.stop(false);
+    assert_eq!(h.calls(), [], "a second stop by request is not a kill");
+    h.stop(true);
+    assert_eq!(h.calls(), [Call::Signal(1001, KILL)]);
+    assert!(h.sup.killed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn upgrade_requests_during_an_upgrade_join_it() {
+    let mut h = Harness::serving();
+    let first = h.upgrade();
+    let second = h.upgrade();
+    assert_eq!(
+        h.calls(),
+        [Call::Launch(1), Call::Launch(2)],
+        "one new worker"
+    );
+    h.ready(2);
+    let (a, b) = (reply(first).unwrap(), reply(second).unwrap());
+    assert_eq!(a, b);
+    assert_eq!(
+        (a.pid, a.generation, a.previous_pids),
+        (1002, Some(2), vec![1001])
+    );
+    assert_eq!(h.calls(), [Call::Signal(1001, TERM)], "the old one drains");
+    assert_eq!(
+        h.worker_states(),
+        [(1001, WorkerState::Draining), (1002, WorkerState::Ready)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn upgrades_are_refused_while_too_many_generations_drain() {
+    let mut h = Harness::new(1);
+    h.ready(1);
+    reply_ok(&mut h, 2);
+    h.calls();
+    let err = reply(h.upgrade()).unwrap_err();
+    assert!(
+        err.contains("older generations still draining: 1 (--max-draining 1)"),
+        "{err}"
+    );
+    assert_eq!(h.calls(), [], "no worker started");
+    // Once the old one has exited, an upgrade goes ahead again.
+    h.exited(1, ExitStatus::Code(0));
+    let _rx = h.upgrade();
+    assert_eq!(h.calls(), [Call::Launch(3)]);
+}
+
+/// Upgrades to worker `id` and checks that it succeeded.
+fn reply_ok(h: &mut Harness, id: u64) {
+    let rx = h.upgrade();
+    h.ready(id);
+    assert_eq!(reply(rx).unwrap().pid, pid(id));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_draining_worker_still_running_at_the_deadline_is_killed() {
+    let mut h = Harness::serving();
+    reply_ok(&mut h, 2);
+    h.calls();
+    // The ready timeouts (5 s) act only on a worker still starting; the drain deadline
+    // (3 s) comes first.
+    let mut waited = Duration::ZERO;
+    while !h.calls().contains(&Call::Signal(1001, KILL)) {
+        waited += h.next_timer().await;
+    }
+    assert_eq!(waited, DRAIN_TIMEOUT);
+    assert_eq!(h.worker_states()[0], (1001, WorkerState::Killed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_never_ready_is_killed_at_the_ready_timeout_and_replaced() {
+    let mut h = Harness::new(4);
+    assert_eq!(h.calls(), [Call::Launch(1)]);
+    assert_eq!(h.next_timer().await, READY_TIMEOUT);
+    assert_eq!(h.calls(), [Call::Signal(1001, KILL)]);
+    h.exited(1, ExitStatus::Signal(KILL));
+    assert_eq!(h.next_timer().await, BACKOFF, "restart after the backoff");
+    assert_eq!(h.calls(), [Call::Launch(2)]);
+    assert_eq!(h.sup.status().restarts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_restarts_back_off_and_start_over_after_a_stable_run() {
+    let mut h = Harness::serving();
+    h.calls();
+    // Crash, and each replacement crashes before it is ready: 100, 200, 400 ms.
+    h.exited(1, ExitStatus::Signal(libc::SIGSEGV));
+    assert_eq!(h.state(), ServerState::Restarting);
+    let mut delays = Vec::new();
+    for id in 2..=4 {
+        delays.push(h.next_timer().await);
+        assert_eq!(h.calls(), [Call::Launch(id)]);
+        if id < 4 {
+            h.exited(id, ExitStatus::Code(1));
+        }
+    }
+    assert_eq!(delays, [BACKOFF, BACKOFF * 2, BACKOFF * 4]);
+    // Worker 4 serves long enough to count as healthy: the next crash waits 100 ms again.
+    h.ready(4);
+    tokio::time::advance(STABLE_AFTER).await;
+    h.flush_timers(); // worker 4's ready timeout, which a ready worker ignores
+    h.exited(4, ExitStatus::Code(1));
+    assert_eq!(h.next_timer().await, BACKOFF);
+    assert_eq!(h.calls(), [Call::Launch(5)]);
+    assert_eq!(h.sup.status().restarts, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upgrade_supersedes_a_scheduled_restart() {
+    let mut h = Harness::serving();
+    h.exited(1, ExitStatus::Code(1));
+    h.calls();
+    let rx = h.upgrade();
+    assert_eq!(h.calls(), [Call::Launch(2)]);
+    h.ready(2);
+    assert_eq!(reply(rx).unwrap().pid, 1002);
+    // The restart timer still fires, and does nothing.
+    h.next_timer().await;
+    assert_eq!(h.calls(), []);
+    assert_eq!(h.state(), ServerState::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_version_that_cannot_be_executed_fails_the_upgrade_and_keeps_the_old_one() {
+    let mut h = Harness::serving();
+    *h.launcher.broken.lock().unwrap() = true;
+    let err = reply(h.upgrade()).unwrap_err();
+    assert!(
+        err.starts_with("cannot start the new worker: cannot execute /bin/app")
+            && err.ends_with("generation 1 (pid 1001) keeps serving"),
+        "{err}"
+    );
+    assert_eq!(h.state(), ServerState::Running);
+}

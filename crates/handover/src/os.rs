@@ -1,0 +1,288 @@
+//! The operating system, in one place: every system call the library (and, through
+//! [`crate::sys`], the supervisor) makes outside the fork/exec of `spawn.rs`. Along with
+//! `spawn.rs`, the only module with `unsafe` code. Small and free of policy (save the one
+//! accept-error policy), so that the modules above it read as logic and a port to another
+//! Unix touches this file and `spawn.rs` only.
+
+// Some of these serve only `sys`, which the `supervisor` feature builds.
+#![cfg_attr(not(feature = "supervisor"), allow(dead_code))]
+
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// This process's effective user id.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: plain syscall without arguments.
+    unsafe { libc::geteuid() }
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as systemd's `MONOTONIC_USEC=` wants it.
+pub(crate) fn monotonic_usec() -> u64 {
+    // SAFETY: clock_gettime with a valid out-pointer.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+/// Sends `signal` to `pid`.
+pub(crate) fn kill(pid: libc::pid_t, signal: i32) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether `fd` is an open socket: `Err` with the reason when it is not open at all.
+pub(crate) fn is_socket(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: fstat on an fd number with a valid out-pointer; an unused number gives EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+}
+
+/// Takes ownership of an fd number named by the inheritance variables (a listener or the
+/// readiness channel), once [`is_socket`] has said it is an open socket. Callers claim each
+/// such number once, at start-up (`listener::adopt_inherited`, `handover.rs`).
+pub(crate) fn claim_inherited<T: std::os::fd::FromRawFd>(fd: RawFd) -> T {
+    // SAFETY: the previous generation (or systemd) handed this fd to this process alone; the
+    // variables were cleared when they were read, and each number is claimed once, so nothing
+    // else in the process owns or closes it.
+    unsafe { T::from_raw_fd(fd) }
+}
+
+/// Sets the permission bits of the file behind `fd` (a socket before `bind(2)`, whose file
+/// then starts with them).
+pub(crate) fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: fchmod on a valid fd.
+    if unsafe { libc::fchmod(fd, mode as libc::mode_t) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Creates a directory from a `mkdtemp(3)` template ending in `XXXXXX`, mode 0700.
+pub(crate) fn mkdtemp(template: &Path) -> io::Result<PathBuf> {
+    use std::ffi::{CString, OsStr};
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(template.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut buf = c.into_bytes_with_nul();
+    // SAFETY: mkdtemp writes into the NUL-terminated template buffer it is given.
+    let r = unsafe { libc::mkdtemp(buf.as_mut_ptr().cast()) };
+    if r.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    buf.pop();
+    Ok(PathBuf::from(OsStr::from_bytes(&buf)))
+}
+
+/// `p` made absolute against `cwd`. Only `.` components are dropped (lexically): no symlink
+/// is resolved, so a re-pointed `current` link is followed at exec time.
+pub(crate) fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    };
+    joined.components().collect()
+}
+
+/// Finds a program the way a shell does: a name with a `/` is a path (made absolute against
+/// `cwd`), any other is the first executable file of that name in `PATH`.
+pub(crate) fn find_program(name: &Path, cwd: &Path) -> Option<PathBuf> {
+    if name.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return Some(absolute(cwd, name));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| absolute(cwd, &dir.join(name)))
+        .find(|cand| {
+            std::fs::metadata(cand)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Removes a Unix socket file that nobody listens on any more, so that a new socket can be
+/// bound at `path`; nothing there is fine. Refused, with the reason: anything that is not a
+/// socket, a socket of another user, a socket someone still listens on, and a file replaced
+/// while this looked at it. `live` is the message for a socket in use.
+pub(crate) fn remove_stale_socket(path: &Path, live: &str) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "exists and is not a socket; refusing to replace it",
+        ));
+    }
+    if meta.uid() != euid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "is a socket owned by uid {}, not by this user (uid {}); refusing to replace it",
+                meta.uid(),
+                euid()
+            ),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(io::ErrorKind::AddrInUse, live.to_string())),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            // Still the same file? Then nobody listens on it: remove it.
+            let again = std::fs::symlink_metadata(path)?;
+            if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "was replaced while checking whether it is stale",
+                ));
+            }
+            tracing::debug!("removing stale socket {}", path.display());
+            std::fs::remove_file(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a file this process created (a socket file, at the final stop): one already gone
+/// is fine, any other failure is logged, not returned, since the stop goes on.
+pub fn remove_created_file(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::debug!("removed {}", path.display()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+    }
+}
+
+/// What a failed `accept(2)` says about the listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// The peer gave up before it was accepted, or a signal interrupted the call: accept
+    /// again at once.
+    PeerGone,
+    /// Out of file descriptors, buffers or memory: the socket is fine, the process is not,
+    /// for a moment.
+    Exhausted,
+    /// Anything else: the socket itself may be broken.
+    Other,
+}
+
+/// How long a server waits after an accept that failed for want of resources (or for an
+/// unknown reason) before it tries again, so that it never spins.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// The one accept-error policy: classifies `e`, logs it (as `what`), and waits
+/// [`ACCEPT_PAUSE`] unless the peer merely went away. The caller then accepts again, or, for
+/// [`AcceptError::Other`], may give up.
+pub async fn after_accept_error(what: &str, e: &io::Error) -> AcceptError {
+    let kind = match e.raw_os_error() {
+        Some(libc::ECONNABORTED | libc::ECONNRESET | libc::EPROTO | libc::EINTR) => {
+            AcceptError::PeerGone
+        }
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Exhausted,
+        _ => AcceptError::Other,
+    };
+    if kind == AcceptError::PeerGone {
+        tracing::debug!("{what}: accept: {e}");
+    } else {
+        tracing::warn!("{what}: accept failed: {e}; retrying shortly");
+        tokio::time::sleep(ACCEPT_PAUSE).await;
+    }
+    kind
+}
+
+/// Signal names for messages and the command line, by number.
+const SIGNALS: &[(&str, i32)] = &[
+    ("SIGHUP", libc::SIGHUP),
+    ("SIGINT", libc::SIGINT),
+    ("SIGQUIT", libc::SIGQUIT),
+    ("SIGILL", libc::SIGILL),
+    ("SIGABRT", libc::SIGABRT),
+    ("SIGBUS", libc::SIGBUS),
+    ("SIGFPE", libc::SIGFPE),
+    ("SIGKILL", libc::SIGKILL),
+    ("SIGSEGV", libc::SIGSEGV),
+    ("SIGPIPE", libc::SIGPIPE),
+    ("SIGALRM", libc::SIGALRM),
+    ("SIGTERM", libc::SIGTERM),
+    ("SIGUSR1", libc::SIGUSR1),
+    ("SIGUSR2", libc::SIGUSR2),
+    ("SIGCONT", libc::SIGCONT),
+    ("SIGWINCH", libc::SIGWINCH),
+];
+
+/// The name of signal `number`, such as `SIGTERM`.
+pub fn signal_name(number: i32) -> Option<&'static str> {
+    SIGNALS
+        .iter()
+        .find(|(_, n)| *n == number)
+        .map(|(name, _)| *name)
+}
+
+/// The number of the signal called `name` (`SIGTERM`, exactly).
+pub fn signal_number(name: &str) -> Option<i32> {
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, number)| *number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_and_numbers_are_one_table() {
+        assert_eq!(signal_name(libc::SIGSEGV), Some("SIGSEGV"));
+        assert_eq!(signal_number("SIGWINCH"), Some(libc::SIGWINCH));
+        assert_eq!(signal_name(1000), None);
+        for (name, number) in SIGNALS {
+            assert_eq!(signal_number(name), Some(*number));
+            assert_eq!(signal_name(*number), Some(*name));
+        }
+    }
+
+    #[test]
+    fn programs_are_found_like_a_shell_finds_them() {
+        let cwd = Path::new("/srv/app");
+        assert_eq!(
+            find_program(Path::new("./bin/./server"), cwd),
+            Some(PathBuf::from("/srv/app/bin/server"))
+        );
+        assert_eq!(
+            find_program(Path::new("/usr/bin/env"), cwd),
+            Some(PathBuf::from("/usr/bin/env"))
+        );
+        assert!(find_program(Path::new("sh"), cwd).is_some_and(|p| p.is_absolute()));
+        assert_eq!(find_program(Path::new("no-such-program-here"), cwd), None);
+    }
+
+    #[test]
+    fn only_our_own_dead_sockets_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        assert!(remove_stale_socket(&path, "live").is_ok(), "nothing there");
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let e = remove_stale_socket(&path, "in use").unwrap_err();
+        assert_eq!(
+            (e.kind(), e.to_string().as_str()),
+            (io::ErrorKind::AddrInUse, "in use")
+        );
+        drop(live);
+        remove_stale_socket(&path, "in use").unwrap();
+        assert!(!path.exists());
+        std::fs::write(&path, "x").unwrap();
+        let e = remove_stale_socket(&path, "in use").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+    }
+}

@@ -1,0 +1,225 @@
+//! The control loop's transitions, without signals or processes: triggers come through
+//! [`Running`], upgrade attempts are futures the test completes, and tokio's paused clock
+//! lets every task run until it waits ([`settle`]).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::*;
+use crate::attempt::UpgradeConfig;
+
+type Outcome = Result<HandedOver, UpgradeError>;
+/// Each attempt started: the generation it was for, and how the test ends it.
+type Started = Arc<Mutex<Vec<(u64, oneshot::Sender<Outcome>)>>>;
+
+/// The attempts the loop started (to which generation, and how to end each), and how many
+/// it dropped unfinished.
+#[derive(Clone, Default)]
+struct Attempts {
+    started: Started,
+    cancelled: Arc<AtomicUsize>,
+}
+
+/// Counts a cancellation when an attempt's future is dropped before it ended.
+struct CountDrop(Option<Arc<AtomicUsize>>);
+
+impl CountDrop {
+    /// The attempt ended: its drop is no cancellation.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Attempts {
+    fn starter(&self) -> StartAttempt {
+        let me = self.clone();
+        Box::new(move |_start, generation| {
+            let (tx, rx) = oneshot::channel();
+            me.started.lock().unwrap().push((generation, tx));
+            let mut guard = CountDrop(Some(Arc::clone(&me.cancelled)));
+            Box::pin(async move {
+                let outcome = rx.await.expect("the test ends every attempt it starts");
+                guard.disarm();
+                outcome
+            })
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.started.lock().unwrap().len()
+    }
+
+    /// Ends the latest attempt with `outcome`; returns the generation it was for.
+    fn end(&self, outcome: Outcome) -> u64 {
+        let (generation, tx) = self.started.lock().unwrap().pop().expect("an attempt");
+        assert!(tx.send(outcome).is_ok(), "the loop still waits for it");
+        generation
+    }
+}
+
+async fn start(attempts: &Attempts) -> Running {
+    let shared = ServingState::new(Duration::from_secs(30), Duration::from_secs(1));
+    shared.phase.send_replace(crate::drain::Phase::Serving);
+    let cfg = UpgradeConfig {
+        exe: "/bin/app".into(),
+        args: vec!["app".into()],
+        cwd: "/".into(),
+        timeout: Duration::from_secs(60),
+        generation: 1,
+    };
+    let finish = Finish {
+        pid_file: None,
+        notifier: None,
+        control_socket: None,
+        generation: 1,
+        started: std::time::Instant::now(),
+        last_upgrade: Mutex::new(None),
+        resumed: Mutex::new(None),
+        predecessor: Mutex::new(None),
+    };
+    let successor_exit = signal(SignalKind::child()).unwrap();
+    Running::with_loop(shared, cfg, successor_exit, finish, attempts.starter())
+}
+
+/// Lets every task run until all of them wait (paused time advances only then).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+fn upgrade(
+    running: &Running,
+    by: &'static str,
+) -> tokio::task::JoinHandle<Result<Upgraded, UpgradeError>> {
+    let running = running.clone();
+    tokio::spawn(async move { running.upgrade_by(by).await })
+}
+
+#[tokio::test(start_paused = true)]
+async fn triggers_during_an_upgrade_join_it_and_share_its_outcome() {
+    let attempts = Attempts::default();
+    let running = start(&attempts).await;
+    let first = upgrade(&running, "SIGUSR2");
+    settle().await;
+    let second = upgrade(&running, "control socket");
+    let third = upgrade(&running, "API call");
+    settle().await;
+    assert_eq!(attempts.count(), 1, "one new process, however many asked");
+    assert_eq!(attempts.end(Err(UpgradeError::Spawn("boom".into()))), 2);
+    for joined in [first, second, third] {
+        match joined.await.unwrap() {
+            Err(UpgradeError::Spawn(m)) => assert_eq!(m, "boom"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let last = running
+        .finish()
+        .last_upgrade
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert_eq!(
+        last.trigger, "SIGUSR2",
+        "recorded as the trigger that started it"
+    );
+    // Rolled back: the process serves on, and a later upgrade is a new attempt.
+    assert_eq!(
+        *running.shared().phase.borrow(),
+        crate::drain::Phase::Serving
+    );
+    let _later = upgrade(&running, "SIGHUP");
+    settle().await;
+    assert_eq!(attempts.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_an_upgrade_cancels_it_and_drains() {
+    let attempts = Attempts::default();
+    let running = start(&attempts).await;
+    let up = upgrade(&running, "SIGUSR2");
+    settle().await;
+    running.stop();
+    settle().await;
+    assert!(matches!(up.await.unwrap(), Err(UpgradeError::Cancelled)));
+    assert_eq!(
+        attempts.cancelled.load(Ordering::SeqCst),
+        1,
+        "the attempt was dropped (which kills the half-started process)"
+    );
+    assert_eq!(running.draining().await, DrainReason::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_handover_the_process_drains_and_refuses_to_upgrade_again() {
+    let attempts = Attempts::default();
+    let running = start(&attempts).await;
+    let up = upgrade(&running, "SIGUSR2");
+    settle().await;
+    let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+    let upgraded = Upgraded {
+        new_pid: 4242,
+        generation: 2,
+    };
+    attempts.end(Ok(HandedOver {
+        upgraded,
+        duration: Duration::from_millis(5),
+        successor: Successor::new(4242, 2, ours),
+    }));
+    assert_eq!(up.await.unwrap().unwrap(), upgraded);
+    assert_eq!(
+        running.draining().await,
+        DrainReason::Upgraded { new_pid: 4242 }
+    );
+    match upgrade(&running, "SIGHUP").await.unwrap() {
+        Err(UpgradeError::Draining) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(attempts.count(), 0, "no second new process");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_is_capped_by_its_deadline_and_counts_what_it_abandoned() {
+    let attempts = Attempts::default();
+    let running = start(&attempts).await;
+    let _open = running.shared().track();
+    let t0 = tokio::time::Instant::now();
+    running.stop();
+    let exit = running.wait().await;
+    assert_eq!(t0.elapsed(), Duration::from_secs(30), "the drain timeout");
+    assert_eq!(
+        exit,
+        Exit {
+            reason: DrainReason::Stopped,
+            abandoned_connections: 1,
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_ends_as_soon_as_the_last_connection_closes() {
+    let attempts = Attempts::default();
+    let running = start(&attempts).await;
+    let open = running.shared().track();
+    let t0 = tokio::time::Instant::now();
+    running.stop();
+    let closer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(open);
+    });
+    let exit = running.wait().await;
+    closer.await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    assert_eq!(exit.abandoned_connections, 0);
+    assert_eq!(running.live_connections(), 0);
+}
