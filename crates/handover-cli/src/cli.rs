@@ -418,7 +418,7 @@ mod tests {
         assert!(e.contains("COMMAND"), "{e}");
         let e = err(&["handover", "run", "--proxy", "127.0.0.1:80", "--", "x"]);
         assert!(
-            e.contains("expected http://IP:PORT or tcp://IP:PORT"),
+            e.contains("expected http://IP:PORT, https://IP:PORT or tcp://IP:PORT"),
             "{e}"
         );
         let e = err(&[

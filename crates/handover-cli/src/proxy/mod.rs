@@ -415,7 +415,12 @@ mod tests {
         assert_eq!(s.to_string(), "http://127.0.0.1:8080");
         let s: ProxySpec = "tcp://[::1]:0".parse().unwrap();
         assert_eq!(s.protocol, Protocol::Tcp);
-        for bad in ["127.0.0.1:80", "https://127.0.0.1:1", "http://localhost:80"] {
+        let s: ProxySpec = "https://127.0.0.1:8443".parse().unwrap();
+        assert_eq!(
+            (s.protocol, s.to_string().as_str()),
+            (Protocol::Https, "https://127.0.0.1:8443")
+        );
+        for bad in ["127.0.0.1:80", "ftp://127.0.0.1:1", "http://localhost:80"] {
             let e = bad.parse::<ProxySpec>().unwrap_err();
             assert!(e.contains("invalid proxy address"), "{bad}: {e}");
         }
