@@ -109,6 +109,8 @@ mod upgrade;
 pub mod control_socket;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use addr::{AddrParseError, ListenAddr};
 pub use control::{Exit, Running};
