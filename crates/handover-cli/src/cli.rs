@@ -121,6 +121,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub busy_poll: Option<Duration>,
 
+    /// With --proxy https://: the certificate chain (PEM), read at start and again at every
+    /// upgrade (SIGHUP, SIGUSR2, `handover upgrade`, --watch) before the new worker starts.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// With --proxy https://: the private key (PEM: PKCS#8, PKCS#1 or SEC1), read with the
+    /// certificate.
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
     /// With --proxy http://: a peer whose X-Forwarded-For/-Proto/-Host headers are kept
     /// and appended to (repeatable; `10.0.0.0/8`, `::1/128`, `127.0.0.1`). From any other
     /// peer they are replaced.
@@ -408,7 +418,7 @@ mod tests {
         assert!(e.contains("COMMAND"), "{e}");
         let e = err(&["handover", "run", "--proxy", "127.0.0.1:80", "--", "x"]);
         assert!(
-            e.contains("expected http://IP:PORT or tcp://IP:PORT"),
+            e.contains("expected http://IP:PORT, https://IP:PORT or tcp://IP:PORT"),
             "{e}"
         );
         let e = err(&[

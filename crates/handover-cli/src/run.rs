@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use handover::control_socket::ControlServer;
 use handover::sys::{self, SystemdNotifier};
@@ -44,6 +45,15 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
             "--port-env, --upstream-timeout, --client-timeout, --busy-poll and --trusted-proxy need --proxy".into(),
         );
     }
+    let https = args
+        .proxy
+        .is_some_and(|p| p.protocol == proxy::Protocol::Https);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) if https => Some(Arc::new(proxy::TlsFront::load(cert, key)?)),
+        (None, None) if !https => None,
+        _ if https => return Err("--proxy https:// needs --tls-cert and --tls-key".into()),
+        _ => return Err("--tls-cert and --tls-key need --proxy https://".into()),
+    };
     let cwd =
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     let command = Path::new(&args.command[0]);
@@ -76,7 +86,10 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
             .map_err(|e| format!("cannot create the control socket: {e}"))?;
         let listeners = listen_socket::bind_all(&args.listen, args.backlog)?;
         let proxy_listener = match args.proxy {
-            Some(spec) => Some(proxy::bind(spec, args.backlog)?),
+            Some(spec) => {
+                let (spec, listener) = proxy::bind(spec, args.backlog)?;
+                Some((spec, listener, tls))
+            }
             None => None,
         };
         let guard = Cleanup {
@@ -91,7 +104,7 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
         for l in &listeners {
             tracing::info!("listening on {} (fd name {:?})", l.local, l.name);
         }
-        if let Some((spec, _)) = &proxy_listener {
+        if let Some((spec, _, _)) = &proxy_listener {
             tracing::info!(
                 "listening on tcp://{} (proxy {spec}; workers get their port in ${})",
                 spec.addr,
@@ -129,7 +142,11 @@ async fn supervise(
     name: String,
     program: PathBuf,
     listeners: &[ListenSocket],
-    proxy_listener: Option<(ProxySpec, std::net::TcpListener)>,
+    proxy_listener: Option<(
+        ProxySpec,
+        std::net::TcpListener,
+        Option<Arc<proxy::TlsFront>>,
+    )>,
     runtime_dir: &RuntimeDir,
     tx: Events,
     rx: tokio::sync::mpsc::UnboundedReceiver<crate::events::Event>,
@@ -150,7 +167,7 @@ async fn supervise(
         port_env: args.proxy.map(|_| port_env(args).to_string()),
     };
     let mut shown: Vec<String> = listeners.iter().map(|l| l.local.to_string()).collect();
-    shown.extend(proxy_listener.as_ref().map(|(spec, _)| spec.to_string()));
+    shown.extend(proxy_listener.as_ref().map(|(spec, _, _)| spec.to_string()));
     let cfg = Config {
         name,
         listeners: shown,
@@ -163,12 +180,13 @@ async fn supervise(
     let mut supervisor = Supervisor::new(cfg, Box::new(launcher), tx.clone(), systemd);
     // Kept until the supervisor is done; dropping it ends every proxied connection.
     let mut _proxy_runtime = None;
-    if let Some((spec, listener)) = proxy_listener {
+    if let Some((spec, listener, tls)) = proxy_listener {
         let settings = proxy::Settings {
             upstream_timeout: args.upstream_timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
             busy_poll: args.busy_poll.unwrap_or(DEFAULT_BUSY_POLL),
             client_timeout: args.client_timeout.unwrap_or(DEFAULT_CLIENT_TIMEOUT),
             trusted: args.trusted_proxy.clone(),
+            tls,
         };
         let (proxy, rt) = proxy::start(spec, listener, settings)?;
         supervisor = supervisor.with_proxy(proxy);

@@ -272,6 +272,14 @@ impl Supervisor {
             self.last_upgrade = Some(pending.fail(&message, None));
             return;
         }
+        // `https://`: the certificate and key are read again before any new worker starts; a
+        // bad file fails the upgrade and the certificate in use stays.
+        if let Some(Err(e)) = self.proxy.as_ref().map(Proxy::reload_tls) {
+            let message = format!("{e}; the certificate in use stays");
+            tracing::error!("upgrade refused: {message}");
+            self.last_upgrade = Some(pending.fail(&message, None));
+            return;
+        }
         tracing::info!("upgrade requested by {trigger}: starting a new worker");
         self.notify(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",

@@ -125,6 +125,8 @@ pub mod control_socket;
 mod control_socket;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use addr::{AddrParseError, ListenAddr};
 pub use attempt::Upgraded;

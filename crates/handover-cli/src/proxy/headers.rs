@@ -19,7 +19,12 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Rewrites a client request for the worker; `Err` says why it is refused (400).
-pub fn prepare_request(parts: &mut Parts, peer: IpAddr, trusted: bool) -> Result<(), &'static str> {
+pub fn prepare_request(
+    parts: &mut Parts,
+    peer: IpAddr,
+    trusted: bool,
+    tls: bool,
+) -> Result<(), &'static str> {
     let h = &mut parts.headers;
     if h.keys()
         .any(|n| policy::is_disguised(n.as_str().as_bytes()))
@@ -46,7 +51,7 @@ pub fn prepare_request(parts: &mut Parts, peer: IpAddr, trusted: bool) -> Result
             }
         }
     }
-    forwarded(h, peer, trusted);
+    forwarded(h, peer, trusted, tls);
     // Already origin-form (as HTTP/1.1 clients send): nothing to rebuild.
     if parts.uri.scheme().is_some()
         || parts.uri.authority().is_some()
@@ -63,7 +68,7 @@ pub fn prepare_request(parts: &mut Parts, peer: IpAddr, trusted: bool) -> Result
     Ok(())
 }
 
-fn forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: bool) {
+fn forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: bool, tls: bool) {
     let peer = peer.to_canonical().to_string();
     if !trusted {
         for name in policy::FORWARDING {
@@ -88,7 +93,8 @@ fn forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: bool) {
         h.insert(X_FORWARDED_FOR, v);
     }
     if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let proto = if tls { "https" } else { "http" };
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !h.contains_key(&X_FORWARDED_HOST) {
         if let Some(host) = h.get(header::HOST).cloned() {
@@ -139,7 +145,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        prepare_request(&mut p, "10.0.0.1".parse().unwrap(), false).unwrap();
+        prepare_request(&mut p, "10.0.0.1".parse().unwrap(), false, false).unwrap();
         assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "http");
         assert_eq!(p.headers["host"], "example.com");
@@ -159,7 +165,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        prepare_request(&mut p, "::ffff:10.0.0.1".parse().unwrap(), true).unwrap();
+        prepare_request(&mut p, "::ffff:10.0.0.1".parse().unwrap(), true, false).unwrap();
         assert_eq!(p.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "https");
     }
@@ -175,11 +181,11 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        prepare_request(&mut p, "10.0.0.1".parse().unwrap(), false).unwrap();
+        prepare_request(&mut p, "10.0.0.1".parse().unwrap(), false, false).unwrap();
         assert_eq!(p.headers["content-length"], "3");
         assert!(!p.headers.contains_key("x-a"));
         let mut p = parts(hyper::Request::get("/").body(()).unwrap());
-        assert!(prepare_request(&mut p, "10.0.0.1".parse().unwrap(), false).is_err());
+        assert!(prepare_request(&mut p, "10.0.0.1".parse().unwrap(), false, false).is_err());
         let mut p = parts(
             hyper::Request::get("/")
                 .header("content_length", "3")
@@ -187,6 +193,6 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        assert!(prepare_request(&mut p, "10.0.0.1".parse().unwrap(), false).is_err());
+        assert!(prepare_request(&mut p, "10.0.0.1".parse().unwrap(), false, false).is_err());
     }
 }

@@ -10,7 +10,6 @@
 
 use std::convert::Infallible;
 use std::fmt::Display;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,15 +21,17 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::{timeout_at, Instant};
 
 use super::headers;
 use super::inbuf::Inbuf;
 use super::pool::{Conn, Pool, ReqBody};
-use super::relay;
+use super::relay::{self, Link};
 use super::rewind::Rewind;
 use super::sent::Tracked;
+use super::stream::ClientStream;
+use super::tls::TlsFront;
 use super::upstream::Guard;
 use super::Proxy;
 
@@ -43,24 +44,44 @@ const ATTEMPTS: usize = 4;
 /// The HTTP/2 connection preface (RFC 9113 §3.4): an h2c client with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Accepts clients until the runtime ends.
-pub async fn serve(listener: TcpListener, proxy: Proxy) {
+/// Accepts clients until the runtime ends (over TLS with `tls`).
+pub async fn serve(listener: TcpListener, proxy: Proxy, tls: Option<Arc<TlsFront>>) {
     loop {
         let (stream, peer) = super::accept_client(&listener).await;
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let p = proxy.clone();
-        proxy.spawn_client(stream, move |stream| client(stream, peer, p));
+        let link = Link {
+            peer,
+            local,
+            tls: tls.is_some(),
+        };
+        match &tls {
+            None => proxy.spawn_client(stream, move |stream| client(stream, link, p)),
+            Some(tls) => {
+                let tls = Arc::clone(tls);
+                proxy.spawn_client(stream, move |stream| async move {
+                    if let Some(stream) = tls.accept(stream).await {
+                        client(stream, link, p).await;
+                    }
+                });
+            }
+        }
     }
 }
 
-/// Serves one client connection: HTTP/1.x through the relay, h2c through hyper.
-async fn client(mut stream: TcpStream, peer: SocketAddr, proxy: Proxy) {
+/// Serves one client connection: HTTP/1.x through the relay, HTTP/2 (h2c, or `h2` by ALPN)
+/// through hyper.
+async fn client<S: ClientStream>(mut stream: S, link: Link, proxy: Proxy) {
+    let peer = link.peer;
     let mut inb = Inbuf::new();
     // As many bytes as it takes to tell the HTTP/2 preface from an HTTP/1 request line.
     loop {
         let got = inb.unread();
         let n = got.len().min(H2_PREFACE.len());
         if got[..n] != H2_PREFACE[..n] {
-            return relay::serve(stream, inb, peer, proxy).await;
+            return relay::serve(stream, inb, link, proxy).await;
         }
         if n == H2_PREFACE.len() {
             break;
@@ -76,7 +97,7 @@ async fn client(mut stream: TcpStream, peer: SocketAddr, proxy: Proxy) {
     let service = hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
         let pools = Arc::clone(&pools);
-        async move { Ok::<_, Infallible>(forward(&proxy, &pools, req, peer).await) }
+        async move { Ok::<_, Infallible>(forward(&proxy, &pools, req, link).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(Rewind::new(prefix, stream)), service);
@@ -114,14 +135,15 @@ async fn forward(
     proxy: &Proxy,
     pools: &ClientPools,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    link: Link,
 ) -> Response<RespBody> {
+    let peer = link.peer;
     let settings = proxy.settings();
     let deadline = Instant::now() + settings.upstream_timeout;
     let trusted = settings.trusted.iter().any(|c| c.contains(peer.ip()));
     let (mut parts, body) = req.into_parts();
     // HTTP/2 has no `Upgrade` (RFC 9113 §8.6); extended CONNECT is not supported.
-    if let Err(why) = headers::prepare_request(&mut parts, peer.ip(), trusted) {
+    if let Err(why) = headers::prepare_request(&mut parts, peer.ip(), trusted, link.tls) {
         return error(StatusCode::BAD_REQUEST, why);
     }
     let bodiless = body.is_end_stream();

@@ -12,6 +12,7 @@
 //! | `request`, `response` | the relay's client request heads and worker response heads: parse, check, write |
 //! | `http`, `rewind`, `pool`, `sent`, `headers` | h2c clients (through hyper) |
 //! | `tcp` | the TCP proxy |
+//! | `tls`, `stream` | TLS in front of the HTTP proxy (`https://`); the client streams it serves |
 //! | `spin`, `cut` | busy-polling for awaited answers (`--busy-poll`); the drain-deadline cut |
 //!
 //! The supervisor routes with [`Proxy::route`] once a worker is ready and retires the old one
@@ -36,7 +37,9 @@ mod response;
 mod rewind;
 mod sent;
 mod spin;
+mod stream;
 mod tcp;
+mod tls;
 mod upstream;
 
 use std::collections::HashMap;
@@ -49,6 +52,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use cidr::Cidr;
+pub use tls::TlsFront;
 use upstream::{Guard, Upstream};
 
 use crate::events::WorkerId;
@@ -58,6 +62,8 @@ use crate::events::WorkerId;
 pub enum Protocol {
     /// Terminate HTTP/1.1 and h2c, forward requests.
     Http,
+    /// Terminate TLS, then HTTP/1.1 and HTTP/2 (by ALPN), forward requests.
+    Https,
     /// Forward TCP connections.
     Tcp,
 }
@@ -77,11 +83,13 @@ impl FromStr for ProxySpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (protocol, rest) = if let Some(r) = s.strip_prefix("http://") {
             (Protocol::Http, r)
+        } else if let Some(r) = s.strip_prefix("https://") {
+            (Protocol::Https, r)
         } else if let Some(r) = s.strip_prefix("tcp://") {
             (Protocol::Tcp, r)
         } else {
             return Err(format!(
-                "invalid proxy address {s:?}: expected http://IP:PORT or tcp://IP:PORT"
+                "invalid proxy address {s:?}: expected http://IP:PORT, https://IP:PORT or tcp://IP:PORT"
             ));
         };
         let rest = rest.trim_end_matches('/');
@@ -96,6 +104,7 @@ impl fmt::Display for ProxySpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = match self.protocol {
             Protocol::Http => "http",
+            Protocol::Https => "https",
             Protocol::Tcp => "tcp",
         };
         write!(f, "{scheme}://{}", self.addr)
@@ -114,6 +123,8 @@ pub struct Settings {
     /// How long an HTTP/1 client connection may stay idle between requests, or take to send
     /// a request head.
     pub client_timeout: Duration,
+    /// `https://`: the certificate and key, loaded.
+    pub tls: Option<Arc<TlsFront>>,
 }
 
 /// Binds the public address; the spec returned has the real port (when 0 was asked for).
@@ -246,10 +257,26 @@ impl Proxy {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let proxy = self.clone();
         match protocol {
-            Protocol::Http => tokio::spawn(http::serve(listener, proxy)),
+            Protocol::Http => tokio::spawn(http::serve(listener, proxy, None)),
+            Protocol::Https => {
+                let tls = self.settings().tls.clone().ok_or_else(|| {
+                    std::io::Error::other("https:// needs a certificate and a key")
+                })?;
+                tokio::spawn(http::serve(listener, proxy, Some(tls)))
+            }
             Protocol::Tcp => tokio::spawn(tcp::serve(listener, proxy)),
         };
         Ok(())
+    }
+
+    /// `https://`: loads the certificate and key again (at an upgrade trigger, before the new
+    /// worker starts); on error the ones in use stay and the error names the file. Nothing to
+    /// do for other protocols.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.settings().tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
     }
 
     /// From now on, new requests and connections go to worker `id` on `port` (loopback).
@@ -387,7 +414,12 @@ mod tests {
         assert_eq!(s.to_string(), "http://127.0.0.1:8080");
         let s: ProxySpec = "tcp://[::1]:0".parse().unwrap();
         assert_eq!(s.protocol, Protocol::Tcp);
-        for bad in ["127.0.0.1:80", "https://127.0.0.1:1", "http://localhost:80"] {
+        let s: ProxySpec = "https://127.0.0.1:8443".parse().unwrap();
+        assert_eq!(
+            (s.protocol, s.to_string().as_str()),
+            (Protocol::Https, "https://127.0.0.1:8443")
+        );
+        for bad in ["127.0.0.1:80", "ftp://127.0.0.1:1", "http://localhost:80"] {
             let e = bad.parse::<ProxySpec>().unwrap_err();
             assert!(e.contains("invalid proxy address"), "{bad}: {e}");
         }
@@ -400,6 +432,7 @@ mod tests {
             trusted: Vec::new(),
             busy_poll: Duration::ZERO,
             client_timeout: Duration::from_secs(60),
+            tls: None,
         });
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         proxy.route(WorkerId(1), addr);

@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant, Sleep};
 
 use super::chunked::{Chunked, Reframer};
@@ -32,6 +31,7 @@ use super::message::{self, Framing};
 use super::request::{self, Origin};
 use super::response::{self, Asked};
 use super::spin::Waiting;
+use super::stream::ClientStream;
 use super::upstream::Guard;
 use super::Proxy;
 
@@ -69,16 +69,16 @@ enum Waited {
 }
 
 /// Serves one client connection that speaks HTTP/1.x; `inb` holds what was read already.
-pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, proxy: Proxy) {
+pub async fn serve<S: ClientStream>(mut client: S, mut inb: Inbuf, link: Link, proxy: Proxy) {
+    let Link { peer, local, tls } = link;
     let settings = proxy.settings();
     let peer_text = peer.ip().to_canonical().to_string();
-    let local_text = client
-        .local_addr()
-        .map_or_else(|_| String::new(), |a| a.to_string());
+    let local_text = local.to_string();
     let origin = Origin {
         peer: &peer_text,
         trusted: settings.trusted.iter().any(|c| c.contains(peer.ip())),
         local: &local_text,
+        tls,
     };
     // Reused for every request on this connection.
     let mut head_out = Vec::with_capacity(1024);
@@ -161,6 +161,17 @@ pub async fn serve(mut client: TcpStream, mut inb: Inbuf, peer: SocketAddr, prox
     }
 }
 
+/// Where a client connection comes from and goes to.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address it connected to.
+    pub local: SocketAddr,
+    /// It speaks TLS to the proxy (`https://`).
+    pub tls: bool,
+}
+
 /// Resolves when `held` (if any) must be dropped.
 async fn watch(held: &mut Option<Held>) -> (Dropped, SocketAddr) {
     match held {
@@ -181,7 +192,7 @@ struct Bufs<'a> {
 
 /// Closes `client` gracefully: our side first, then whatever it still sends is read away
 /// (bounded), so that it gets our last answer rather than a reset.
-async fn linger(mut client: TcpStream) {
+async fn linger<S: ClientStream>(mut client: S) {
     if client.shutdown().await.is_err() {
         return;
     }
@@ -215,9 +226,9 @@ enum Sent {
 }
 
 impl Exchange<'_> {
-    async fn run(
+    async fn run<S: ClientStream>(
         &self,
-        client: &mut TcpStream,
+        client: &mut S,
         inb: &mut Inbuf,
         bufs: Bufs<'_>,
         held: &mut Option<Held>,
@@ -285,9 +296,9 @@ impl Exchange<'_> {
 
     /// Answers the client with an error of the proxy's own. `whole`: the request body (if
     /// any) has been read; if not, the connection cannot go on (and lingers to close).
-    async fn fail(
+    async fn fail<S: ClientStream>(
         &self,
-        client: &mut TcpStream,
+        client: &mut S,
         out: &mut Vec<u8>,
         status: u16,
         why: &str,
@@ -303,9 +314,9 @@ impl Exchange<'_> {
         }
     }
 
-    async fn send(
+    async fn send<S: ClientStream>(
         &self,
-        client: &mut TcpStream,
+        client: &mut S,
         inb: &mut Inbuf,
         bufs: Bufs<'_>,
         mut conn: UpConn,
@@ -335,7 +346,7 @@ impl Exchange<'_> {
         let waited = {
             let UpConn { stream, buf, .. } = &mut conn;
             let (mut ur, mut uw) = stream.split();
-            let (mut cr, mut cw) = client.split();
+            let (mut cr, mut cw) = client.halves();
             let asked = Asked {
                 head: self.req.head,
                 http10: self.req.http10,
@@ -611,9 +622,9 @@ where
 /// Passes the response body on, after the head in `out`: the head and the body bytes read
 /// with it go in one write; later reads are written straight from the read buffer (chunk data
 /// decoded for an HTTP/1.0 client goes through `out`).
-async fn pass_body(
+async fn pass_body<S: ClientStream>(
     resp: response::Response,
-    client: &mut TcpStream,
+    client: &mut S,
     conn: &mut UpConn,
     out: &mut Vec<u8>,
 ) -> Result<(), BodyError> {
@@ -670,8 +681,8 @@ async fn pass_body(
 
 /// After a `101`: passes `reply` and the bytes both sides sent early on, then copies both
 /// ways until either side closes or the worker's drain deadline.
-async fn tunnel(
-    client: &mut TcpStream,
+async fn tunnel<S: ClientStream>(
+    client: &mut S,
     inb: &mut Inbuf,
     mut conn: UpConn,
     guard: Guard,

@@ -61,6 +61,8 @@ pub struct Origin<'a> {
     /// The address the client connected to (the `--proxy` address): the `Host` of an
     /// HTTP/1.0 request that has none.
     pub local: &'a str,
+    /// The client connected over TLS: `X-Forwarded-Proto: https`.
+    pub tls: bool,
 }
 
 /// Parses the request head at the start of `input` and writes it for the worker into `out`
@@ -186,7 +188,11 @@ pub fn parse(
     out.extend_from_slice(origin.peer.as_bytes());
     out.extend_from_slice(b"\r\n");
     if !proto {
-        out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+        out.extend_from_slice(if origin.tls {
+            b"X-Forwarded-Proto: https\r\n"
+        } else {
+            b"X-Forwarded-Proto: http\r\n"
+        });
     }
     if !fwd_host && !host.is_empty() {
         message::write_header(out, b"X-Forwarded-Host", host);
@@ -290,6 +296,7 @@ mod tests {
         peer: "10.0.0.1",
         trusted: false,
         local: "127.0.0.1:8080",
+        tls: false,
     };
 
     fn req(input: &str, origin: Origin<'_>) -> Result<(Request, String), Refusal> {
