@@ -119,7 +119,10 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub proxy_rounds: usize,
     /// `--phases proxy`: which steady targets to run besides `direct` (the baseline, always
-    /// run): `handover-http`, `nginx-http`, `handover-tcp`, `nginx-stream` (default: all).
+    /// run): `handover-http`, `nginx-http`, `handover-tcp`, `nginx-stream`, `handover-https`,
+    /// `nginx-https` (default: all). The https setups use a certificate the bench makes at
+    /// start and also get a `Connection: close` run (handshakes/s). Upgrade runs: those of the
+    /// selected handover schemes.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub proxy_targets: Vec<String>,
     /// `--phases proxy`: `handover run --busy-poll` for the handover setups (default: its own).
@@ -163,11 +166,13 @@ impl Args {
         if self.peers.contains(&Peer::None) && self.peers.len() > 1 {
             return Err("--peers none cannot be combined with other peers".into());
         }
-        const NAMES: [&str; 4] = [
+        const NAMES: [&str; 6] = [
             "handover-http",
             "nginx-http",
             "handover-tcp",
             "nginx-stream",
+            "handover-https",
+            "nginx-https",
         ];
         if let Some(bad) = self
             .proxy_targets
@@ -246,6 +251,15 @@ mod tests {
         let a = Args::parse_from(["handover-bench"]);
         assert_eq!(a.validate(), Ok(()));
         let bad = Args::parse_from(["handover-bench", "--duration", "31s"]);
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn https_targets_are_known() {
+        let ok = ["--proxy-targets", "handover-https,nginx-https"];
+        let a = Args::parse_from(["handover-bench"].into_iter().chain(ok));
+        assert_eq!(a.validate(), Ok(()));
+        let bad = Args::parse_from(["handover-bench", "--proxy-targets", "nginx-tls"]);
         assert!(bad.validate().is_err());
     }
 }

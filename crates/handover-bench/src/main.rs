@@ -31,6 +31,7 @@ mod report;
 mod rlimit;
 mod run;
 mod server;
+mod tls;
 mod upgrade;
 mod version;
 mod wrk;
@@ -226,6 +227,7 @@ fn proxy_phase(
             bins: bins.clone(),
             drain_timeout: args.drain_timeout,
             busy_poll: args.proxy_busy_poll,
+            tls: None,
         },
         nginx_version,
         conns: args.proxy_conns,

@@ -1,8 +1,9 @@
 //! One fresh-connection `GET /` with blocking sockets, as the handover probe and the
-//! readiness check use it.
+//! readiness check use it; over TLS too ([`once_over`]) for the https targets.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -34,7 +35,18 @@ pub enum Probe {
 
 /// Probes `addr` once on a new connection (sending `Connection: close`).
 pub fn once(addr: SocketAddr, greetings: &Greetings, timeout: Duration) -> Probe {
-    match exchange(addr, timeout) {
+    once_over(addr, greetings, timeout, None)
+}
+
+/// [`once`], over TLS with `tls` when given (a full handshake, verified; a handshake or
+/// certificate failure is [`Probe::Other`] unless the socket itself failed).
+pub fn once_over(
+    addr: SocketAddr,
+    greetings: &Greetings,
+    timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Probe {
+    match exchange(addr, timeout, tls) {
         Ok(buf) => match http1::parse(&buf, true) {
             Parse::Done(r) => {
                 let body = &buf[r.body_start..r.body_end];
@@ -58,12 +70,31 @@ pub fn once(addr: SocketAddr, greetings: &Greetings, timeout: Duration) -> Probe
     }
 }
 
-fn exchange(addr: SocketAddr, timeout: Duration) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+fn exchange(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> std::io::Result<Vec<u8>> {
+    let s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     s.set_nodelay(true)?;
+    match tls {
+        None => request(s, addr),
+        Some(config) => {
+            let conn =
+                rustls::ClientConnection::new(Arc::clone(config), crate::tls::server_name(addr))
+                    .map_err(std::io::Error::other)?;
+            // The socket timeouts bound the handshake, which runs inside the first write.
+            request(rustls::StreamOwned::new(conn, s), addr)
+        }
+    }
+}
+
+/// Sends the request on `s` and reads until a whole response or end of stream.
+fn request(mut s: impl Read + Write, addr: SocketAddr) -> std::io::Result<Vec<u8>> {
     s.write_all(&http1::request(addr.port(), true))?;
+    s.flush()?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {

@@ -2,17 +2,15 @@
 //! and records each request's outcome.
 
 use std::cell::RefCell;
-use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use super::stats::{Failure, Stats};
+use super::stream::{self, Stream};
 use super::Mode;
 use crate::generations::{Generations, Snapshot};
 use crate::http1::{self, Parse};
@@ -37,6 +35,8 @@ pub struct Shared {
     pub greetings: Arc<Greetings>,
     /// Generations seen by the probe, for stale answers.
     pub generations: Arc<Generations>,
+    /// TLS client configuration (https targets); none: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Rate-limited mode: this slot's requests are due at `first + i × period`.
@@ -49,7 +49,7 @@ pub struct Pace {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     snapshot: Snapshot,
     answered: bool,
 }
@@ -118,21 +118,19 @@ pub async fn run(shared: Rc<Shared>, stats: Rc<RefCell<Stats>>, pace: Option<Pac
 
 async fn connect(shared: &Shared, deadline: Instant) -> Result<Conn, ()> {
     let snapshot = shared.generations.snapshot();
-    match timeout_at(deadline, TcpStream::connect(shared.addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(Conn {
-                stream,
-                snapshot,
-                answered: false,
-            })
-        }
+    // With TLS the handshake is part of the connect, inside the same request deadline.
+    match timeout_at(deadline, stream::connect(shared.addr, shared.tls.as_ref())).await {
+        Ok(Ok(stream)) => Ok(Conn {
+            stream,
+            snapshot,
+            answered: false,
+        }),
         _ => Err(()),
     }
 }
 
 /// Writes the request and reads one whole response into `buf`.
-async fn exchange(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Exchange {
+async fn exchange(stream: &mut Stream, request: &[u8], buf: &mut Vec<u8>) -> Exchange {
     if stream.write_all(request).await.is_err() {
         return Exchange::Failed(Failure::Write);
     }
@@ -148,16 +146,12 @@ async fn exchange(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> 
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        match read_some(stream, buf).await {
+        match stream.read_buf(buf).await {
             Ok(0) => eof = true,
             Ok(_) => {}
             Err(_) => return Exchange::Failed(Failure::Read),
         }
     }
-}
-
-async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    stream.read_buf(buf).await
 }
 
 /// Counts the outcome; returns whether the connection may carry another request.

@@ -1,8 +1,9 @@
-//! The load client: a fixed number of HTTP/1.1 connection slots spread over worker threads,
+//! The load client: a fixed number of HTTP/1.1 (or HTTPS/1.1) connection slots spread over worker threads,
 //! each thread a current-thread tokio runtime. It never retries; see [`stats::Failure`].
 
 pub mod conn;
 pub mod stats;
+pub mod stream;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ pub struct LoadConfig {
     /// `start + (i + k / conns) × conns / rate`); a slot that falls behind sends at once, without
     /// skipping. Latency is measured from the actual send. `None`: back to back.
     pub rate: Option<f64>,
+    /// Speak TLS with this client configuration (the https targets); none: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Runs the load from `start` (a shared time origin, so slices line up with upgrade times)
@@ -109,6 +112,7 @@ fn worker(
         end: (start + cfg.duration).into(),
         greetings: Arc::clone(&cfg.greetings),
         generations: Arc::clone(&cfg.generations),
+        tls: cfg.tls.clone(),
     });
     let period = cfg
         .rate

@@ -1,7 +1,7 @@
 //! The load client's counting against small fake servers that misbehave on purpose.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ fn fake(behavior: Behavior) -> (SocketAddr, Arc<AtomicU64>) {
     (addr, sent)
 }
 
-fn serve(mut s: TcpStream, behavior: Behavior, sent: &AtomicU64) {
+fn serve(mut s: impl Read + Write, behavior: Behavior, sent: &AtomicU64) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
@@ -99,6 +99,7 @@ fn load_with(
         greetings: Arc::new(Greetings::new("v1 Welcome Server", "v2 Welcome New Server")),
         generations: Arc::new(generations),
         rate: None,
+        tls: None,
     };
     run(&cfg, Instant::now()).unwrap().0
 }
@@ -216,6 +217,7 @@ fn paced_mode_holds_the_rate() {
         greetings: Arc::new(Greetings::new("v1 Welcome Server", "v2 Welcome New Server")),
         generations: Arc::new(Generations::new(1)),
         rate: Some(400.0),
+        tls: None,
     };
     let s = run(&cfg, Instant::now()).unwrap().0;
     let t = s.total();
@@ -223,4 +225,109 @@ fn paced_mode_holds_the_rate() {
     assert_eq!(u64::from(t.ok[0]), sent.load(Ordering::SeqCst));
     // 400 req/s for 0.5 s: every slot's deadlines in [0, 0.5 s), i.e. 200 requests.
     assert!((195..=205).contains(&t.ok[0]), "{t:?}");
+}
+
+/// A [`Behavior::Good`] server over TLS (the bench's certificate, rustls defaults, which offer
+/// resumption); counts responses and full handshakes.
+fn fake_tls(pki: &crate::tls::Pki) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let config = crate::tls::test_server_config(pki);
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    let (sent, full) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (counter, fulls) = (Arc::clone(&sent), Arc::clone(&full));
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let (config, sent, full) = (
+                Arc::clone(&config),
+                Arc::clone(&counter),
+                Arc::clone(&fulls),
+            );
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut conn = rustls::ServerConnection::new(config).unwrap();
+                while conn.is_handshaking() {
+                    if conn.complete_io(&mut s).is_err() {
+                        return;
+                    }
+                }
+                if conn.handshake_kind() == Some(rustls::HandshakeKind::Full) {
+                    full.fetch_add(1, Ordering::SeqCst);
+                }
+                serve(rustls::StreamOwned::new(conn, s), Behavior::Good, &sent);
+            });
+        }
+    });
+    (addr, sent, full)
+}
+
+#[test]
+fn tls_keepalive_and_close_count_every_response_and_close_is_all_handshakes() {
+    let pki = crate::tls::Pki::new().unwrap();
+    for mode in [Mode::Keepalive, Mode::Close] {
+        let (addr, sent, full) = fake_tls(&pki);
+        let cfg = LoadConfig {
+            addr,
+            mode,
+            conns: 4,
+            threads: 2,
+            duration: Duration::from_millis(400),
+            timeout: Duration::from_secs(2),
+            greetings: Arc::new(Greetings::new("v1 Welcome Server", "v2 Welcome New Server")),
+            generations: Arc::new(Generations::new(1)),
+            rate: None,
+            tls: Some(Arc::clone(&pki.client)),
+        };
+        let s = run(&cfg, Instant::now()).unwrap().0;
+        let t = s.total();
+        assert_eq!(t.failed_total(), 0, "{mode:?}: {t:?}");
+        assert!(t.ok[0] > 20, "{mode:?}: {t:?}");
+        assert_eq!(u64::from(t.ok[0]), sent.load(Ordering::SeqCst), "{mode:?}");
+        // Every connection the client opened was a full handshake (no resumption), and in
+        // close mode there is one per request.
+        assert_eq!(s.connections, full.load(Ordering::SeqCst), "{mode:?}");
+        if mode == Mode::Close {
+            assert_eq!(s.connections, u64::from(t.ok[0]));
+        } else {
+            assert!(s.connections <= 4, "{}", s.connections);
+        }
+    }
+}
+
+#[test]
+fn tls_probe_answers_and_a_wrong_ca_fails_the_connect() {
+    use crate::probe::{once_over, Probe};
+    let (pki, other) = (
+        crate::tls::Pki::new().unwrap(),
+        crate::tls::Pki::new().unwrap(),
+    );
+    let (addr, _, _) = fake_tls(&pki);
+    let g = Greetings::new("v1 Welcome Server", "v2 Welcome New Server");
+    let t = Duration::from_secs(2);
+    assert_eq!(
+        once_over(addr, &g, t, Some(&pki.client)),
+        Probe::Answer {
+            status: 200,
+            version: Some(crate::version::Version::V1),
+            pid: Some(1)
+        }
+    );
+    assert!(!matches!(
+        once_over(addr, &g, t, Some(&other.client)),
+        Probe::Answer { .. }
+    ));
+    let cfg = LoadConfig {
+        addr,
+        mode: Mode::Close,
+        conns: 1,
+        threads: 1,
+        duration: Duration::from_millis(100),
+        timeout: t,
+        greetings: Arc::new(g),
+        generations: Arc::new(Generations::new(1)),
+        rate: None,
+        tls: Some(Arc::clone(&other.client)),
+    };
+    let s = run(&cfg, Instant::now()).unwrap().0;
+    assert_eq!(s.total().ok[0], 0);
+    assert!(failed(&s, Failure::Connect) > 0);
 }

@@ -3,10 +3,14 @@
 //!
 //! - saturating keep-alive throughput (`--proxy-conns`, back to back) and latency at a fixed
 //!   rate (`--proxy-rate` over `--proxy-rate-conns`, paced), for direct, handover http, nginx
-//!   http (`upstream { keepalive 64; }`), handover tcp and nginx `stream`;
+//!   http (`upstream { keepalive 64; }`), handover tcp, nginx `stream`, handover https and
+//!   nginx https (issue 10: the same as http with TLS terminated by the proxy, the bench's own
+//!   certificate, no resumption on either side);
+//! - for the https setups also a saturating `Connection: close` run: every request a new
+//!   connection and a full handshake, so its req/s is handshakes/s;
 //! - upgrades under load through the proxy (`handover upgrade --control SOCK` after renaming the
 //!   other build over the binary the worker COMMAND points to), failures by kind: keep-alive and
-//!   close clients through the http proxy, close clients through the tcp proxy.
+//!   close clients through the http and https proxies, close clients through the tcp proxy.
 
 pub mod setup;
 pub mod table;
@@ -26,6 +30,7 @@ use crate::plan::progress;
 use crate::process::StopReport;
 use crate::report::build;
 use crate::report::model::{RunReport, Scenario};
+use crate::tls::Pki;
 use crate::version::Version;
 use setup::{Running, Scheme, Target, Tools};
 
@@ -46,7 +51,8 @@ pub struct ProxyOpts {
     pub duration: Duration,
     /// Interleaved rounds of the steady runs (the table shows the median).
     pub rounds: usize,
-    /// Steady targets to run besides `direct` (`handover-http` …; empty: all).
+    /// Steady targets to run besides `direct` (`handover-http` …; empty: all). Also picks the
+    /// upgrade runs: those of a scheme run when its `handover-SCHEME` target is selected.
     pub targets: Vec<String>,
     /// Connections of the upgrade runs.
     pub upgrade_conns: usize,
@@ -89,12 +95,19 @@ pub struct SteadyRun {
 /// One target's steady runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetSteady {
-    /// `direct`, `handover http`, `nginx http`, `handover tcp`, `nginx stream`.
+    /// `direct`, `handover http`, `nginx http`, `handover tcp`, `nginx stream`,
+    /// `handover https`, `nginx https`.
     pub target: &'static str,
     /// Saturating keep-alive runs.
     pub saturating: Vec<SteadyRun>,
     /// Paced keep-alive runs.
     pub paced: Vec<SteadyRun>,
+    /// https setups: saturating `Connection: close` runs (each request a full TLS handshake).
+    pub close: Vec<SteadyRun>,
+    /// Median req/s of the close runs = handshakes per second.
+    pub handshakes_per_s_median: Option<f64>,
+    /// Median proxy CPU µs per request (= per handshake) of the close runs.
+    pub close_cpu_us_per_req_median: Option<f64>,
     /// Median req/s of the saturating runs.
     pub rps_median: f64,
     /// Median p50 (µs) of the paced runs.
@@ -169,6 +182,14 @@ pub struct ProxyTargets {
     pub tcp_added_p50_us: Option<f64>,
     /// Same for nginx stream (reference).
     pub nginx_stream_added_p50_us: Option<f64>,
+    /// handover https req/s ÷ nginx https req/s, keep-alive (target ≥ 1.0).
+    pub https_rps_ratio: Option<f64>,
+    /// Proxy CPU per request, handover https ÷ nginx https, keep-alive.
+    pub https_cpu_ratio: Option<f64>,
+    /// Handshakes/s (close-mode req/s), handover https ÷ nginx https.
+    pub https_handshake_ratio: Option<f64>,
+    /// Proxy CPU per handshake, handover https ÷ nginx https.
+    pub https_handshake_cpu_ratio: Option<f64>,
     /// Failed requests per upgrade case (target 0).
     pub upgrade_failed: Vec<(String, u64)>,
 }
@@ -200,13 +221,31 @@ pub struct ProxyReport {
     pub targets: ProxyTargets,
 }
 
-const TARGETS: [Target; 5] = [
+const TARGETS: [Target; 7] = [
     Target::Direct,
     Target::Handover(Scheme::Http),
     Target::Nginx(Scheme::Http),
     Target::Handover(Scheme::Tcp),
     Target::Nginx(Scheme::Tcp),
+    Target::Handover(Scheme::Https),
+    Target::Nginx(Scheme::Https),
 ];
+
+/// The upgrade runs, in order (each runs when its handover target is selected).
+const UPGRADE_CASES: [(Scheme, Mode); 5] = [
+    (Scheme::Http, Mode::Keepalive),
+    (Scheme::Http, Mode::Close),
+    (Scheme::Tcp, Mode::Close),
+    (Scheme::Https, Mode::Keepalive),
+    (Scheme::Https, Mode::Close),
+];
+
+fn is_https(t: Target) -> bool {
+    matches!(
+        t,
+        Target::Handover(Scheme::Https) | Target::Nginx(Scheme::Https)
+    )
+}
 
 fn log_of(o: &ProxyOpts, name: &str) -> PathBuf {
     o.log_dir
@@ -223,12 +262,29 @@ fn selected(o: &ProxyOpts, t: Target) -> bool {
 /// Runs the phase.
 pub fn execute(o: &ProxyOpts) -> ProxyReport {
     let _ = std::fs::create_dir_all(&o.log_dir);
+    // The certificate exists for this phase only (removed when `o` goes out of scope), and only
+    // when an https setup will run; if it cannot be made, those setups fail saying so.
+    let with_tls;
+    let o = if o.tools.tls.is_none() && TARGETS.iter().any(|t| is_https(*t) && selected(o, *t)) {
+        let mut x = o.clone();
+        match Pki::new() {
+            Ok(p) => x.tools.tls = Some(Arc::new(p)),
+            Err(e) => progress(&format!("proxy https: {e}")),
+        }
+        with_tls = x;
+        &with_tls
+    } else {
+        o
+    };
     let mut steady: Vec<TargetSteady> = TARGETS
         .iter()
         .map(|t| TargetSteady {
             target: t.name(),
             saturating: Vec::new(),
             paced: Vec::new(),
+            close: Vec::new(),
+            handshakes_per_s_median: None,
+            close_cpu_us_per_req_median: None,
             rps_median: 0.0,
             paced_p50_us_median: 0.0,
             added_p50_us: None,
@@ -246,9 +302,15 @@ pub fn execute(o: &ProxyOpts) -> ProxyReport {
                 continue;
             }
             match steady_round(o, TARGETS[i], round) {
-                Ok((sat, paced)) => {
+                Ok((sat, paced, close)) => {
+                    let close_note = close.as_ref().map_or_else(String::new, |c| {
+                        format!(
+                            "; close {:.0} handshakes/s, {} failed",
+                            c.run.rps, c.run.failed
+                        )
+                    });
                     progress(&format!(
-                        "proxy {} #{round}: {:.0} req/s saturating; paced p50 {} µs p99 {} µs, {} late, {} failed",
+                        "proxy {} #{round}: {:.0} req/s saturating; paced p50 {} µs p99 {} µs, {} late, {} failed{close_note}",
                         TARGETS[i].name(),
                         sat.run.rps,
                         paced.p50_us,
@@ -258,6 +320,7 @@ pub fn execute(o: &ProxyOpts) -> ProxyReport {
                     ));
                     steady[i].saturating.push(sat);
                     steady[i].paced.push(paced);
+                    steady[i].close.extend(close);
                 }
                 Err(e) => {
                     progress(&format!("proxy {}: {e}", TARGETS[i].name()));
@@ -291,16 +354,22 @@ pub fn execute(o: &ProxyOpts) -> ProxyReport {
             .filter_map(|r| r.proxy_cpu_us_per_req)
             .collect();
         s.cpu_us_per_req_median = (!cpu.is_empty()).then(|| median(cpu));
+        s.handshakes_per_s_median =
+            (!s.close.is_empty()).then(|| median(s.close.iter().map(|r| r.run.rps).collect()));
+        let cpu: Vec<f64> = s
+            .close
+            .iter()
+            .filter_map(|r| r.proxy_cpu_us_per_req)
+            .collect();
+        s.close_cpu_us_per_req_median = (!cpu.is_empty()).then(|| median(cpu));
     }
-    let cases = [
-        (Scheme::Http, Mode::Keepalive),
-        (Scheme::Http, Mode::Close),
-        (Scheme::Tcp, Mode::Close),
-    ];
     let mut upgrade_runs = Vec::new();
-    for (scheme, mode) in cases {
+    for (scheme, mode) in UPGRADE_CASES {
         if crate::abort::requested() || o.upgrades == 0 {
             break;
+        }
+        if !selected(o, Target::Handover(scheme)) {
+            continue;
         }
         let r = upgrade_run(o, scheme, mode);
         progress(&table::upgrade_line(&r));
@@ -356,6 +425,10 @@ fn targets(steady: &[TargetSteady], ups: &[UpgradeRun]) -> ProxyTargets {
         );
         (b > 0.0).then(|| a / b)
     };
+    let close_ratio = |f: fn(&TargetSteady) -> Option<f64>| {
+        let (a, b) = (f(get("handover https")?)?, f(get("nginx https")?)?);
+        (b > 0.0).then(|| a / b)
+    };
     ProxyTargets {
         http_cpu_ratio: cpu_ratio("handover http", "nginx http"),
         tcp_cpu_ratio: cpu_ratio("handover tcp", "nginx stream"),
@@ -365,6 +438,10 @@ fn targets(steady: &[TargetSteady], ups: &[UpgradeRun]) -> ProxyTargets {
         nginx_http_added_p50_us: added("nginx http"),
         tcp_added_p50_us: added("handover tcp"),
         nginx_stream_added_p50_us: added("nginx stream"),
+        https_rps_ratio: ratio("handover https", "nginx https"),
+        https_cpu_ratio: cpu_ratio("handover https", "nginx https"),
+        https_handshake_ratio: close_ratio(|s| s.handshakes_per_s_median),
+        https_handshake_cpu_ratio: close_ratio(|s| s.close_cpu_us_per_req_median),
         upgrade_failed: ups
             .iter()
             .filter_map(|u| Some((u.case.clone(), u.run.as_ref()?.failed)))
@@ -372,8 +449,12 @@ fn targets(steady: &[TargetSteady], ups: &[UpgradeRun]) -> ProxyTargets {
     }
 }
 
-/// Starts `target`, runs one saturating and one paced load, stops it.
-fn steady_round(o: &ProxyOpts, target: Target, round: usize) -> io::Result<(SteadyRun, SteadyRun)> {
+/// A round's saturating, paced and (https only) close runs.
+type Round = (SteadyRun, SteadyRun, Option<SteadyRun>);
+
+/// Starts `target`, runs one saturating and one paced load (and for https a saturating close
+/// load), stops it.
+fn steady_round(o: &ProxyOpts, target: Target, round: usize) -> io::Result<Round> {
     let running = setup::start(target, &o.tools, &log_of(o, target.name()))?;
     crate::abort::sleep(Duration::from_millis(200));
     let sat = load_run(
@@ -396,13 +477,29 @@ fn steady_round(o: &ProxyOpts, target: Target, round: usize) -> io::Result<(Stea
             o.duration,
         )
     });
+    let close = match &paced {
+        Some(Ok(_)) if is_https(target) => Some(load_run(
+            o,
+            &running,
+            target.name(),
+            Mode::Close,
+            o.conns,
+            None,
+            o.duration,
+        )),
+        _ => None,
+    };
     let stop = running.stop(o.stop_grace);
     let mut sat = sat?;
     let mut paced = paced.expect("ran after a successful saturating run")?;
+    let mut close = close.transpose()?;
     sat.round = round;
     paced.round = round;
+    if let Some(c) = close.as_mut() {
+        c.round = round;
+    }
     sat.run.stop = stop;
-    Ok((sat, paced))
+    Ok((sat, paced, close))
 }
 
 fn load_run(
@@ -424,6 +521,7 @@ fn load_run(
         greetings: Arc::new(setup::greetings()),
         generations: Arc::new(Generations::new(0)),
         rate,
+        tls: running.tls.clone(),
     };
     let cpu_before = running.proxy_cpu_ticks();
     let start = Instant::now();
@@ -432,10 +530,10 @@ fn load_run(
     let header = build::Header {
         label: format!(
             "proxy {name} {}",
-            if rate.is_some() {
-                "paced"
-            } else {
-                "saturating"
+            match (rate, mode) {
+                (Some(_), _) => "paced",
+                (None, Mode::Close) => "close",
+                (None, Mode::Keepalive) => "saturating",
             }
         ),
         scenario: Scenario::Steady,
@@ -471,11 +569,7 @@ fn load_run(
 }
 
 fn case_name(scheme: Scheme, mode: Mode) -> String {
-    let s = match scheme {
-        Scheme::Http => "http",
-        Scheme::Tcp => "tcp",
-    };
-    format!("handover {s} {}", mode.label())
+    format!("handover {} {}", scheme.name(), mode.label())
 }
 
 /// Load through handover's proxy with `o.upgrades` upgrades at fixed intervals.
@@ -517,6 +611,7 @@ fn upgrade_run(o: &ProxyOpts, scheme: Scheme, mode: Mode) -> UpgradeRun {
         greetings: Arc::new(setup::greetings()),
         generations: Arc::new(Generations::new(0)),
         rate: None,
+        tls: running.tls.clone(),
     };
     let start = Instant::now();
     let (load, ups) = std::thread::scope(|s| {

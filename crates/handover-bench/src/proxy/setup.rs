@@ -1,5 +1,7 @@
 //! The proxy phase's servers: the `hello` upstream alone (direct), behind `handover run
-//! --proxy http://|tcp://`, or behind nginx (`proxy_pass` to a keep-alive upstream, or `stream`).
+//! --proxy http://|https://|tcp://`, or behind nginx (`proxy_pass` to a keep-alive upstream,
+//! plain or `listen ... ssl`, or `stream`). The https setups use the bench's certificate
+//! ([`crate::tls::Pki`]).
 //! Each setup gets a private directory, is started and waited for, and stopped (graceful signal,
 //! SIGKILL after a grace, reaping).
 
@@ -8,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::binaries::Binaries;
@@ -26,6 +29,8 @@ pub const CONTROL: &str = "control.sock";
 pub enum Scheme {
     /// HTTP/1.1 reverse proxy.
     Http,
+    /// The same, TLS terminated by the proxy.
+    Https,
     /// Plain TCP forwarding.
     Tcp,
 }
@@ -41,14 +46,27 @@ pub enum Target {
     Nginx(Scheme),
 }
 
+impl Scheme {
+    /// As in `--proxy SCHEME://`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+            Scheme::Tcp => "tcp",
+        }
+    }
+}
+
 impl Target {
     /// Name in the report.
     pub fn name(self) -> &'static str {
         match self {
             Target::Direct => "direct",
             Target::Handover(Scheme::Http) => "handover http",
+            Target::Handover(Scheme::Https) => "handover https",
             Target::Handover(Scheme::Tcp) => "handover tcp",
             Target::Nginx(Scheme::Http) => "nginx http",
+            Target::Nginx(Scheme::Https) => "nginx https",
             Target::Nginx(Scheme::Tcp) => "nginx stream",
         }
     }
@@ -73,6 +91,9 @@ pub struct Tools {
     pub drain_timeout: Duration,
     /// `handover run --busy-poll` (none: its default).
     pub busy_poll: Option<Duration>,
+    /// Certificate, key and client configuration of the https setups (none: they fail to
+    /// start, saying why).
+    pub tls: Option<Arc<crate::tls::Pki>>,
 }
 
 impl Tools {
@@ -91,6 +112,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Private directory.
     pub dir: PathBuf,
+    /// The client side of TLS, for https setups (none: plain).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Processes to signal at stop, in order, with their graceful signal.
     stop: Vec<(u32, libc::c_int)>,
     /// The proxy's process (none when direct), and whether its children are part of it (nginx's
@@ -127,9 +150,19 @@ pub fn start(target: Target, tools: &Tools, log: &Path) -> io::Result<Running> {
     std::fs::copy(tools.bin(Version::V1), dir.join(RUNNING))?;
     let port = free_port()?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let pki = match target {
+        Target::Handover(Scheme::Https) | Target::Nginx(Scheme::Https) => Some(
+            tools
+                .tls
+                .clone()
+                .ok_or_else(|| io::Error::other("no certificate (tls setup failed at start)"))?,
+        ),
+        _ => None,
+    };
     let mut run = Running {
         addr,
         dir: dir.clone(),
+        tls: pki.as_ref().map(|p| Arc::clone(&p.client)),
         stop: Vec::new(),
         proxy: None,
     };
@@ -140,19 +173,21 @@ pub fn start(target: Target, tools: &Tools, log: &Path) -> io::Result<Running> {
                 run.stop.push((pid, libc::SIGTERM));
             }
             Target::Handover(scheme) => {
-                let scheme = match scheme {
-                    Scheme::Http => "http",
-                    Scheme::Tcp => "tcp",
-                };
                 let mut cmd = Command::new(&tools.handover);
                 cmd.arg("run")
-                    .args(["--proxy", &format!("{scheme}://{addr}")])
+                    .args(["--proxy", &format!("{}://{addr}", scheme.name())])
                     .arg("--control")
                     .arg(dir.join(CONTROL))
                     .args([
                         "--drain-timeout",
                         &format!("{}ms", tools.drain_timeout.as_millis()),
                     ]);
+                if let Some(p) = &pki {
+                    cmd.arg("--tls-cert")
+                        .arg(&p.cert)
+                        .arg("--tls-key")
+                        .arg(&p.key);
+                }
                 if let Some(b) = tools.busy_poll {
                     cmd.args(["--busy-poll", &format!("{}us", b.as_micros())]);
                 }
@@ -173,7 +208,7 @@ pub fn start(target: Target, tools: &Tools, log: &Path) -> io::Result<Running> {
                 for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
                     std::fs::create_dir_all(dir.join(t))?;
                 }
-                let conf = nginx_conf(tools, scheme, &dir, port, up)?;
+                let conf = nginx_conf(tools, scheme, pki.as_deref(), &dir, port, up)?;
                 std::fs::write(dir.join("nginx.conf"), conf)?;
                 let mut cmd = Command::new(nginx);
                 cmd.arg("-p")
@@ -187,7 +222,7 @@ pub fn start(target: Target, tools: &Tools, log: &Path) -> io::Result<Running> {
                 run.stop.push((hello_pid, libc::SIGTERM));
             }
         }
-        wait_ready(addr, Duration::from_secs(15))
+        wait_ready(addr, run.tls.as_ref(), Duration::from_secs(15))
     })();
     match started {
         Ok(()) => Ok(run),
@@ -198,7 +233,14 @@ pub fn start(target: Target, tools: &Tools, log: &Path) -> io::Result<Running> {
     }
 }
 
-fn nginx_conf(tools: &Tools, scheme: Scheme, dir: &Path, port: u16, up: u16) -> io::Result<String> {
+fn nginx_conf(
+    tools: &Tools,
+    scheme: Scheme,
+    pki: Option<&crate::tls::Pki>,
+    dir: &Path,
+    port: u16,
+    up: u16,
+) -> io::Result<String> {
     let d = dir.display();
     let head = format!(
         "{user}\nworker_processes {w};\ndaemon off;\nmaster_process on;\npid {d}/nginx.pid;\n\
@@ -206,14 +248,28 @@ fn nginx_conf(tools: &Tools, scheme: Scheme, dir: &Path, port: u16, up: u16) -> 
         user = tools.nginx_user,
         w = tools.nginx_workers,
     );
+    // https: the http setup's server with `listen ... ssl` and the bench's certificate; no
+    // session cache or tickets, matching the client (every close-mode connection is a full
+    // handshake on both proxies).
+    let listen = match (scheme, pki) {
+        (Scheme::Https, Some(p)) => format!(
+            "listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    \
+             ssl_certificate_key {};\n    ssl_session_cache off;\n    \
+             ssl_session_tickets off;",
+            p.cert.display(),
+            p.key.display()
+        ),
+        (Scheme::Https, None) => return Err(io::Error::other("nginx https without a certificate")),
+        _ => format!("listen 127.0.0.1:{port};"),
+    };
     Ok(match scheme {
-        Scheme::Http => format!(
+        Scheme::Http | Scheme::Https => format!(
             "{head}http {{\n  access_log off;\n  client_body_temp_path {d}/client_body;\n  \
              proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
              uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
              keepalive_requests 1000000;\n  keepalive_timeout 75s;\n  \
              upstream app {{ server 127.0.0.1:{up}; keepalive 64; keepalive_requests 1000000; }}\n  \
-             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      \
+             server {{\n    {listen}\n    location / {{\n      \
              proxy_pass http://app;\n      proxy_http_version 1.1;\n      \
              proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
         ),
@@ -231,7 +287,11 @@ fn nginx_conf(tools: &Tools, scheme: Scheme, dir: &Path, port: u16, up: u16) -> 
     })
 }
 
-fn wait_ready(addr: SocketAddr, within: Duration) -> io::Result<()> {
+fn wait_ready(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    within: Duration,
+) -> io::Result<()> {
     let greetings = greetings();
     let deadline = Instant::now() + within;
     while Instant::now() < deadline && !crate::abort::requested() {
@@ -239,7 +299,7 @@ fn wait_ready(addr: SocketAddr, within: Duration) -> io::Result<()> {
             status: 200,
             version: Some(Version::V1),
             ..
-        } = probe::once(addr, &greetings, Duration::from_millis(500))
+        } = probe::once_over(addr, &greetings, Duration::from_millis(500), tls)
         {
             return Ok(());
         }
@@ -313,4 +373,62 @@ pub fn find_nginx() -> (Option<PathBuf>, Option<String>, String) {
         .map(|p| format!("load_module {p};"))
     };
     (Some(bin), stream, version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools() -> Tools {
+        Tools {
+            handover: PathBuf::from("handover"),
+            nginx: None,
+            stream_module: None,
+            nginx_workers: "2".into(),
+            nginx_user: String::new(),
+            bins: Binaries {
+                v1: PathBuf::from("v1"),
+                v2: PathBuf::from("v2"),
+            },
+            drain_timeout: Duration::from_secs(1),
+            busy_poll: None,
+            tls: None,
+        }
+    }
+
+    /// nginx https is the nginx http server with `listen ... ssl`, the bench's files and no
+    /// session reuse; nginx http is unchanged by it.
+    #[test]
+    fn nginx_https_is_http_plus_ssl_without_resumption() {
+        let pki = crate::tls::Pki::new().unwrap();
+        let dir = Path::new("/tmp/x");
+        let http = nginx_conf(&tools(), Scheme::Http, None, dir, 8443, 9000).unwrap();
+        let https = nginx_conf(&tools(), Scheme::Https, Some(&pki), dir, 8443, 9000).unwrap();
+        assert!(http.contains("listen 127.0.0.1:8443;\n"));
+        assert!(!http.contains("ssl"));
+        for want in [
+            "listen 127.0.0.1:8443 ssl;".to_string(),
+            format!("ssl_certificate {};", pki.cert.display()),
+            format!("ssl_certificate_key {};", pki.key.display()),
+            "ssl_session_cache off;".into(),
+            "ssl_session_tickets off;".into(),
+        ] {
+            assert!(https.contains(&want), "{want} in {https}");
+        }
+        let strip = |c: &str| {
+            c.lines()
+                .filter(|l| !l.contains("ssl") && !l.contains("listen"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(strip(&http), strip(&https), "same proxy_pass and upstream");
+        assert!(nginx_conf(&tools(), Scheme::Https, None, dir, 1, 2).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(Target::Handover(Scheme::Https).name(), "handover https");
+        assert_eq!(Target::Nginx(Scheme::Https).name(), "nginx https");
+        assert_eq!(Scheme::Https.name(), "https");
+    }
 }

@@ -168,6 +168,7 @@ pub fn render(out: &mut String, p: &ProxyReport) {
             opt(peer_added, 0),
         );
     }
+    https_lines(out, p);
     if !p.upgrade_runs.is_empty() {
         let _ = writeln!(
             out,
@@ -190,4 +191,45 @@ pub fn render(out: &mut String, p: &ProxyReport) {
             }
         }
     }
+}
+
+/// The https setups' close runs and verdict (nothing when neither ran, so the table of a run
+/// without them is as before).
+fn https_lines(out: &mut String, p: &ProxyReport) {
+    let ran: Vec<_> = p
+        .steady
+        .iter()
+        .filter(|s| s.target.ends_with("https") && s.error.is_none() && !s.close.is_empty())
+        .collect();
+    if ran.is_empty() {
+        return;
+    }
+    let close: Vec<String> = ran
+        .iter()
+        .map(|s| {
+            let failed: u64 = s.close.iter().map(|r| r.run.failed).sum();
+            format!(
+                "{} {} handshakes/s (cpu {} µs each, {failed} failed)",
+                s.target,
+                opt(s.handshakes_per_s_median, 0),
+                opt(s.close_cpu_us_per_req_median, 1)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "https close (`Connection: close`, {} conns, full handshakes, no resumption): {}",
+        p.conns,
+        close.join("; ")
+    );
+    let t = &p.targets;
+    let _ = writeln!(
+        out,
+        "https: handover/nginx throughput {} (target ≥ 1.0: {}), handshakes/s ratio {}; CPU per request {}, per handshake {}",
+        opt(t.https_rps_ratio, 2),
+        verdict(t.https_rps_ratio.map(|r| r >= 1.0)),
+        opt(t.https_handshake_ratio, 2),
+        opt(t.https_cpu_ratio, 2),
+        opt(t.https_handshake_cpu_ratio, 2),
+    );
 }
