@@ -177,13 +177,27 @@ fn handshake_in_progress_at_the_handover_is_finished() {
         "the client's Finished is still to be sent"
     );
 
-    let (old, _new) = {
-        let from = server.log.len();
-        signal(old_pid, libc::SIGUSR2);
-        let new = server.wait_upgrade_complete(from, old_pid);
-        (old_pid, new)
-    };
-    // The old process is draining now, still waiting for our Finished.
+    // A second connection, idle: the old process closes it an idle grace after its drain
+    // starts, which tells this test the drain is under way (`upgrade complete` is logged just
+    // before it starts).
+    let mut idle = BufReader::new(connect(tcp(server.addr()), &client).unwrap());
+    idle.get_mut()
+        .write_all(&request_bytes("/", false))
+        .unwrap();
+    assert_eq!(
+        read_response(&mut idle)
+            .unwrap()
+            .greeting_pid()
+            .map(|g| g.1),
+        Some(old_pid)
+    );
+
+    let old = old_pid;
+    let from = server.log.len();
+    signal(old, libc::SIGUSR2);
+    server.wait_upgrade_complete(from, old);
+    expect_clean_close(&mut idle).unwrap();
+    // The old process has been draining for an idle grace, still waiting for our Finished.
     assert!(is_alive(old));
     conn.writer().write_all(&request_bytes("/", false)).unwrap();
     while conn.wants_write() {
@@ -275,8 +289,12 @@ fn plain_http_and_garbage_are_closed_cleanly() {
     let mut good = BufReader::new(connect(tcp(server.addr()), &client).unwrap());
     let garbage_hello: &[u8] =
         b"\x16\x03\x01\x00\x30\x01\x00\x00\x2cnot a client hello at all, just junk bytes!!";
-    let inputs: [(&str, &[u8]); 3] = [
+    // More than rustls reads before it gives up: closing with it unread would be a reset.
+    let mut post = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 40000\r\n\r\n".to_vec();
+    post.resize(post.len() + 40000, b'x');
+    let inputs: [(&str, &[u8]); 4] = [
         ("plain HTTP", &request_bytes("/", false)),
+        ("plain HTTP with a 40 kB body", &post),
         ("garbage ClientHello", garbage_hello),
         ("binary junk", &[0u8; 300]),
     ];
