@@ -14,8 +14,9 @@
 //! builds its configuration. So rotating a certificate is: replace the files, then upgrade
 //! (`kill -USR2`, `handover upgrade`). New connections get the new certificate from the new
 //! generation; connections already open finish on the old one, through the usual drain.
-//! Nothing fails, and a bad new file fails the upgrade (the new process cannot start) while
-//! the old process keeps serving.
+//! Nothing fails. An application that builds its configuration before
+//! [`crate::Handover::ready`] (as `examples/hello.rs` does) also gets a safe failure: with a bad
+//! new file the new process cannot start, the upgrade is rolled back, the old one serves on.
 //!
 //! Not yet: client certificates (mTLS), choosing among several certificates by SNI.
 
