@@ -432,9 +432,9 @@ fn h2_worker(addr: SocketAddr, config: Arc<ClientConfig>, tally: &Tally) -> Load
                     // Never handed to the connection: not sent.
                     Err(e) if e.message().is_some() => break,
                     Err(e) if refused_by_goaway(e.error()) => {
-                        st.by_greeting
+                        *st.by_greeting
                             .entry("(refused by GOAWAY, unprocessed)".into())
-                            .or_default();
+                            .or_default() += 1;
                         break;
                     }
                     Err(e) => {
