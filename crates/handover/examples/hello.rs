@@ -7,6 +7,10 @@
 //! target/release/examples/hello --listen 127.0.0.1:8080 &
 //! kill -USR2 $!    # after replacing the binary: the new PID answers
 //! ```
+//!
+//! Built with `--features tls`, `--tls-cert PATH --tls-key PATH` serves HTTPS (HTTP/2 and
+//! HTTP/1.1 by ALPN). Each generation reads the files when it starts, so replacing them and
+//! upgrading rotates the certificate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +51,9 @@ struct Args {
     /// `with_graceful_shutdown` on the same handover listeners; a baseline for benchmarks).
     #[arg(long, value_enum, default_value_t = Drain::Handover)]
     drain: Drain,
+    #[cfg(feature = "tls")]
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +74,16 @@ fn main() -> ExitCode {
     if let Some(p) = &args.control {
         builder = builder.control_socket(p);
     }
+    #[cfg(feature = "tls")]
+    let (builder, tls) = match tls::config(builder, &args.tls, args.drain) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    #[cfg(not(feature = "tls"))]
+    let tls = ();
     // Before the runtime exists: this reads and clears the inheritance variables.
     let handover = match builder.build() {
         Ok(h) => h,
@@ -79,7 +96,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(handover, &args.listen, args.drain)) {
+    match runtime.block_on(serve(handover, &args.listen, args.drain, tls)) {
         Ok(code) => code,
         Err(e) => failed(e),
     }
@@ -100,6 +117,7 @@ async fn serve(
     mut handover: Handover,
     addrs: &[ListenAddr],
     drain: Drain,
+    tls: Tls,
 ) -> Result<ExitCode, handover::Error> {
     let listeners = addrs
         .iter()
@@ -114,6 +132,11 @@ async fn serve(
     for l in listeners {
         match drain {
             Drain::Handover => {
+                #[cfg(feature = "tls")]
+                if let Some(config) = &tls {
+                    tokio::spawn(handover::http::serve_tls(l, config.clone(), app.clone()));
+                    continue;
+                }
                 tokio::spawn(handover::http::serve(l, app.clone()));
             }
             Drain::Axum => {
@@ -128,8 +151,12 @@ async fn serve(
     }
     let running = handover.ready().await?;
     let pid = std::process::id();
+    #[cfg(feature = "tls")]
+    let over = if tls.is_some() { " over TLS" } else { "" };
+    #[cfg(not(feature = "tls"))]
+    let (over, ()) = ("", tls);
     for addr in addrs {
-        tracing::info!("serving {addr} (greeting {GREETING:?}, pid {pid})");
+        tracing::info!("serving {addr}{over} (greeting {GREETING:?}, pid {pid})");
     }
     // A drain is a success, clean or cut at the deadline (the deadline is the operator's choice).
     running.wait().await;
@@ -191,5 +218,50 @@ impl axum::serve::Listener for AxumListener {
             ListenAddr::Tcp(sa) => Ok(handover::Peer::Tcp(*sa)),
             ListenAddr::Unix(_) => Ok(handover::Peer::Unix),
         }
+    }
+}
+
+/// The server configuration, when serving TLS; nothing without the `tls` feature.
+#[cfg(feature = "tls")]
+type Tls = Option<std::sync::Arc<handover::tls::rustls::ServerConfig>>;
+#[cfg(not(feature = "tls"))]
+type Tls = ();
+
+#[cfg(feature = "tls")]
+mod tls {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    /// HTTPS options (with `--features tls`).
+    #[derive(clap::Args, Debug)]
+    pub struct TlsArgs {
+        /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`.
+        #[arg(long, value_name = "PATH", requires = "tls_key")]
+        pub tls_cert: Option<PathBuf>,
+        /// The PEM private key (PKCS#8, PKCS#1 or SEC1) for `--tls-cert`.
+        #[arg(long, value_name = "PATH", requires = "tls_cert")]
+        pub tls_key: Option<PathBuf>,
+        /// How long a TLS handshake may take before the connection is closed (e.g. 10s).
+        #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "10s")]
+        pub tls_handshake_timeout: Duration,
+    }
+
+    /// Reads the certificate and key now, before `ready()`: a bad file makes this generation
+    /// fail to start, so an upgrade to it is rolled back and the old one keeps serving.
+    pub fn config(
+        builder: handover::Builder,
+        args: &TlsArgs,
+        drain: super::Drain,
+    ) -> Result<(handover::Builder, super::Tls), String> {
+        let builder = builder.tls_handshake_timeout(args.tls_handshake_timeout);
+        let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+            return Ok((builder, None));
+        };
+        if drain == super::Drain::Axum {
+            return Err("--drain axum serves plain HTTP only; drop it or the TLS options".into());
+        }
+        let config = handover::tls::server_config(cert, key, &[b"h2", b"http/1.1"])
+            .map_err(|e| e.to_string())?;
+        Ok((builder, Some(config)))
     }
 }

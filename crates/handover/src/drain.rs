@@ -54,6 +54,9 @@ pub(crate) struct ServingState {
     pub conns: ConnTracker,
     pub drain_timeout: Duration,
     pub idle_grace: Duration,
+    /// How long a TLS handshake may take ([`crate::Builder::tls_handshake_timeout`]).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub tls_handshake_timeout: Duration,
     pub listeners: Mutex<Vec<Arc<ListenerInner>>>,
     /// Other sockets handed to the next generation after the listeners (name, fd).
     pub extra_fds: Mutex<Vec<(std::os::fd::OwnedFd, String)>>,
@@ -77,7 +80,11 @@ impl std::fmt::Debug for ServingState {
 }
 
 impl ServingState {
-    pub(crate) fn new(drain_timeout: Duration, idle_grace: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        drain_timeout: Duration,
+        idle_grace: Duration,
+        tls_handshake_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(ServingState {
             phase: watch::channel(Phase::Starting).0,
             draining: AtomicBool::new(false),
@@ -86,6 +93,7 @@ impl ServingState {
             conns: ConnTracker::default(),
             drain_timeout,
             idle_grace,
+            tls_handshake_timeout,
             listeners: Mutex::new(Vec::new()),
             extra_fds: Mutex::new(Vec::new()),
             notices: Mutex::new(NoticeBoard::default()),

@@ -25,6 +25,8 @@ pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time an idle HTTP keep-alive connection is kept open once draining.
 pub const DEFAULT_IDLE_GRACE: Duration = Duration::from_secs(1);
+/// Default bound on a TLS handshake (see [`Builder::tls_handshake_timeout`]).
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `LISTEN_FDNAMES` name of the control socket passed between generations.
 #[cfg(feature = "control")]
 const CONTROL_FD_NAME: &str = "handover-control";
@@ -38,6 +40,7 @@ pub struct Builder {
     upgrade_timeout: Duration,
     drain_timeout: Duration,
     idle_grace: Duration,
+    tls_handshake_timeout: Duration,
     backlog: i32,
     pid_file: Option<PathBuf>,
     executable: Option<PathBuf>,
@@ -50,6 +53,7 @@ impl Default for Builder {
             upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             idle_grace: DEFAULT_IDLE_GRACE,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             backlog: DEFAULT_BACKLOG,
             pid_file: None,
             executable: None,
@@ -76,6 +80,16 @@ impl Builder {
     /// so that a client about to reuse it is not cut off. Used by [`crate::http`].
     pub fn idle_grace(mut self, t: Duration) -> Self {
         self.idle_grace = t;
+        self
+    }
+
+    /// How long a TLS handshake may take (default 10 s), counted from the accept; past it the
+    /// connection is closed. A handshake in progress when draining starts is finished, within
+    /// this bound, so the drain waits no longer than that for it. Used by [`crate::tls`] and
+    /// [`crate::http::serve_tls`].
+    #[cfg(feature = "tls")]
+    pub fn tls_handshake_timeout(mut self, t: Duration) -> Self {
+        self.tls_handshake_timeout = t;
         self
     }
 
@@ -167,7 +181,11 @@ impl Builder {
             None => resolve_executable(&cwd, args.first()).map_err(Error::Executable)?,
         };
         Ok(Handover {
-            shared: ServingState::new(self.drain_timeout, self.idle_grace),
+            shared: ServingState::new(
+                self.drain_timeout,
+                self.idle_grace,
+                self.tls_handshake_timeout,
+            ),
             inherited,
             readiness,
             backlog: self.backlog,

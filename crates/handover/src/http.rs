@@ -35,7 +35,12 @@ use hyper_util::server::conn::auto;
 use tokio::sync::Notify;
 
 use crate::drain::ServingState;
-use crate::listener::{Connection, Listener};
+use crate::listener::Listener;
+
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+pub use tls::{serve_hyper_tls, serve_tls};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -85,7 +90,10 @@ where
             Ok((conn, _peer)) => {
                 let service = service.clone();
                 let builder = Arc::clone(&builder);
-                tokio::spawn(async move { serve_connection(&builder, conn, service).await });
+                let shared = Arc::clone(conn.shared());
+                tokio::spawn(
+                    async move { serve_connection(&builder, shared, conn, service).await },
+                );
             }
             Err(e) => drop(crate::os::after_accept_error("http", &e).await),
         }
@@ -99,11 +107,14 @@ async fn wait_drained(shared: &ServingState) {
     let _ = tokio::time::timeout_at(deadline, shared.conns.all_closed()).await;
 }
 
-async fn serve_connection<S, B>(
+/// Serves one connection (`io`: the plain [`crate::Connection`], or TLS over it) until it ends.
+async fn serve_connection<I, S, B>(
     builder: &auto::Builder<TokioExecutor>,
-    conn: Connection,
+    shared: Arc<ServingState>,
+    io: I,
     service: S,
 ) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -111,14 +122,13 @@ async fn serve_connection<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let shared = Arc::clone(conn.shared());
     let notice = shared.drain_notice();
     let activity = Arc::new(Activity::new(Arc::clone(&shared)));
     let service = DrainAware {
         inner: service,
         activity: Arc::clone(&activity),
     };
-    let http = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
+    let http = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(http);
 
     let deadline = tokio::select! {

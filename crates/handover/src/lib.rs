@@ -134,6 +134,8 @@ pub use drain::{DrainReason, DrainSignal};
 pub use duration::{parse_duration, DurationParseError};
 pub use env::EnvError;
 pub use error::{Error, UpgradeError};
+#[cfg(feature = "tls")]
+pub use handover::DEFAULT_TLS_HANDSHAKE_TIMEOUT;
 pub use handover::{
     Builder, Handover, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_GRACE,
     DEFAULT_UPGRADE_TIMEOUT,

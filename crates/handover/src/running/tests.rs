@@ -69,7 +69,11 @@ impl Attempts {
 }
 
 async fn start(attempts: &Attempts) -> Running {
-    let shared = ServingState::new(Duration::from_secs(30), Duration::from_secs(1));
+    let shared = ServingState::new(
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+        Duration::from_secs(10),
+    );
     shared.phase.send_replace(crate::drain::Phase::Serving);
     let cfg = UpgradeConfig {
         exe: "/bin/app".into(),

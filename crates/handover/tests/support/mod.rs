@@ -33,6 +33,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tls")]
+pub mod tls;
+
 pub const V1_GREETING: &str = "Welcome Server";
 pub const V2_GREETING: &str = "Welcome New Server";
 
@@ -135,6 +138,12 @@ fn build_hello(name: &str, greeting: Option<&str>) -> PathBuf {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
         .args(["build", "--example", "hello", "-p", "handover"])
+        // The tests of the `tls` feature start hello with --tls-cert: build it with them.
+        .args(if cfg!(feature = "tls") {
+            &["--features", "tls"][..]
+        } else {
+            &[]
+        })
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("CARGO_BUILD_TARGET")
         .stdin(Stdio::null());
