@@ -1,14 +1,14 @@
 //! `handover run` with real third-party servers, each in the mode the README recommends for
 //! it (crates/handover-cli/README.md, "Writing a worker"): gunicorn with its native systemd
 //! socket activation, uvicorn behind `--proxy http://`, a Node.js `http` server on fd 3 with
-//! the README's drain. Each is upgraded five times while keep-alive and one-request-per-
+//! the README's drain (and behind the proxy, without one). Each is upgraded five times while keep-alive and one-request-per-
 //! connection clients send requests without pause: not one request may fail.
 //!
 //! gunicorn and uvicorn come from `$HANDOVER_TEST_VENV/bin` (a virtualenv `.ci/run` fills
 //! with pip) or `PATH`, Node.js from `PATH`. A missing one skips its test outside CI and fails
 //! it in CI.
 //!
-//! `THIRD_PARTY_NODE_DRAIN=close` gives the Node server a plain `server.close()` instead, and
+//! `THIRD_PARTY_NODE_DRAIN=close` gives the Node server on fd 3 a plain `server.close()`, and
 //! `THIRD_PARTY_UVICORN=fd` runs uvicorn on the inherited socket (`--fd 3`) instead of behind
 //! the proxy: both lose requests, which is why the README does not recommend them, and shows
 //! that these tests see it.
@@ -59,10 +59,14 @@ fn in_ci() -> bool {
 /// Writes `template` as `<dir>/<name>` with `@VERSION@` (and `@DRAIN@`) filled in, by a
 /// rename so that a starting worker never reads half a file.
 fn write_versioned(ctx: &Ctx, name: &str, template: &str, version: &str) -> PathBuf {
-    let drain = std::env::var("THIRD_PARTY_NODE_DRAIN").unwrap_or_else(|_| "snippet".into());
+    write_node(ctx, name, template, version, "snippet")
+}
+
+/// [`write_versioned`] with the Node server's `@DRAIN@` too.
+fn write_node(ctx: &Ctx, name: &str, template: &str, version: &str, drain: &str) -> PathBuf {
     let text = template
         .replace("@VERSION@", version)
-        .replace("@DRAIN@", &drain);
+        .replace("@DRAIN@", drain);
     let (path, tmp) = (ctx.path(name), ctx.path(&format!(".{name}.tmp")));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
@@ -223,8 +227,9 @@ fn node_http_server_upgraded_five_times_under_load_without_a_failed_request() {
     let Some(node) = tool("node") else {
         return;
     };
+    let drain = std::env::var("THIRD_PARTY_NODE_DRAIN").unwrap_or_else(|_| "snippet".into());
     let ctx = Ctx::new();
-    let script = write_versioned(&ctx, "server.js", SERVER_JS, "v1");
+    let script = write_node(&ctx, "server.js", SERVER_JS, "v1", &drain);
     let sup = ctx.start(&[
         "--listen",
         "127.0.0.1:0",
@@ -238,6 +243,30 @@ fn node_http_server_upgraded_five_times_under_load_without_a_failed_request() {
     ]);
     sup.log.expect(0, "is ready (GET http://127.0.0.1:", LONG);
     upgrade_five_times_under_load(&ctx, &sup, "node", |v| {
-        write_versioned(&ctx, "server.js", SERVER_JS, v);
+        write_node(&ctx, "server.js", SERVER_JS, v, &drain);
+    });
+}
+
+/// The same Node.js server behind `--proxy http://`, with nothing but a plain
+/// `server.close()` at its stop (which on fd 3 loses requests): the proxy loses none.
+#[test]
+fn node_http_server_behind_the_proxy_needs_no_drain_code() {
+    let Some(node) = tool("node") else {
+        return;
+    };
+    let ctx = Ctx::new();
+    let script = write_node(&ctx, "server.js", SERVER_JS, "v1", "close");
+    let sup = ctx.start(&[
+        "--proxy",
+        "http://127.0.0.1:0",
+        "--drain-timeout",
+        "30s",
+        "--",
+        node.to_str().unwrap(),
+        script.to_str().unwrap(),
+    ]);
+    sup.log.expect(0, "is ready (connected to 127.0.0.1:", LONG);
+    upgrade_five_times_under_load(&ctx, &sup, "node behind the proxy", |v| {
+        write_node(&ctx, "server.js", SERVER_JS, v, "close");
     });
 }

@@ -1,7 +1,8 @@
-// A Node.js `http` server under `handover run`: the socket from fd 3, readiness on its own
-// health port, and the drain of crates/handover-cli/README.md ("Node.js"). The test writes a
-// copy with VERSION and DRAIN filled in (DRAIN `snippet`: the drain below; `close`: plain
-// `server.close()`, which loses requests, to show that the test sees it).
+// A Node.js `http` server under `handover run`: the socket from fd 3 with readiness on its
+// own health port and the drain of crates/handover-cli/README.md ("Node.js"), or, under
+// `--proxy`, a port of its own. The test writes a copy with VERSION and DRAIN filled in
+// (DRAIN `snippet`: the drain below; `close`: plain `server.close()`, which loses requests
+// on fd 3, and which the proxy makes harmless).
 'use strict';
 const http = require('http');
 const net = require('net');
@@ -18,15 +19,19 @@ const server = http.createServer((req, res) => {
   res.end(`${VERSION} pid=${process.pid}\n`);
 });
 
-// fd 3 is the listening socket `handover run --listen` passes (LISTEN_FDS=1).
-server.listen({ fd: 3 }, () => {
-  // Ready once we accept: `--ready http:/healthz` asks this port, ours alone.
-  http.createServer((req, res) => res.end('ok\n'))
-    .listen(Number(process.env.HANDOVER_HEALTH_PORT), '127.0.0.1', () => {
-      console.log(`node ${VERSION} pid ${process.pid}: serving`);
-    })
-    .unref();
-});
+const ready = () => console.log(`node ${VERSION} pid ${process.pid}: serving`);
+if (process.env.LISTEN_FDS) {
+  // fd 3 is the listening socket `handover run --listen` passes (LISTEN_FDS=1).
+  server.listen({ fd: 3 }, () => {
+    // Ready once we accept: `--ready http:/healthz` asks this port, ours alone.
+    http.createServer((req, res) => res.end('ok\n'))
+      .listen(Number(process.env.HANDOVER_HEALTH_PORT), '127.0.0.1', ready)
+      .unref();
+  });
+} else {
+  // `handover run --proxy`: our own port, in $PORT; ready when it accepts.
+  server.listen(Number(process.env.PORT), '127.0.0.1', ready);
+}
 
 process.on('SIGTERM', () => {
   draining = true;
