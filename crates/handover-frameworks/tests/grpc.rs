@@ -346,15 +346,16 @@ fn grpc_calls_and_streams_survive_ten_upgrades_without_a_failed_rpc() {
         tally.streams_across_a_handover > 0,
         "no stream was in progress at a handover: the test proves nothing; {tally:?}"
     );
-    // Every old generation drained by itself, none at the deadline.
-    let log = server.log.text();
-    assert_eq!(
+    // Every old generation drained by itself, none at the deadline (the last lines of an
+    // exited generation may still be in the pipe the others share: give them a moment).
+    let drained = || {
         server
             .log
-            .count(|l| l.contains("drained: all connections closed")),
-        UPGRADES,
-        "{log}"
-    );
+            .count(|l| l.contains("drained: all connections closed"))
+    };
+    poll_until(SHORT, || drained() >= UPGRADES);
+    let log = server.log.text();
+    assert_eq!(drained(), UPGRADES, "{log}");
     assert!(!log.contains("drain deadline reached"), "{log}");
     let exit = server.stop();
     assert!(exit.success(), "{exit:?}");
@@ -418,7 +419,7 @@ fn a_stream_longer_than_the_drain_is_ended_with_unavailable_before_the_deadline(
             "{what} ended {ended_at:?} after the handover: not before the deadline"
         );
         assert!(
-            ended_at > Duration::from_millis(1500),
+            ended_at > Duration::from_secs(1),
             "{what} ended {ended_at:?} after the handover: it should use the drain"
         );
     };
@@ -446,6 +447,9 @@ fn a_stream_longer_than_the_drain_is_ended_with_unavailable_before_the_deadline(
     drain("the bidirectional stream", echoed);
     // The old process drained by itself, before its deadline, and exited 0.
     server.wait_exited_ok(old);
+    poll_until(SHORT, || {
+        server.log.contains("drained: all connections closed")
+    });
     let log = server.log.text();
     assert!(log.contains("drained: all connections closed"), "{log}");
     assert!(!log.contains("drain deadline reached"), "{log}");
