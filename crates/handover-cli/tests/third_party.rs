@@ -185,6 +185,47 @@ fn gunicorn_upgraded_five_times_under_load_without_a_failed_request() {
     });
 }
 
+/// With `--preload` gunicorn imports the application before its `READY=1`, so a new
+/// version that cannot be imported is a rolled-back upgrade, not a crash after it was ready.
+#[test]
+fn gunicorn_that_cannot_import_its_app_is_rolled_back() {
+    let Some(gunicorn) = tool("gunicorn") else {
+        return;
+    };
+    let ctx = Ctx::new();
+    write_versioned(&ctx, "app.py", APP_PY, "v1");
+    let dir = ctx.dir.path().to_str().unwrap().to_string();
+    let sup = ctx.start_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--",
+            gunicorn.to_str().unwrap(),
+            "--preload",
+            "--worker-class",
+            "gthread",
+            "--chdir",
+            &dir,
+            "app:wsgi",
+        ],
+        |cmd| {
+            cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        },
+    );
+    sup.log.expect(0, "is ready (READY=1)", LONG);
+    write_versioned(&ctx, "app.py", "raise SystemExit('broken release')\n", "v2");
+    let control = ctx.control().to_str().unwrap().to_string();
+    let out = ctx.handover(&["upgrade", "--control", &control]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the broken upgrade succeeded");
+    assert!(err.contains("before it was ready"), "{err}");
+    // v1 still answers.
+    let load = load::Load::start(sup.addr(), 0, 1);
+    load.wait_answers("v1", 5, LONG);
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{tally:?}");
+}
+
 /// uvicorn behind `--proxy http://`: its own stop closes keep-alive connections with
 /// requests already on the wire (see the README), the proxy's hand-over does not depend on it.
 #[test]

@@ -81,7 +81,8 @@ fn unprocessed(status: &Status) -> Option<&'static str> {
         // closed (after a GOAWAY, its streams done) while the request still waited in the
         // client's queue, before any frame of it was written.
         if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
-            if hyper.is_canceled() && hyper.to_string().ends_with("connection closed") {
+            let cause = std::error::Error::source(hyper).map(|c| c.to_string());
+            if hyper.is_canceled() && cause.as_deref() == Some("connection closed") {
                 return Some("never sent: queued when the connection closed");
             }
         }
