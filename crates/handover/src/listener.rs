@@ -256,6 +256,20 @@ impl Listener {
     }
 }
 
+/// The listening socket itself, for a server that accepts on its own (actix-web's
+/// `HttpServer::listen` takes a `std::net::TcpListener`: give it a duplicate,
+/// `listener.as_fd().try_clone_to_owned()`). Connections accepted that way bypass the
+/// drain: such a server must stop accepting when [`crate::Running::draining`] resolves and
+/// finish its own connections before [`crate::Running::wait`] lets the process end; see
+/// `crates/handover-frameworks/examples/actix.rs`. Never `shutdown(2)` it, and keep it
+/// non-blocking: both are shared with every generation that holds the socket.
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the fd is owned by `self.inner` and stays open as long as `self` lives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.inner.raw_fd()) }
+    }
+}
+
 /// Who is on the other end of a [`Connection`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {

@@ -1,0 +1,47 @@
+// A Node.js `http` server under `handover run`: the socket from fd 3 with readiness on its
+// own health port and the drain of crates/handover-cli/README.md ("Node.js"), or, under
+// `--proxy`, a port of its own. The test writes a copy with VERSION and DRAIN filled in
+// (DRAIN `snippet`: the drain below; `close`: plain `server.close()`, which loses requests
+// on fd 3, and which the proxy makes harmless).
+'use strict';
+const http = require('http');
+const net = require('net');
+
+const VERSION = '@VERSION@';
+const DRAIN = '@DRAIN@';
+const IDLE_GRACE_MS = 1000;
+
+let draining = false;
+const server = http.createServer((req, res) => {
+  // While draining, every answer closes its connection: a busy keep-alive client reconnects,
+  // to the new version, between two requests.
+  if (draining) res.setHeader('Connection', 'close');
+  res.end(`${VERSION} pid=${process.pid}\n`);
+});
+
+const ready = () => console.log(`node ${VERSION} pid ${process.pid}: serving`);
+if (process.env.LISTEN_FDS) {
+  // fd 3 is the listening socket `handover run --listen` passes (LISTEN_FDS=1).
+  server.listen({ fd: 3 }, () => {
+    // Ready once we accept: `--ready http:/healthz` asks this port, ours alone.
+    http.createServer((req, res) => res.end('ok\n'))
+      .listen(Number(process.env.HANDOVER_HEALTH_PORT), '127.0.0.1', ready)
+      .unref();
+  });
+} else {
+  // `handover run --proxy`: our own port, in $PORT; ready when it accepts.
+  server.listen(Number(process.env.PORT), '127.0.0.1', ready);
+}
+
+process.on('SIGTERM', () => {
+  draining = true;
+  if (DRAIN === 'close') {
+    server.close(() => process.exit(0));
+    return;
+  }
+  // Stop accepting without closing idle keep-alive connections: since Node 19,
+  // `server.close()` closes them at once, and a request already on its way is lost.
+  net.Server.prototype.close.call(server, () => process.exit(0));
+  // A connection still idle after the grace was not being used: close it now.
+  setTimeout(() => server.closeIdleConnections(), IDLE_GRACE_MS).unref();
+});
