@@ -84,18 +84,28 @@ where
     B::Error: Into<BoxError>,
 {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    accept_until_drained(listener, "http", |conn, _peer| {
+        let service = service.clone();
+        let builder = Arc::clone(&builder);
+        let shared = Arc::clone(conn.shared());
+        tokio::spawn(async move { serve_connection(&builder, shared, conn, service).await });
+    })
+    .await;
+}
+
+/// The accept loop both `serve_hyper` and the TLS variant run: `each` gets every accepted
+/// connection (and spawns its task); accept errors get the one policy; returns once the drain
+/// has ended (every connection closed, or the deadline).
+pub(crate) async fn accept_until_drained(
+    listener: Listener,
+    what: &'static str,
+    mut each: impl FnMut(crate::Connection, crate::listener::Peer),
+) {
     let shared = Arc::clone(&listener.shared);
     while let Some(accepted) = listener.accept().await {
         match accepted {
-            Ok((conn, _peer)) => {
-                let service = service.clone();
-                let builder = Arc::clone(&builder);
-                let shared = Arc::clone(conn.shared());
-                tokio::spawn(
-                    async move { serve_connection(&builder, shared, conn, service).await },
-                );
-            }
-            Err(e) => drop(crate::os::after_accept_error("http", &e).await),
+            Ok((conn, peer)) => each(conn, peer),
+            Err(e) => drop(crate::os::after_accept_error(what, &e).await),
         }
     }
     wait_drained(&shared).await;

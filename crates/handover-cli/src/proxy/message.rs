@@ -155,20 +155,8 @@ pub fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Appends `Content-Length: n` CRLF.
 pub fn write_length(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(b"Content-Length: ");
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-    out.extend_from_slice(b"\r\n");
+    use std::fmt::Write as _;
+    let _ = write!(Line(out), "Content-Length: {n}\r\n");
 }
 
 /// What a head's `Connection` headers say.

@@ -125,26 +125,20 @@ pub fn parse(
     if let (Some(n), false) = (declared, dechunk) {
         message::write_length(out, n);
     }
-    match body.chunked {
-        Some(_) if framing == Framing::Chunked && !dechunk => {
-            // The worker's codings as they are (hop-by-hop, but the body is passed on as it
-            // came): `chunked`, or e.g. `gzip, chunked`.
-            if let Some(te) = headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-            {
-                message::write_header(out, b"Transfer-Encoding", te.value);
-            }
+    // The worker's codings as they are (hop-by-hop, but the body is passed on as it came):
+    // `chunked`, `gzip, chunked`, or a close-delimited `gzip`.
+    let codings_passed = match body.chunked {
+        Some(true) => framing == Framing::Chunked && !dechunk,
+        Some(false) => framing == Framing::UntilClose,
+        None => false,
+    };
+    if codings_passed {
+        if let Some(te) = headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        {
+            message::write_header(out, b"Transfer-Encoding", te.value);
         }
-        Some(false) if framing == Framing::UntilClose => {
-            if let Some(te) = headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-            {
-                message::write_header(out, b"Transfer-Encoding", te.value);
-            }
-        }
-        _ => {}
     }
     if switching {
         if let Some(u) = headers

@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-/// How long a client has to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to finish its TLS handshake: the library's default, as for
+/// `serve_tls`.
+const HANDSHAKE_TIMEOUT: Duration = handover::DEFAULT_TLS_HANDSHAKE_TIMEOUT;
 
 /// The protocols offered by ALPN, most preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];

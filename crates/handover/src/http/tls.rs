@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio_rustls::rustls::ServerConfig;
 
-use super::{serve_connection, wait_drained, BoxError};
+use super::{accept_until_drained, serve_connection, BoxError};
 use crate::listener::Listener;
 use crate::tls::TlsAcceptor;
 
@@ -66,24 +66,18 @@ where
 {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let acceptor = TlsAcceptor::new(config);
-    let shared = Arc::clone(&listener.shared);
-    while let Some(accepted) = listener.accept().await {
-        match accepted {
-            Ok((conn, peer)) => {
-                let service = service.clone();
-                let builder = Arc::clone(&builder);
-                let acceptor = acceptor.clone();
-                let shared = Arc::clone(conn.shared());
-                // The handshake runs in the connection's task, so a slow one holds up nobody.
-                tokio::spawn(async move {
-                    match acceptor.accept(conn).await {
-                        Ok(tls) => serve_connection(&builder, shared, tls, service).await,
-                        Err(e) => tracing::debug!("TLS handshake with {peer:?} failed: {e}"),
-                    }
-                });
+    accept_until_drained(listener, "https", |conn, peer| {
+        let service = service.clone();
+        let builder = Arc::clone(&builder);
+        let acceptor = acceptor.clone();
+        let shared = Arc::clone(conn.shared());
+        // The handshake runs in the connection's task, so a slow one holds up nobody.
+        tokio::spawn(async move {
+            match acceptor.accept(conn).await {
+                Ok(tls) => serve_connection(&builder, shared, tls, service).await,
+                Err(e) => tracing::debug!("TLS handshake with {peer:?} failed: {e}"),
             }
-            Err(e) => drop(crate::os::after_accept_error("https", &e).await),
-        }
-    }
-    wait_drained(&shared).await;
+        });
+    })
+    .await;
 }
