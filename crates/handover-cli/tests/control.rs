@@ -1,8 +1,6 @@
 //! The control socket and the command line: garbage is refused without harm, other users are
 //! refused, `status --json` has its documented fields, and bad input is explained.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -10,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use support::*;
+use handover_testkit::cli_kit::*;
 
 fn exchange(path: &Path, bytes: &[u8]) -> serde_json::Value {
     let mut s = UnixStream::connect(path).unwrap();
@@ -60,7 +58,7 @@ fn the_control_socket_refuses_garbage_and_strangers() {
 
     // Another supervisor with the same control socket: refused, the first one unharmed.
     let out = run_bounded(
-        Command::new(HANDOVER)
+        Command::new(handover_exe())
             .args(["run", "--control", control.to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0", "--", worker.to_str().unwrap()]),
     );
@@ -78,7 +76,7 @@ fn the_control_socket_refuses_garbage_and_strangers() {
         std::fs::set_permissions(ctx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o666)).unwrap();
         let out = run_bounded(
-            Command::new(HANDOVER)
+            Command::new(handover_exe())
                 .args(["status", "--control", control.to_str().unwrap()])
                 .uid(65534)
                 .gid(65534),

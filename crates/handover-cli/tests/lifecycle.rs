@@ -1,13 +1,11 @@
 //! The supervisor's life: crash restart behind open sockets, systemd notifications and a
 //! graceful stop, and PID 1 duties in a PID namespace.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::thread;
 
-use support::*;
+use handover_testkit::cli_kit::*;
 
 /// A worker killed by SIGKILL is restarted after the backoff; clients that connect while no
 /// worker runs wait in the backlog of the supervisor's socket and are all answered.

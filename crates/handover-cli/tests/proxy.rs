@@ -3,8 +3,6 @@
 //! through both proxies, upgraded (tunnelled) connections across an upgrade, forwarding headers,
 //! 502 and 504.
 
-mod support;
-
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -14,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::*;
+use handover_testkit::cli_kit::*;
 
 fn ctl(ctx: &Ctx) -> String {
     ctx.control().to_str().unwrap().to_string()

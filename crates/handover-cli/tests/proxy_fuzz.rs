@@ -18,7 +18,6 @@
 //! a wall-clock cap keeps a slow machine within CI's budget.
 
 mod strict;
-mod support;
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
@@ -30,10 +29,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use handover_testkit::cli_kit::Ctx;
 use strict::client::{read_response, victim, Conn};
 use strict::hyper_worker::hyper_config;
 use strict::{latin1, Strict};
-use support::Ctx;
 
 /// Not a test of its own: the strict worker's entry point (see `strict`).
 #[test]

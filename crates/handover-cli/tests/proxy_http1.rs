@@ -1,20 +1,18 @@
 //! HTTP/1.1 protocol edge cases through the HTTP proxy (`handover run --proxy http://...`):
 //! raw `TcpStream` clients write exact bytes and parse exact responses (status line, headers,
 //! Content-Length, chunked or close-delimited bodies) against a real supervisor and the Python
-//! worker of `support/port_worker.py`.
+//! worker of `crates/handover-testkit/fixtures/port_worker.py`.
 //!
 //! Pipelining, chunked bodies both ways, HTTP/1.0 clients, request smuggling defences, a head
 //! over 64 KiB, `Expect: 100-continue`, HEAD, close-delimited worker responses, absolute-form
 //! targets, hop-by-hop headers, an early worker response and a garbage request line.
-
-mod support;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use support::*;
+use handover_testkit::cli_kit::*;
 
 /// Bound for one read of a response that should come at once.
 const READ: Duration = SHORT;

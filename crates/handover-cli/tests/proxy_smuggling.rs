@@ -11,7 +11,6 @@
 //! * `h2c`: HTTP/2 requests with connection-specific fields or a wrong content-length.
 
 mod strict;
-mod support;
 
 #[path = "smuggling/cases.rs"]
 mod cases;

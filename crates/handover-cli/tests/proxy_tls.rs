@@ -6,8 +6,6 @@
 //! its reason while the certificate in use stays; a bad key at start is a clear exit 1; clients
 //! that send garbage or stall in the handshake affect nobody else.
 
-mod support;
-
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use handover_testkit::cli_kit::*;
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::*;
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
@@ -381,7 +379,7 @@ fn an_unreadable_key_at_start_is_a_clear_exit_1() {
     let missing = ctx.path("missing-key.pem");
     let app = write_app(&ctx, "v1", "http");
     let out = run_bounded(
-        std::process::Command::new(HANDOVER)
+        std::process::Command::new(handover_exe())
             .args(["run", "--control"])
             .arg(ctx.control())
             .args(["--proxy", "https://127.0.0.1:0", "--tls-cert"])
@@ -400,7 +398,7 @@ fn an_unreadable_key_at_start_is_a_clear_exit_1() {
     );
     // And without a key at all.
     let out = run_bounded(
-        std::process::Command::new(HANDOVER)
+        std::process::Command::new(handover_exe())
             .args(["run", "--proxy", "https://127.0.0.1:0", "--tls-cert"])
             .arg(&cert)
             .arg("--")

@@ -13,14 +13,12 @@
 //! the proxy: both lose requests, which is why the README does not recommend them, and shows
 //! that these tests see it.
 
-mod support;
-
 #[path = "third_party/load.rs"]
 mod load;
 
 use std::path::{Path, PathBuf};
 
-use support::*;
+use handover_testkit::cli_kit::*;
 
 const APP_PY: &str = include_str!("third_party/app.py");
 const SERVER_JS: &str = include_str!("third_party/server.js");

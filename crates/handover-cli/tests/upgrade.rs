@@ -1,12 +1,10 @@
 //! Upgrades through the supervisor: a worker in another language under load, readiness by a
 //! per-worker HTTP probe, rollback of a failing new version, and the file watcher.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use support::*;
+use handover_testkit::cli_kit::*;
 
 fn ctl(ctx: &Ctx) -> String {
     ctx.control().to_str().unwrap().to_string()

@@ -3,14 +3,12 @@
 //! Node.js worker written the usual way (`if (process.env.LISTEN_FDS) server.listen({fd: 3})`)
 //! takes it as true and fails to start.
 
-mod support;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 
-use support::*;
+use handover_testkit::cli_kit::*;
 
 /// The proxy-mode worker behind a wrapper that refuses to start when any inheritance variable
 /// is set, as that Node.js worker would: the proxy must come up and answer through it.

@@ -2,17 +2,13 @@
 //! five times while keep-alive and one-request-per-connection clients send requests without
 //! pause. Not one request may fail.
 
-#[path = "../../handover/tests/support/mod.rs"]
-mod support;
-
-mod common;
-
-use support::*;
+use handover_testkit::hello_kit::*;
 
 /// Installs the actix example as `<dir>/actix` and starts it on a free loopback port.
 fn start(ctx: &Ctx) -> Server {
     let exe = ctx.path("actix");
-    std::fs::copy(common::example("actix"), &exe).expect("copy the actix example");
+    std::fs::copy(handover_testkit::binaries::example("actix"), &exe)
+        .expect("copy the actix example");
     let mut cmd = ctx.command(&exe);
     cmd.arg("127.0.0.1:0");
     ctx.start_with(cmd, 1)

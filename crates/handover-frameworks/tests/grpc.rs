@@ -6,11 +6,6 @@
 //! anything else is a failure. A stream that would outlive the drain deadline
 //! is ended by its handler with UNAVAILABLE before the deadline, never by a reset.
 
-#[path = "../../handover/tests/support/mod.rs"]
-mod support;
-
-mod common;
-
 #[allow(clippy::all)]
 #[path = "../examples/proto/handover.demo.v1.rs"]
 mod pb;
@@ -20,9 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use handover_testkit::hello_kit::*;
 use pb::demo_client::DemoClient;
 use pb::{EchoMessage, HelloRequest, TicksRequest};
-use support::*;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -33,7 +28,8 @@ const MAX_LOAD: Duration = Duration::from_secs(120);
 /// Installs the example as `<dir>/grpc` and starts it on a free port with `drain_timeout`.
 fn start(ctx: &Ctx, drain_timeout: &str) -> Server {
     let exe = ctx.path("grpc");
-    std::fs::copy(common::example("grpc"), &exe).expect("copy the grpc example");
+    std::fs::copy(handover_testkit::binaries::example("grpc"), &exe)
+        .expect("copy the grpc example");
     let mut cmd = ctx.command(&exe);
     cmd.args(["127.0.0.1:0", drain_timeout]);
     let sp = ctx.spawn("grpc", cmd);

@@ -1,14 +1,12 @@
 //! The control socket of a library-mode server (`hello --control PATH`): the same protocol
 //! `handover upgrade|status|stop` speaks, answered by whichever generation is serving.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 
 use handover::control_socket::{self, ClientError, Request, Response, ServerKind};
-use support::*;
+use handover_testkit::hello_kit::*;
 
 #[test]
 fn status_upgrade_failure_and_stop_through_the_control_socket() {

@@ -1,12 +1,10 @@
 //! Deploying by re-pointing a `current -> releases/vN` symlink: the upgrade runs the path the
 //! server was started from, not a canonicalised one, so the new target is what runs.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use support::*;
+use handover_testkit::hello_kit::*;
 
 #[test]
 fn upgrade_follows_a_repointed_current_symlink() {

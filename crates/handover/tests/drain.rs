@@ -1,17 +1,15 @@
 //! The lossless drain under load: ten upgrades with keep-alive, connection-close and HTTP/2
 //! clients, and not one failed request of any kind.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use handover_testkit::hello_kit::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::*;
 
 const UPGRADES: usize = 10;
 

@@ -1,15 +1,13 @@
 //! What the outside world sees across generations: the PID file, sd_notify messages and unix
 //! socket listeners.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use support::*;
+use handover_testkit::hello_kit::*;
 
 fn read_pid_file(path: &Path) -> Result<i32, String> {
     let s = fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;

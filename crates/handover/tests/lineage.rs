@@ -2,8 +2,6 @@
 //! record of the upgrade that created a generation reaches it, and a successor that crashes
 //! after it was ready hands the listeners back to the old process while that one still lives.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use handover::control_socket::{self, Request, Response as Reply, Status};
-use support::*;
+use handover_testkit::hello_kit::*;
 
 /// Per zombie pid: first seen, last seen, its parent.
 type Sightings = HashMap<i32, (Instant, Instant, i32)>;

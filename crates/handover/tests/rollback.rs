@@ -1,11 +1,9 @@
 //! Failed upgrades roll back: the child is killed and reaped, the same PID keeps serving without a
 //! single failed request, the cause is logged, and a later upgrade to a good binary succeeds.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use handover_testkit::hello_kit::*;
 
 #[derive(Clone, Copy, Debug)]
 enum Fixture {

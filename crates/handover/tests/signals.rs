@@ -1,11 +1,9 @@
 //! Signal dispositions the environment imposes: `nohup` (SIGHUP ignored) and PID 1 in a
 //! container, where handing over to a child is impossible.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use handover_testkit::hello_kit::*;
 
 /// Under `nohup` SIGHUP is ignored: closing the terminal must not upgrade the server, so it is
 /// left ignored and SIGUSR2 still upgrades.

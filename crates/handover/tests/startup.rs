@@ -1,14 +1,12 @@
 //! Start-up with inherited sockets (systemd socket-activation layout): malformed variables are
 //! refused loudly, foreign ones are ignored, good ones are used.
 
-mod support;
-
 use std::fs;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
-use support::*;
+use handover_testkit::hello_kit::*;
 
 /// `sh -c 'export LISTEN_PID=$$ <vars>; exec ./hello --listen <listen>'`: `$$` is the pid hello
 /// will have, since `exec` keeps it.

@@ -1,11 +1,9 @@
 //! Graceful stop: SIGTERM/SIGINT finish in-flight requests and exit 0; a second signal ends the
 //! process at once with a non-zero status.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use handover_testkit::hello_kit::*;
 
 fn graceful_stop_finishes_in_flight_request(sig: i32) {
     let ctx = Ctx::new();

@@ -1,16 +1,14 @@
 //! HTTPS through upgrades (`--features tls`): real hello processes serving TLS with
 //! certificates made here, clients that verify them, real signals.
 
-mod support;
-
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use handover::tls::rustls;
-use support::tls::*;
-use support::*;
+use handover_testkit::hello_kit::*;
+use handover_testkit::tls::*;
 
 fn ten_upgrades_under(mode: TlsMode, alpn: &[&[u8]]) {
     let ctx = Ctx::new();

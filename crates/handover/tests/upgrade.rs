@@ -1,11 +1,9 @@
 //! Upgrades that succeed: the PID and the version change, nothing is lost, nothing leaks.
 
-mod support;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::*;
+use handover_testkit::hello_kit::*;
 
 #[test]
 fn upgrade_changes_pid_and_version() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::cases::{self, Case, Fwd, Hv, Want};
 use crate::strict::client::{victim, victims, Conn};
 use crate::strict::{latin1, Record, Strict};
-use crate::support::Ctx;
+use handover_testkit::cli_kit::Ctx;
 
 /// Bound for one answer of the proxy.
 const ANSWER: Duration = Duration::from_secs(2);

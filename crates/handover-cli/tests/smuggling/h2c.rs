@@ -10,7 +10,7 @@ use std::net::TcpStream;
 
 use crate::strict::client::victim;
 use crate::strict::{Strict, READ};
-use crate::support::{Ctx, SHORT};
+use handover_testkit::cli_kit::{Ctx, SHORT};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::strict::client::{victim, Conn};
 use crate::strict::Strict;
-use crate::support::Ctx;
+use handover_testkit::cli_kit::Ctx;
 
 /// How long the proxy may take to give up on the stalled body: the 1 s timeout, with room
 /// for a loaded machine (its current head timer polls at a quarter of the timeout).

@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 
 use crate::strict::client::{victim, victims, Conn, Resp};
 use crate::strict::{Strict, READ};
-use crate::support::{Ctx, LONG, SHORT};
+use handover_testkit::cli_kit::{Ctx, LONG, SHORT};
 
 /// How the scripted exchange must end for its client.
 #[derive(Clone, Copy)]
@@ -79,7 +79,12 @@ fn run(script: &str, method: &str, want: Outcome) -> Result<(), String> {
     // The connection that carried the bad answer is closed, not kept for later.
     if let Some(r) = records.iter().find(|r| r.target == target) {
         let closed = format!("raw worker: connection {} closed", r.conn);
-        if sup.sup.log.wait_for(0, &closed, SHORT).is_none() {
+        if sup
+            .sup
+            .log
+            .wait_for(0, SHORT, |l| l.contains(&closed))
+            .is_none()
+        {
             why.push(format!(
                 "the proxy kept worker connection {} open after its bad answer",
                 r.conn

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::support::SHORT;
+use handover_testkit::cli_kit::SHORT;
 
 /// One answer from the proxy.
 #[derive(Debug, Clone)]

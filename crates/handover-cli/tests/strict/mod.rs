@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::support::{Ctx, Supervisor, LONG, SHORT};
+use handover_testkit::cli_kit::{Ctx, Supervisor, LONG, SHORT};
 
 /// Set in a re-executed test binary: which worker to run (`hyper` or `raw`).
 pub const MODE_ENV: &str = "HANDOVER_STRICT_WORKER";
@@ -210,7 +210,7 @@ impl Strict {
     /// Records from index `from` on, waiting (bounded) until one answers `target`.
     pub fn records_until(&self, from: usize, target: &str) -> Vec<Record> {
         let mut last = Vec::new();
-        let found = crate::support::poll_until(SHORT, || {
+        let found = handover_testkit::cli_kit::poll_until(SHORT, || {
             let all = self.records();
             last = all[from.min(all.len())..].to_vec();
             last.iter().any(|r| r.target == target)

@@ -4,27 +4,31 @@
 //! tokio-rustls + hyper. Like the plain client, none of them retries: every failure counts.
 //! A close is clean only with `close_notify` before the FIN; a bare FIN counts as a failure.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::Arc;
 use std::time::Duration;
 
-use handover::tls::rustls;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use super::*;
+use crate::hello::{parse_serving, Ctx, Server};
+use crate::http::{read_response, request_bytes, Addr, Response};
+use crate::load::{Load, LoadMode, LoadStats, Tally};
+use crate::proc::is_alive;
+use crate::sys::signal;
+use crate::wait::{poll_until, LONG, SHORT};
 
 /// A test CA and the server certificate and key files hello is started with.
 pub struct Pki {
     ca: rcgen::Certificate,
     ca_key: rcgen::KeyPair,
+    /// The server certificate's PEM file.
     pub cert: PathBuf,
+    /// The server key's PEM file.
     pub key: PathBuf,
     /// DER of the leaf now in `cert`.
     pub leaf: Vec<u8>,
@@ -88,10 +92,12 @@ impl Pki {
     }
 }
 
+/// The name the test certificates are issued for.
 pub fn localhost() -> ServerName<'static> {
     ServerName::try_from("localhost").unwrap()
 }
 
+/// The TCP address of `addr` (the TLS tests listen on TCP only).
 pub fn tcp(addr: &Addr) -> SocketAddr {
     match addr {
         Addr::Tcp(a) => *a,
@@ -99,6 +105,7 @@ pub fn tcp(addr: &Addr) -> SocketAddr {
     }
 }
 
+/// A blocking TLS client connection.
 pub type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// Connects and completes the handshake.
@@ -212,16 +219,14 @@ pub fn upgrade_tls(server: &mut Server, config: &Arc<ClientConfig>) -> (i32, i32
     (old, new)
 }
 
-/// Continuous HTTPS load: HTTP/1.1 over rustls (`LoadMode`) or HTTP/2.
-pub struct TlsLoad {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    seen: Arc<Mutex<HashSet<i32>>>,
-    workers: Vec<JoinHandle<LoadStats>>,
-}
+/// Continuous HTTPS load: HTTP/1.1 over rustls (`LoadMode`) or HTTP/2. The counting is
+/// [`Load`]'s (it derefs to it).
+pub struct TlsLoad(Load);
 
+/// The protocol of a [`TlsLoad`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsMode {
+    /// HTTP/1.1 over rustls, connections used as the [`LoadMode`] says.
     Http1(LoadMode),
     /// One HTTP/2 connection per worker, requests back to back, a new connection once the
     /// server has said GOAWAY.
@@ -229,97 +234,25 @@ pub enum TlsMode {
 }
 
 impl TlsLoad {
+    /// `threads` clients verifying the server against `config`, requesting `GET /` back to back.
     pub fn start(addr: &Addr, config: Arc<ClientConfig>, threads: usize, mode: TlsMode) -> TlsLoad {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(HashSet::new()));
         let addr = tcp(addr);
-        let workers = (0..threads)
-            .map(|_| {
-                let (stop, ok, seen, config) =
-                    (stop.clone(), ok.clone(), seen.clone(), config.clone());
-                thread::spawn(move || {
-                    let tally = Tally {
-                        stop: &stop,
-                        ok: &ok,
-                        seen: &seen,
-                    };
-                    match mode {
-                        TlsMode::Http1(m) => h1_worker(addr, &config, m, &tally),
-                        TlsMode::Http2 => h2_worker(addr, config, &tally),
-                    }
-                })
-            })
-            .collect();
-        TlsLoad {
-            stop,
-            ok,
-            seen,
-            workers,
-        }
+        TlsLoad(Load::spawn(threads, move |tally| match mode {
+            TlsMode::Http1(m) => h1_worker(addr, &config, m, tally),
+            TlsMode::Http2 => h2_worker(addr, Arc::clone(&config), tally),
+        }))
     }
 
-    pub fn ok_count(&self) -> usize {
-        self.ok.load(Ordering::SeqCst)
-    }
-
-    pub fn wait_more(&self, n: usize) {
-        let target = self.ok_count() + n;
-        assert!(
-            poll_until(LONG, || self.ok_count() >= target),
-            "load stalled at {} successful requests (wanted {target})",
-            self.ok_count()
-        );
-    }
-
-    pub fn wait_seen(&self, pid: i32) {
-        assert!(
-            poll_until(LONG, || self.seen.lock().unwrap().contains(&pid)),
-            "no load request was answered by pid {pid}"
-        );
-    }
-
+    /// Stops the clients; everything they saw ([`Load::finish`]).
     pub fn finish(self) -> LoadStats {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut total = LoadStats::default();
-        for w in self.workers {
-            let st = w.join().expect("load worker panicked");
-            total.ok += st.ok;
-            total.failures.extend(st.failures);
-            total.connections += st.connections;
-            for (k, v) in st.by_pid {
-                *total.by_pid.entry(k).or_default() += v;
-            }
-            for (k, v) in st.by_greeting {
-                *total.by_greeting.entry(k).or_default() += v;
-            }
-        }
-        total
+        self.0.finish()
     }
 }
 
-struct Tally<'a> {
-    stop: &'a AtomicBool,
-    ok: &'a AtomicUsize,
-    seen: &'a Mutex<HashSet<i32>>,
-}
-
-impl Tally<'_> {
-    fn record(&self, st: &mut LoadStats, status: u16, body: &str) {
-        let gp = body
-            .trim()
-            .rsplit_once(" pid=")
-            .and_then(|(g, p)| Some((g.to_owned(), p.parse::<i32>().ok()?)));
-        match (status, gp) {
-            (200, Some((greeting, pid))) => {
-                st.ok += 1;
-                self.ok.fetch_add(1, Ordering::SeqCst);
-                *st.by_pid.entry(pid).or_default() += 1;
-                *st.by_greeting.entry(greeting).or_default() += 1;
-                self.seen.lock().unwrap().insert(pid);
-            }
-            _ => st.failures.push(format!("status {status} body {body:?}")),
-        }
+impl Deref for TlsLoad {
+    type Target = Load;
+    fn deref(&self) -> &Load {
+        &self.0
     }
 }
 
@@ -333,7 +266,7 @@ fn h1_worker(
     let close = mode == LoadMode::Close;
     let req = request_bytes("/", close);
     let mut conn: Option<BufReader<Tls>> = None;
-    while !tally.stop.load(Ordering::SeqCst) {
+    while !tally.stopped() {
         let mut c = match conn.take() {
             Some(c) => c,
             None => match connect(addr, config) {
@@ -377,7 +310,7 @@ fn h2_worker(addr: SocketAddr, config: Arc<ClientConfig>, tally: &Tally) -> Load
     rt.block_on(async move {
         let mut st = LoadStats::default();
         let connector = tokio_rustls::TlsConnector::from(config);
-        while !tally.stop.load(Ordering::SeqCst) {
+        while !tally.stopped() {
             let tls = match tokio::net::TcpStream::connect(addr).await {
                 Ok(s) => connector.connect(localhost(), s).await,
                 Err(e) => Err(e),
@@ -408,7 +341,7 @@ fn h2_worker(addr: SocketAddr, config: Arc<ClientConfig>, tally: &Tally) -> Load
                 }
             };
             let driver = tokio::spawn(conn);
-            while !tally.stop.load(Ordering::SeqCst) {
+            while !tally.stopped() {
                 // Closed after GOAWAY: nothing was sent on it, so a new connection is right.
                 if send.ready().await.is_err() {
                     break;
