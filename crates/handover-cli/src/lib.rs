@@ -21,6 +21,10 @@
 //! | `client`, `status` | `handover upgrade/status/stop` |
 //!
 //! System calls go through `handover::sys`; this crate has no `unsafe`.
+//!
+//! The end-to-end tests (`tests/`) run the real binary with the workspace's test kit,
+//! `crates/handover-testkit` (`handover_testkit::cli_kit`: the supervisor harness, the Python
+//! workers of its `fixtures/`, `/proc` and log helpers).
 
 #![forbid(unsafe_code)]
 

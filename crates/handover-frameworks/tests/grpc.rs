@@ -42,7 +42,6 @@ fn start(ctx: &Ctx, drain_timeout: &str) -> Server {
     };
     Server {
         pid,
-        first_pid: pid,
         log: sp.log,
         addrs: vec![parse_serving(&line).unwrap()],
     }

@@ -192,7 +192,7 @@ fn profile_dir() -> PathBuf {
 
 /// The binary `name` of the package under test, which cargo builds before its integration
 /// tests (what `env!("CARGO_BIN_EXE_<name>")` names, found from the test binary's place).
-pub fn package_bin(name: &str) -> PathBuf {
+pub(crate) fn package_bin(name: &str) -> PathBuf {
     let bin = profile_dir().join(name);
     assert!(
         bin.is_file(),

@@ -69,7 +69,7 @@ impl Ctx {
     }
 
     /// `<dir>/hello`: the start path of the server, replaced between upgrades.
-    pub fn exe(&self) -> PathBuf {
+    fn exe(&self) -> PathBuf {
         self.path("hello")
     }
 
@@ -193,7 +193,6 @@ impl Ctx {
         }
         let server = Server {
             pid: sp.pid,
-            first_pid: sp.pid,
             log: sp.log,
             addrs,
         };
@@ -233,8 +232,6 @@ impl Spawned {
 pub struct Server {
     /// The current generation (updated by [`Server::upgrade`]).
     pub pid: i32,
-    /// The generation the test spawned.
-    pub first_pid: i32,
     /// The output of every generation (they share the pipes).
     pub log: Log,
     /// Listener addresses in the order their `serving` lines appeared.

@@ -260,7 +260,7 @@ pub fn hello_at(addr: &Addr) -> Result<(String, i32), String> {
 pub struct PendingRequest {
     stream: Stream,
     /// The client's address (TCP only).
-    pub local: Option<SocketAddr>,
+    local: Option<SocketAddr>,
     /// When the request was written.
     pub sent_at: Instant,
 }

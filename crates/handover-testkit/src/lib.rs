@@ -53,6 +53,11 @@
 //! | `log.wait_for(from, needle, timeout) -> Option<String>` | `log.wait_for(from, timeout, \|l\| l.contains(needle)) -> Option<(usize, String)>` (one [`logs::Log`] for both kits; `expect(from, needle, timeout)` is unchanged) |
 //! | `Log` kept lines as written | ANSI colour codes are removed (the library kit's behaviour) |
 //!
+//! | Old (library kit) | New |
+//! |---|---|
+//! | `Server { pid, first_pid, log, addrs }` | `Server { pid, log, addrs }` (`first_pid` was never read) |
+//! | `Stream::shutdown_write`, `workspace_root`, `number_after`, `Ctx::exe`, `PendingRequest::local`, `Log::push`, `Notify::wait_field`, `Load::ok_count` | gone or private: no test used them |
+//!
 //! Where each concern lives now, and what was written twice before:
 //!
 //! | Item | Was in | Now |

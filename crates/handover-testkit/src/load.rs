@@ -141,7 +141,7 @@ impl Load {
     }
 
     /// Requests answered successfully so far.
-    pub fn ok_count(&self) -> usize {
+    fn ok_count(&self) -> usize {
         self.tally.ok.load(Ordering::SeqCst)
     }
 

@@ -43,7 +43,7 @@ impl Log {
     }
 
     /// Reads `reader` line by line in a background thread, each line stored as `prefix` + line.
-    pub fn capture<R: Read + Send + 'static>(&self, reader: R, prefix: &'static str) {
+    pub(crate) fn capture<R: Read + Send + 'static>(&self, reader: R, prefix: &'static str) {
         let log = self.clone();
         self.state().open += 1;
         thread::spawn(move || {
@@ -66,7 +66,7 @@ impl Log {
 
     /// Waits until every captured pipe is at EOF (all writers, including descendants that
     /// inherited it, have exited), so that nothing a dead process wrote is still in flight.
-    pub fn wait_eof(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_eof(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut st = self.state();
         while st.open > 0 {
@@ -84,8 +84,8 @@ impl Log {
         true
     }
 
-    /// Adds a line (as if the process had written it), waking the waiters.
-    pub fn push(&self, line: String) {
+    /// Adds a line, waking the waiters.
+    fn push(&self, line: String) {
         self.state().lines.push(line);
         self.inner.1.notify_all();
     }

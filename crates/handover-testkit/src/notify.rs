@@ -57,7 +57,7 @@ impl Notify {
     }
 
     /// Index of the first message at or after `from` that has a line equal to `field`.
-    pub fn wait_field(&self, from: usize, field: &str, timeout: Duration) -> Option<usize> {
+    fn wait_field(&self, from: usize, field: &str, timeout: Duration) -> Option<usize> {
         let deadline = Instant::now() + timeout;
         let mut g = self.msgs.0.lock().unwrap();
         loop {
@@ -72,7 +72,8 @@ impl Notify {
         }
     }
 
-    /// Like [`Notify::wait_field`] but panics with all messages on timeout.
+    /// Waits up to [`LONG`] for the first message at or after index `from` with a line equal
+    /// to `field`; its index. Panics with all messages on timeout.
     pub fn expect_field(&self, from: usize, field: &str) -> usize {
         self.wait_field(from, field, LONG).unwrap_or_else(|| {
             panic!(

@@ -50,7 +50,7 @@ impl Scope {
     }
 
     /// Keeps `log` (of the process called `name`), to be printed if the test fails.
-    pub fn keep_log(&self, name: &str, log: &Log) {
+    pub(crate) fn keep_log(&self, name: &str, log: &Log) {
         self.logs
             .lock()
             .unwrap_or_else(|e| e.into_inner())

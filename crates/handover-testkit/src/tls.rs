@@ -186,7 +186,6 @@ pub fn start_tls(ctx: &Ctx, pki: &Pki, extra: &[&str]) -> Server {
     assert!(line.contains("over TLS"), "{line}");
     let server = Server {
         pid,
-        first_pid: pid,
         log: sp.log,
         addrs: vec![parse_serving(&line).unwrap()],
     };

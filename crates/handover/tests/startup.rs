@@ -217,7 +217,6 @@ fn started_by_systemd_socket_activate() {
 
     let mut server = Server {
         pid: p.pid,
-        first_pid: p.pid,
         log: p.log,
         addrs: vec![addr.clone()],
     };
