@@ -22,6 +22,8 @@ use support::*;
 
 const UPGRADES: usize = 10;
 const CLIENTS: usize = 8;
+/// `examples/echo.rs` drains for at most this long.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const GOODBYE: &str = "server is restarting, please reconnect";
 /// Bound on each client's whole run, whatever happens to the upgrades.
 const CLIENT_LIMIT: Duration = Duration::from_secs(120);
@@ -51,6 +53,8 @@ fn start(ctx: &Ctx) -> Server {
 struct Tally {
     answered: usize,
     goodbyes: usize,
+    /// Goodbyes by the generation that said them (the one that answered on that connection).
+    goodbyes_by_pid: BTreeMap<i32, usize>,
     by_pid: BTreeMap<i32, usize>,
     failures: Vec<String>,
 }
@@ -59,16 +63,17 @@ struct Tally {
 fn client(id: usize, addr: SocketAddr, stop: &AtomicBool, answered: &AtomicUsize) -> Tally {
     let mut t = Tally::default();
     let began = Instant::now();
-    let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
+    // The connection, and the generation that answered on it so far.
+    let mut conn: Option<(TcpStream, BufReader<TcpStream>, Option<i32>)> = None;
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) && began.elapsed() < CLIENT_LIMIT {
-        let (mut w, mut r) = match conn.take() {
+        let (mut w, mut r, conn_pid) = match conn.take() {
             Some(c) => c,
             None => match TcpStream::connect(addr) {
                 Ok(s) => {
                     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                     let r = BufReader::new(s.try_clone().unwrap());
-                    (s, r)
+                    (s, r, None)
                 }
                 Err(e) => {
                     t.failures.push(format!("c{id}: connect: {e}"));
@@ -93,6 +98,9 @@ fn client(id: usize, addr: SocketAddr, stop: &AtomicBool, answered: &AtomicUsize
                 if got == GOODBYE {
                     // Not processed: send it again, to whoever accepts now.
                     t.goodbyes += 1;
+                    if let Some(pid) = conn_pid {
+                        *t.goodbyes_by_pid.entry(pid).or_default() += 1;
+                    }
                     continue;
                 }
                 match got.split_once(": ") {
@@ -102,7 +110,7 @@ fn client(id: usize, addr: SocketAddr, stop: &AtomicBool, answered: &AtomicUsize
                             answered.fetch_add(1, Ordering::SeqCst);
                             *t.by_pid.entry(pid).or_default() += 1;
                             n += 1;
-                            conn = Some((w, r));
+                            conn = Some((w, r, Some(pid)));
                         }
                         Err(_) => t.failures.push(format!("c{id}: bad pid in {got:?}")),
                     },
@@ -145,9 +153,15 @@ fn echo_lines_through_ten_upgrades_are_answered_once_and_goodbyes_are_said() {
         let from = server.log.len();
         server.signal(libc::SIGUSR2);
         let new = server.wait_upgrade_complete(from, old);
+        let handed_over = Instant::now();
         // The old generation said goodbye on every connection and so has none left: it
-        // exits (status 0) without waiting for its drain deadline.
+        // exits (status 0) well before its drain deadline.
         server.wait_exited_ok(old);
+        let drained = handed_over.elapsed();
+        assert!(
+            drained < DRAIN_TIMEOUT / 2,
+            "generation {old} took {drained:?} to exit after its handover (drain timeout {DRAIN_TIMEOUT:?})"
+        );
         server.pid = new;
         pids.push(new);
         wait_more(200);
@@ -158,14 +172,17 @@ fn echo_lines_through_ten_upgrades_are_answered_once_and_goodbyes_are_said() {
     for t in tallies {
         total.answered += t.answered;
         total.goodbyes += t.goodbyes;
+        for (p, k) in t.goodbyes_by_pid {
+            *total.goodbyes_by_pid.entry(p).or_default() += k;
+        }
         total.failures.extend(t.failures);
         for (p, k) in t.by_pid {
             *total.by_pid.entry(p).or_default() += k;
         }
     }
     eprintln!(
-        "echo: answered={} goodbyes={} by_pid={:?} failures={:?}",
-        total.answered, total.goodbyes, total.by_pid, total.failures
+        "echo: answered={} goodbyes={} by_pid={:?} goodbyes_by_pid={:?} failures={:?}",
+        total.answered, total.goodbyes, total.by_pid, total.goodbyes_by_pid, total.failures
     );
     assert!(
         total.failures.is_empty(),
@@ -179,13 +196,15 @@ fn echo_lines_through_ten_upgrades_are_answered_once_and_goodbyes_are_said() {
             total.by_pid
         );
     }
-    // Each client had a connection open at each handover (it sends back to back): each
-    // got the goodbye then.
-    assert!(
-        total.goodbyes >= UPGRADES * CLIENTS,
-        "{} goodbyes for {CLIENTS} clients through {UPGRADES} upgrades",
-        total.goodbyes
-    );
+    // The clients send back to back, so every generation that handed over had connections
+    // open then, and said goodbye on them.
+    for pid in &pids[..UPGRADES] {
+        assert!(
+            total.goodbyes_by_pid.contains_key(pid),
+            "generation {pid} said no goodbye: {:?}",
+            total.goodbyes_by_pid
+        );
+    }
     let exit = server.stop();
     assert!(exit.success(), "the last generation ended with {exit:?}");
 }
