@@ -14,7 +14,7 @@
 //! with `Connection: close` from then on) and waits for the next request with
 //! [`BlockingConnection::wait_request`], which tells it to close a connection that stays idle
 //! for the idle grace ([`crate::Builder::idle_grace`]) once the drain has begun: the drain of
-//! [`crate::http`], for a server that parses HTTP itself. `examples/blocking.rs` is one.
+//! `handover::http`, for a server that parses HTTP itself. `examples/blocking.rs` is one.
 //!
 //! Call these from threads of your own (`std::thread::spawn`), not from async tasks: the
 //! accept waits on the library's accept gate with a blocking lock, which panics inside a
