@@ -118,3 +118,96 @@ fn an_idle_keepalive_connection_is_closed_one_grace_into_the_drain() {
     server.wait_exited_ok(old);
     server.wait_answering_pid(new);
 }
+
+/// The example parses request heads strictly: each kind of bad head gets its status and a
+/// body naming the fault, and the connection is closed; a good request after a pipelined one
+/// and a `HEAD` are answered.
+#[test]
+fn the_blocking_server_refuses_bad_heads_with_a_status_naming_the_fault() {
+    let ctx = Ctx::new();
+    let server = start(&ctx, "1s");
+    let Addr::Tcp(addr) = server.addr().clone() else {
+        panic!("a TCP listener")
+    };
+    let exchange = |raw: &[u8]| -> Response {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(LONG)).unwrap();
+        s.write_all(raw).unwrap();
+        read_response(&mut BufReader::new(s))
+            .unwrap_or_else(|e| panic!("no response to {:?}: {e}", String::from_utf8_lossy(raw)))
+    };
+    let long_head = format!(
+        "GET / HTTP/1.1\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(17 * 1024)
+    );
+    let cases: [(&[u8], u16, &str); 7] = [
+        (
+            b"GET / HTTP/1.1\r\nHost\r\n\r\n",
+            400,
+            "malformed request head",
+        ),
+        (b"GET /\x01 HTTP/1.1\r\n\r\n", 400, "malformed request head"),
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            400,
+            "Content-Length is not a decimal number",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+            400,
+            "conflicting Content-Length fields",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            501,
+            "Transfer-Encoding is not supported",
+        ),
+        (
+            b"POST / HTTP/1.1\r\n\r\n",
+            405,
+            "method POST is not allowed",
+        ),
+        (
+            long_head.as_bytes(),
+            431,
+            "request head longer than 16384 bytes",
+        ),
+    ];
+    for (raw, status, why) in cases {
+        let r = exchange(raw);
+        assert_eq!(
+            (r.status, r.closes()),
+            (status, true),
+            "for {:?}: {r:?}",
+            String::from_utf8_lossy(raw)
+        );
+        assert!(
+            r.body.contains(why),
+            "for {:?}: body {:?}",
+            String::from_utf8_lossy(raw),
+            r.body
+        );
+    }
+
+    // Two pipelined requests on one connection, the second a HEAD: both answered, in order.
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(LONG)).unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nHEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let first = read_response(&mut reader).expect("the GET");
+    assert_eq!(first.greeting_pid().map(|(_, p)| p), Some(server.pid));
+    assert!(!first.closes());
+    let mut head = String::new();
+    reader
+        .read_to_string(&mut head)
+        .expect("the HEAD's answer, then the end");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+    assert!(head.contains("Connection: close\r\n"), "{head:?}");
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "a HEAD answer has no body: {head:?}"
+    );
+}
