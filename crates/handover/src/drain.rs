@@ -2,13 +2,14 @@
 //! gate and the count of live connections, which is what a drain waits for.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify, RwLock};
 use tokio::time::Instant;
 
 use crate::listener::ListenerInner;
+use crate::os::Bell;
 
 /// Where this process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,20 @@ pub(crate) struct ServingState {
     pub extra_fds: Mutex<Vec<(std::os::fd::OwnedFd, String)>>,
     /// One wake-up per open connection, told when the drain starts (see [`DrainNotice`]).
     notices: Mutex<NoticeBoard>,
+    /// The phase as threads outside the runtime see it (the blocking listener): bells they
+    /// can poll next to a socket, created by the first blocking listener, and a condition
+    /// variable told of every phase change. See [`ServingState::phase_changed`].
+    blocking: Mutex<Option<Arc<PhaseBells>>>,
+    phase_cv: Condvar,
+}
+
+/// Two eventfds that mirror the phase, for threads blocked in `poll(2)`.
+#[derive(Debug)]
+pub(crate) struct PhaseBells {
+    /// Rung while the phase is not `Serving`: a blocking accept stops waiting on the socket.
+    pub not_serving: Bell,
+    /// Rung while draining: an idle connection starts its idle grace.
+    pub draining: Bell,
 }
 
 #[derive(Default)]
@@ -97,7 +112,63 @@ impl ServingState {
             listeners: Mutex::new(Vec::new()),
             extra_fds: Mutex::new(Vec::new()),
             notices: Mutex::new(NoticeBoard::default()),
+            blocking: Mutex::new(None),
+            phase_cv: Condvar::new(),
         })
+    }
+
+    /// Ready to accept: called once `ready()` has completed the handshake.
+    pub(crate) fn start_serving(&self) {
+        self.phase.send_replace(Phase::Serving);
+        self.phase_changed();
+    }
+
+    /// Brings the bells and the waiters of [`ServingState::wait_phase_blocking`] up to date
+    /// with `phase`. Every change of phase calls this right after it, before it waits for
+    /// anything (the accept gate, notably, which a blocking accept releases only once its
+    /// bell rang). Each call reads the phase anew under the lock, so whatever order racing
+    /// calls take, the last one leaves the bells as the phase is.
+    fn phase_changed(&self) {
+        let bells = self.blocking.lock().expect("not poisoned");
+        if let Some(b) = bells.as_ref() {
+            let phase = *self.phase.borrow();
+            ring_if(&b.not_serving, !matches!(phase, Phase::Serving));
+            ring_if(&b.draining, matches!(phase, Phase::Draining { .. }));
+        }
+        self.phase_cv.notify_all();
+    }
+
+    /// The bells of the blocking API, created at the first call.
+    pub(crate) fn phase_bells(&self) -> std::io::Result<Arc<PhaseBells>> {
+        let made = {
+            let mut slot = self.blocking.lock().expect("not poisoned");
+            match slot.as_ref() {
+                Some(b) => return Ok(Arc::clone(b)),
+                None => {
+                    let b = Arc::new(PhaseBells {
+                        not_serving: Bell::new()?,
+                        draining: Bell::new()?,
+                    });
+                    *slot = Some(Arc::clone(&b));
+                    b
+                }
+            }
+        };
+        // New bells start silent: set them as the phase is now.
+        self.phase_changed();
+        Ok(made)
+    }
+
+    /// Blocks the calling thread until `want` holds for the phase, and returns it.
+    pub(crate) fn wait_phase_blocking(&self, want: impl Fn(&Phase) -> bool) -> Phase {
+        let mut guard = self.blocking.lock().expect("not poisoned");
+        loop {
+            let phase = *self.phase.borrow();
+            if want(&phase) {
+                return phase;
+            }
+            guard = self.phase_cv.wait(guard).expect("not poisoned");
+        }
     }
 
     /// Stops accepting and starts the drain. Returns once no accept is in progress. A second
@@ -115,6 +186,7 @@ impl ServingState {
         for n in self.notices.lock().expect("not poisoned").open.values() {
             n.notify_one();
         }
+        self.phase_changed();
         drop(self.accept_gate.write().await);
     }
 
@@ -128,6 +200,7 @@ impl ServingState {
             }
             _ => false,
         });
+        self.phase_changed();
         drop(self.accept_gate.write().await);
         paused
     }
@@ -142,13 +215,14 @@ impl ServingState {
             }
             _ => false,
         });
+        self.phase_changed();
     }
 
     /// Accepts again after a handover whose successor crashed: `Draining` after an upgrade
     /// becomes `Serving`. `false` (and nothing changes) if this process is not draining after
     /// a handover, or its drain is already over ([`ServingState::claim_end`]).
     pub(crate) fn resume_after_handover(&self) -> bool {
-        self.phase.send_if_modified(|p| match p {
+        let resumed = self.phase.send_if_modified(|p| match p {
             Phase::Draining {
                 reason: DrainReason::Upgraded { .. },
                 ..
@@ -158,7 +232,9 @@ impl ServingState {
                 true
             }
             _ => false,
-        })
+        });
+        self.phase_changed();
+        resumed
     }
 
     /// Marks the drain as over, so that no resume can happen any more; `false` if the process
@@ -232,6 +308,14 @@ impl ServingState {
 
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+}
+
+fn ring_if(bell: &Bell, on: bool) {
+    if on {
+        bell.ring()
+    } else {
+        bell.silence()
     }
 }
 

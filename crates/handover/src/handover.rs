@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::addr::{is_valid_fd_name, ListenAddr};
 use crate::attempt::{UpgradeConfig, Upgraded, GO_AHEAD, READY};
-use crate::drain::{Phase, ServingState};
+use crate::drain::ServingState;
 use crate::env::{self, Parsed};
 use crate::error::Error;
 use crate::lineage::{Predecessor, UpgradeRecord, MAX_RECORD};
@@ -396,7 +396,7 @@ impl Handover {
                 predecessor = Some(Predecessor::new(link));
             }
         }
-        self.shared.phase.send_replace(Phase::Serving);
+        self.shared.start_serving();
         if let Some(path) = &self.pid_file {
             pidfile::write_pid_file(path, me).map_err(Error::PidFile)?;
         }

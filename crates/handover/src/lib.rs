@@ -74,6 +74,7 @@
 //! | `spawn` | the only fork/exec: fds at 3.., signal mask, `LISTEN_PID` |
 //! | `lineage` | what two generations tell each other after the handshake; the resume rule |
 //! | `drain` | serving phase and the count of live connections |
+//! | [`blocking`] | the listener and connections for a thread-per-connection server, with the same drain |
 //! | [`http`] | hyper/axum serving with the lossless drain |
 //! | `control_handler` | the library's answers to the control socket, mapped onto [`Running`] |
 //! | `control_socket` | the admin protocol: `protocol` (messages), `server`, `client` (feature `supervisor` makes it public) |
@@ -102,6 +103,7 @@
 
 mod addr;
 mod attempt;
+pub mod blocking;
 #[cfg(feature = "control")]
 mod control_handler;
 mod drain;

@@ -132,12 +132,40 @@ pub fn binaries() -> &'static Binaries {
     })
 }
 
+/// Builds (debug profile) another example of this crate, once per test process, next to
+/// `hello` v1 (same target directory and features, so only the example itself is compiled),
+/// and returns an immutable snapshot of it. Upgrades re-execute the same file: generations
+/// tell themselves apart by their PIDs.
+pub fn example_binary(example: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(example) {
+        return p.clone();
+    }
+    let e2e = target_root().join("e2e");
+    fs::create_dir_all(e2e.join("snap")).expect("create target/e2e/snap");
+    let lock = fs::File::create(e2e.join(".lock")).expect("create target/e2e/.lock");
+    // SAFETY: flock on a valid fd; released when `lock` is closed at the end of this scope.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock: {}", io::Error::last_os_error());
+    let bin = build_example(example, "v1", None);
+    let snap = snapshot(&bin, "v1");
+    drop(lock);
+    built.insert(example.to_string(), snap.clone());
+    snap
+}
+
 fn build_hello(name: &str, greeting: Option<&str>) -> PathBuf {
+    build_example("hello", name, greeting)
+}
+
+/// Builds `--example example` into `<target>/e2e/<name>`.
+fn build_example(example: &str, name: &str, greeting: Option<&str>) -> PathBuf {
     let target = target_root().join("e2e").join(name);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "--example", "hello", "-p", "handover"])
+        .args(["build", "--example", example, "-p", "handover"])
         // The tests of the `tls` feature start hello with --tls-cert: build it with them.
         .args(if cfg!(feature = "tls") {
             &["--features", "tls"][..]
@@ -153,14 +181,14 @@ fn build_hello(name: &str, greeting: Option<&str>) -> PathBuf {
     };
     let out = cmd
         .output()
-        .expect("cannot run cargo to build the hello example");
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the {example} example: {e}"));
     assert!(
         out.status.success(),
-        "building hello {name} failed ({}):\n{}",
+        "building {example} {name} failed ({}):\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let bin = target.join("debug").join("examples").join("hello");
+    let bin = target.join("debug").join("examples").join(example);
     assert!(
         bin.is_file(),
         "{} missing after a successful build",
@@ -173,8 +201,9 @@ fn build_hello(name: &str, greeting: Option<&str>) -> PathBuf {
 fn snapshot(bin: &Path, name: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(bin).expect("stat built binary");
+    let example = bin.file_name().expect("a file").to_string_lossy();
     let snap = target_root().join("e2e").join("snap").join(format!(
-        "hello-{name}-{}-{}-{}.{}",
+        "{example}-{name}-{}-{}-{}.{}",
         m.ino(),
         m.size(),
         m.mtime(),
