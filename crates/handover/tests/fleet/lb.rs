@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::{get_timeout, poll_until, Addr};
 
-/// How long one health probe may take (connect and answer) before it counts as failed.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long one health probe may take (connect and answer) before it counts as failed (a
+/// kubelet's default `timeoutSeconds`). Probes of one round run in parallel, so a round ends
+/// within this after it starts: a lame duck of 2 s is seen well before it ends.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long connecting to a backend may take before the client connection is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -205,11 +207,20 @@ fn poll_loop(table: &Mutex<Table>, every: Duration, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         let round = Instant::now();
         let targets: Vec<SocketAddr> = table.lock().unwrap().order.clone();
-        for backend in targets {
-            let healthy = matches!(
-                get_timeout(&Addr::Tcp(backend), "/healthz", PROBE_TIMEOUT),
-                Ok(r) if r.status == 200
-            );
+        // All at once, so that a slow backend does not delay the verdict on the others.
+        let probes: Vec<_> = targets
+            .into_iter()
+            .map(|backend| {
+                thread::spawn(move || {
+                    let answer = get_timeout(&Addr::Tcp(backend), "/healthz", PROBE_TIMEOUT);
+                    (backend, matches!(answer, Ok(r) if r.status == 200))
+                })
+            })
+            .collect();
+        for probe in probes {
+            let Ok((backend, healthy)) = probe.join() else {
+                continue;
+            };
             if let Some(b) = table.lock().unwrap().backends.get_mut(&backend) {
                 b.healthy = healthy;
             }
