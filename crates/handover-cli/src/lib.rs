@@ -19,11 +19,13 @@
 //! | `listen_socket`, `paths` | the listening sockets; where files live |
 //! | `proxy` | proxy mode (`--proxy`): forwarding to workers that bind their own port |
 //! | `client`, `status` | `handover upgrade/status/stop` |
+//! | `admin` | `--admin`: the HTTP listener answering `/healthz` for the supervisor |
 //!
 //! System calls go through `handover::sys`; this crate has no `unsafe`.
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod cli;
 mod client;
 mod control_handler;
