@@ -25,7 +25,12 @@ fn fixture(idle_grace: Duration) -> Fixture {
         .enable_all()
         .build()
         .unwrap();
-    let shared = ServingState::new(Duration::from_secs(30), idle_grace, Duration::from_secs(10));
+    let shared = ServingState::new(
+        Duration::from_secs(30),
+        idle_grace,
+        Duration::from_secs(10),
+        Duration::ZERO,
+    );
     let (socket, _) = bind(&"127.0.0.1:0".parse::<ListenAddr>().unwrap(), 16).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     let inner = {
