@@ -69,6 +69,7 @@
 //! | `handover` | start-up: builder, listener matching, the child's side of the handshake |
 //! | `env` | the inheritance protocol: parsing and writing `LISTEN_*` (pure) |
 //! | `listener` | binding, validating inherited sockets, gated `accept` ([`Listener`], [`Connection`]) |
+//! | `datagram` | UDP sockets: `recv_from` gated like `accept`, `None` once draining ([`Datagram`]) |
 //! | `running` | the control loop: triggers in, one upgrade at a time, stop, a successor's end ([`Running`]) |
 //! | `attempt` | one upgrade attempt: readiness, exit and timeout race here |
 //! | `spawn` | the only fork/exec: fds at 3.., signal mask, `LISTEN_PID` |
@@ -104,6 +105,7 @@ mod addr;
 mod attempt;
 #[cfg(feature = "control")]
 mod control_handler;
+mod datagram;
 mod drain;
 mod duration;
 mod env;
@@ -130,6 +132,7 @@ pub mod tls;
 
 pub use addr::{AddrParseError, ListenAddr};
 pub use attempt::Upgraded;
+pub use datagram::Datagram;
 pub use drain::{DrainReason, DrainSignal};
 pub use duration::{parse_duration, DurationParseError};
 pub use env::EnvError;
