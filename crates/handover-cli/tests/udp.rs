@@ -108,7 +108,7 @@ fn a_python_udp_worker_answers_every_datagram_exactly_once_through_ten_upgrades(
         stats.summary()
     );
     assert!(
-        stats.rate_per_s > RATE as f64 * 0.8,
+        stats.rate_per_s > RATE as f64 * 0.5,
         "the load did not hold its rate: {}",
         stats.summary()
     );

@@ -131,3 +131,75 @@ impl Datagram {
         DrainSignal::new(Arc::clone(&self.inner.shared))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drain::DrainReason;
+    use std::time::Duration;
+
+    fn state() -> Arc<ServingState> {
+        ServingState::new(
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+    }
+
+    async fn pending_for_a_moment(socket: &Datagram) -> bool {
+        let mut buf = [0u8; 16];
+        tokio::time::timeout(Duration::from_millis(50), socket.recv_from(&mut buf))
+            .await
+            .is_err()
+    }
+
+    /// Reads only while serving; a datagram sent meanwhile stays queued for whoever reads
+    /// next; `None` once draining; counted by the drain until the last clone is dropped.
+    #[tokio::test]
+    async fn reading_follows_the_serving_phase() {
+        let shared = state();
+        let socket = crate::os::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        // What the next generation holds: the same socket.
+        let successor = std::net::UdpSocket::from(socket.try_clone().unwrap());
+        let d = Datagram::new(socket, "udp".into(), Arc::clone(&shared)).unwrap();
+        let ListenAddr::Udp(addr) = *d.local_addr() else {
+            panic!("{:?}", d.local_addr())
+        };
+        assert_ne!(addr.port(), 0);
+        assert_eq!(shared.conns.live(), 1);
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(b"early", addr).await.unwrap();
+        assert!(pending_for_a_moment(&d).await, "read before ready");
+
+        shared.phase.send_replace(Phase::Serving);
+        let mut buf = [0u8; 32];
+        let (n, peer) = d.recv_from(&mut buf).await.unwrap().unwrap();
+        assert_eq!(&buf[..n], b"early");
+        d.send_to(b"answer", peer).await.unwrap();
+
+        assert!(shared.pause_accepting().await);
+        client.send_to(b"queued", addr).await.unwrap();
+        assert!(pending_for_a_moment(&d).await, "read while paused");
+        shared.resume_accepting();
+        let (n, _) = d.recv_from(&mut buf).await.unwrap().unwrap();
+        assert_eq!(&buf[..n], b"queued");
+
+        let clone = d.clone();
+        shared
+            .stop_accepting(DrainReason::Upgraded { new_pid: 1 })
+            .await;
+        client.send_to(b"for the successor", addr).await.unwrap();
+        assert!(d.recv_from(&mut buf).await.is_none());
+        clone.send_to(b"still answering", peer).await.unwrap();
+        drop(d);
+        assert_eq!(shared.conns.live(), 1, "a clone is left");
+        drop(clone);
+        assert_eq!(shared.conns.live(), 0);
+        successor.set_nonblocking(false).unwrap();
+        successor
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let (n, _) = successor.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"for the successor");
+    }
+}

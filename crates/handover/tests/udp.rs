@@ -115,7 +115,7 @@ fn every_datagram_is_answered_exactly_once_through_ten_upgrades() {
         stats.summary()
     );
     assert!(
-        stats.rate_per_s > RATE as f64 * 0.8,
+        stats.rate_per_s > RATE as f64 * 0.5,
         "the load did not hold its rate: {}",
         stats.summary()
     );

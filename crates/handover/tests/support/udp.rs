@@ -3,6 +3,12 @@
 //! pid=<pid>`. It counts every datagram unanswered, answered twice, and answered by an older
 //! generation after a newer one had answered an earlier datagram ("stale").
 //!
+//! It keeps at most [`WINDOW`] datagrams beyond the highest one answered, as a resolver bounds
+//! its queries in flight: a server starved of CPU on a loaded machine (the tests run in
+//! parallel on 2 cores) is then never sent more than its socket buffer holds (about 270 small
+//! datagrams with the default 208 KiB), which the kernel would drop, handover or not. A lost
+//! datagram does not hold the window: the answers after it move it on.
+//!
 //! Also used by `crates/handover-cli/tests/udp.rs` (included by path), so it depends on
 //! nothing else in this kit.
 #![allow(dead_code)]
@@ -13,6 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+/// Most datagrams sent beyond the highest sequence number answered.
+pub const WINDOW: u64 = 100;
 
 /// What was answered, by sequence number.
 #[derive(Default)]
@@ -25,6 +34,8 @@ struct Answers {
     by_pid: HashMap<i32, usize>,
     /// Answers that were not `<seq> pid=<pid>` for a seq that was sent.
     garbage: usize,
+    /// One more than the highest sequence number answered.
+    high: u64,
 }
 
 /// Datagrams in flight to one server address.
@@ -218,7 +229,8 @@ fn send_loop(
     let mut seq: u64 = 0;
     while !stop.load(Ordering::SeqCst) && start.elapsed() < max {
         let due = (start.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
-        while seq < due {
+        let room = answers.lock().unwrap().high + WINDOW;
+        while seq < due.min(room) {
             {
                 // Room for the answer before the datagram leaves, so no answer finds none.
                 let mut a = answers.lock().unwrap();
@@ -275,6 +287,7 @@ fn recv_loop(socket: UdpSocket, receiving: &AtomicBool, answers: &Mutex<Answers>
                     a.pid[seq] = pid;
                 }
                 *a.by_pid.entry(pid).or_insert(0) += 1;
+                a.high = a.high.max(seq as u64 + 1);
             }
             _ => a.garbage += 1,
         }
