@@ -79,6 +79,8 @@ enum Reason {
     EmptyUnixPath,
     NulInUnixPath,
     UnsupportedScheme(String),
+    /// `udp:1.2.3.4:53` or `tcp:...`: the scheme without its `//`.
+    SchemeWithoutSlashes(&'static str),
     MissingPort,
     InvalidPort(String),
     HostName(String),
@@ -93,6 +95,7 @@ impl fmt::Display for Reason {
             Reason::EmptyUnixPath => f.write_str("empty Unix socket path"),
             Reason::NulInUnixPath => f.write_str("Unix socket path contains a NUL byte"),
             Reason::UnsupportedScheme(s) => write!(f, "unsupported scheme {s:?}"),
+            Reason::SchemeWithoutSlashes(s) => write!(f, "write {s}://IP:PORT, with the slashes"),
             Reason::MissingPort => f.write_str("missing port"),
             Reason::InvalidPort(p) => write!(f, "invalid port {p:?} (expected 0-65535)"),
             Reason::HostName(h) => write!(
@@ -137,6 +140,14 @@ fn parse(s: &str) -> Result<ListenAddr, Reason> {
             return Err(Reason::NulInUnixPath);
         }
         return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
+    // Otherwise `udp:1.2.3.4:53` would be explained as an unbracketed IPv6 address.
+    for scheme in ["udp", "tcp"] {
+        if s.strip_prefix(scheme)
+            .is_some_and(|r| r.starts_with(':') && !r.starts_with("://"))
+        {
+            return Err(Reason::SchemeWithoutSlashes(scheme));
+        }
     }
     let (rest, make): (&str, fn(SocketAddr) -> ListenAddr) = match s.split_once("://") {
         Some(("tcp", rest)) => (rest, ListenAddr::Tcp),
@@ -303,6 +314,8 @@ mod tests {
             ("udp://example.com:53", "host name \"example.com\""),
             ("udp://::1:53", "brackets"),
             ("udp://127.0.0.1:70000", "invalid port \"70000\""),
+            ("udp:127.0.0.1:53", "write udp://IP:PORT, with the slashes"),
+            ("tcp:[::1]:80", "write tcp://IP:PORT, with the slashes"),
         ] {
             let msg = input.parse::<ListenAddr>().unwrap_err().to_string();
             assert!(msg.contains(needle), "{input:?}: {msg:?} lacks {needle:?}");

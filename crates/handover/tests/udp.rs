@@ -219,3 +219,67 @@ fn an_inherited_socket_of_the_other_kind_is_refused() {
         &format!("is a stream socket bound to tcp://127.0.0.1:{port}, but a datagram (UDP) socket was asked for"),
     );
 }
+
+/// Started by `systemd-socket-activate --datagram -l 127.0.0.1:PORT ./udp_echo --listen
+/// udp://127.0.0.1:PORT` (systemd's `ListenDatagram=`): the datagram that made it start is
+/// answered by udp_echo in its place, and the socket is handed over at an upgrade.
+#[test]
+fn started_by_systemd_socket_activate_with_a_datagram_socket() {
+    let Some(tool) = which("systemd-socket-activate") else {
+        assert!(
+            !in_ci(),
+            "systemd-socket-activate is not installed, but CI must run this test (apt-get install systemd)"
+        );
+        eprintln!("SKIPPED: systemd-socket-activate not found in PATH (apt-get install systemd)");
+        return;
+    };
+    let ctx = Ctx::new();
+    let exe = install_udp_echo(&ctx);
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = ctx.command(tool);
+    cmd.args(["--datagram", "-l", &addr.to_string()])
+        .arg(&exe)
+        .args(["--listen", &format!("udp://{addr}")]);
+    let p = ctx.spawn("systemd-socket-activate", cmd);
+    // It binds, then waits for the first datagram before exec'ing udp_echo in place.
+    let bound = p
+        .log
+        .wait_for_or(0, LONG, |l| l.contains("Listening on"), || !is_alive(p.pid));
+    assert!(bound.is_some(), "not listening; log:\n{}", p.log.text());
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(LONG)).unwrap();
+    client.send_to(b"first", addr).unwrap();
+    let mut buf = [0u8; 64];
+    let n = client
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no answer: {e}; log:\n{}", p.log.text()));
+    assert_eq!(
+        std::str::from_utf8(&buf[..n]).unwrap(),
+        format!("first pid={}", p.pid),
+        "udp_echo must answer in place of systemd-socket-activate"
+    );
+    let mut server = Server {
+        pid: p.pid,
+        first_pid: p.pid,
+        log: p.log,
+        addrs: Vec::new(),
+    };
+    let load = UdpLoad::start(addr, 1_000, Duration::from_secs(60));
+    assert!(load.wait_answers_from(server.pid, 100, LONG));
+    let old = server.pid;
+    let from = server.log.len();
+    signal(old, libc::SIGUSR2);
+    let new = server.wait_upgrade_complete(from, old);
+    assert!(load.wait_answers_from(new, 100, LONG));
+    server.wait_exited_ok(old);
+    server.pid = new;
+    let stats = load.finish(Duration::from_secs(3), &[old, new]);
+    assert_eq!(stats.unanswered_count, 0, "{}", stats.summary());
+    assert_eq!(stats.duplicates, 0, "{}", stats.summary());
+    assert!(server.stop().success(), "{}", server.log.text());
+}
