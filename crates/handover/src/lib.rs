@@ -14,6 +14,8 @@
 //!    generation (or systemd socket activation) passed one for that name or address, and binds
 //!    a new one otherwise. Sockets travel by the systemd protocol: fds 3.., `LISTEN_FDS`,
 //!    `LISTEN_FDNAMES`, and `LISTEN_PID` set to the child's own PID after the fork.
+//!    [`Handover::datagram`] does the same for a UDP socket ([`Datagram`]), which only the
+//!    generation serving reads.
 //! 2. **Upgrade.** The old process forks and execs the executable at the path it was started
 //!    from (absolute, not canonicalised), with the same arguments, working directory and
 //!    environment. Only the listeners and one end of a readiness channel reach the child; every
