@@ -75,10 +75,11 @@ pub enum Command {
 /// `handover run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Address to listen on, repeatable: IP:PORT, tcp://IP:PORT or unix:PATH, optionally
-    /// prefixed with NAME= to set its LISTEN_FDNAMES entry (default name: tcp_IP_PORT or
-    /// unix_PATH). The worker gets them at fds 3, 4, ... in this order. Port 0 picks a free
-    /// port, which is logged and shown by `handover status`.
+    /// Address to listen on, repeatable: IP:PORT, tcp://IP:PORT, udp://IP:PORT or unix:PATH,
+    /// optionally prefixed with NAME= to set its LISTEN_FDNAMES entry (default name:
+    /// tcp_IP_PORT, udp_IP_PORT or unix_PATH). The worker gets them at fds 3, 4, ... in this
+    /// order; a udp:// one is a bound datagram socket, as systemd's ListenDatagram= passes it.
+    /// Port 0 picks a free port, which is logged and shown by `handover status`.
     #[arg(
         short,
         long = "listen",

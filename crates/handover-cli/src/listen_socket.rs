@@ -1,5 +1,6 @@
 //! The listening sockets: `--listen [NAME=]ADDR`, bound once, open for the supervisor's
-//! whole life (connections queue in the backlog whenever no worker accepts).
+//! whole life (connections queue in the backlog whenever no worker accepts; for a `udp://`
+//! socket, datagrams queue in its receive buffer whenever no worker reads).
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -103,6 +104,9 @@ mod tests {
         let s: ListenSpec = "unix:/tmp/a=b.sock".parse().unwrap();
         assert_eq!(s.name, None);
         assert_eq!(s.addr, ListenAddr::Unix("/tmp/a=b.sock".into()));
+        let s: ListenSpec = "dns=udp://[::1]:53".parse().unwrap();
+        assert_eq!(s.name.as_deref(), Some("dns"));
+        assert_eq!(s.addr, ListenAddr::Udp("[::1]:53".parse().unwrap()));
         let e = "web=nowhere".parse::<ListenSpec>().unwrap_err();
         assert!(e.contains("invalid listen address \"nowhere\""), "{e}");
     }
@@ -131,5 +135,22 @@ mod tests {
         };
         assert_ne!(sa.port(), 0);
         assert_eq!(l[0].name, format!("tcp_127.0.0.1_{}", sa.port()));
+    }
+
+    #[test]
+    fn a_udp_socket_is_bound_as_a_datagram_socket() {
+        let l = bind_all(&["udp://127.0.0.1:0".parse().unwrap()], 16).unwrap();
+        let ListenAddr::Udp(sa) = l[0].local else {
+            panic!("{:?}", l[0].local)
+        };
+        assert_ne!(sa.port(), 0);
+        assert_eq!(l[0].name, format!("udp_127.0.0.1_{}", sa.port()));
+        // A datagram sent to it waits in its buffer for whichever worker reads.
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"x", sa).unwrap();
+        let sock = std::net::UdpSocket::from(l[0].fd.try_clone().unwrap());
+        sock.set_nonblocking(false).unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(sock.recv_from(&mut buf).unwrap().0, 1);
     }
 }

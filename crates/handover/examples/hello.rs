@@ -227,7 +227,8 @@ impl axum::serve::Listener for AxumListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         match self.0.local_addr() {
             ListenAddr::Tcp(sa) => Ok(handover::Peer::Tcp(*sa)),
-            ListenAddr::Unix(_) => Ok(handover::Peer::Unix),
+            // `Handover::listen` refuses udp:// addresses, so a listener never has one.
+            ListenAddr::Unix(_) | ListenAddr::Udp(_) => Ok(handover::Peer::Unix),
         }
     }
 }

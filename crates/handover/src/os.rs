@@ -154,6 +154,22 @@ pub(crate) fn remove_stale_socket(path: &Path, live: &str) -> io::Result<()> {
     }
 }
 
+/// A new UDP socket bound to `addr`: close-on-exec, non-blocking, `SO_REUSEADDR` (as the TCP
+/// listeners; it does not let a second socket share the port, `SO_REUSEPORT` would), and on
+/// IPv6 the system's `IPV6_V6ONLY` default left alone, as for TCP.
+pub(crate) fn bind_udp(addr: std::net::SocketAddr) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    Ok(socket)
+}
+
 /// Removes a file this process created (a socket file, at the final stop): one already gone
 /// is fine, any other failure is logged, not returned, since the stop goes on.
 pub fn remove_created_file(path: &Path) {

@@ -17,7 +17,7 @@ pub use crate::os::{
 
 pub use crate::spawn::ExitStatus;
 
-/// A listening socket bound by [`bind`].
+/// A listening socket (or, for `udp://`, a bound datagram socket) made by [`bind`].
 #[derive(Debug)]
 pub struct Bound {
     /// The socket (close-on-exec, non-blocking, listening).
@@ -28,8 +28,9 @@ pub struct Bound {
     pub created_file: Option<PathBuf>,
 }
 
-/// Binds a listening socket the way the library does (`SO_REUSEADDR` for TCP, a stale Unix
-/// socket file replaced, a live one refused).
+/// Binds a listening socket the way the library does (`SO_REUSEADDR` for TCP and UDP, a stale
+/// Unix socket file replaced, a live one refused); a `udp://` address gets a bound datagram
+/// socket, as systemd's `ListenDatagram=` passes it.
 pub fn bind(addr: &ListenAddr, backlog: i32) -> io::Result<Bound> {
     let (socket, created_file) = crate::listener::bind(addr, backlog)?;
     let local = match addr {
@@ -37,6 +38,11 @@ pub fn bind(addr: &ListenAddr, backlog: i32) -> io::Result<Bound> {
             .local_addr()?
             .as_socket()
             .map(ListenAddr::Tcp)
+            .unwrap_or_else(|| addr.clone()),
+        ListenAddr::Udp(_) => socket
+            .local_addr()?
+            .as_socket()
+            .map(ListenAddr::Udp)
             .unwrap_or_else(|| addr.clone()),
         ListenAddr::Unix(_) => addr.clone(),
     };
