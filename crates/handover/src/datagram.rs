@@ -143,6 +143,7 @@ mod tests {
             Duration::from_secs(5),
             Duration::from_secs(1),
             Duration::from_secs(1),
+            Duration::ZERO,
         )
     }
 

@@ -198,43 +198,6 @@ fn build_example(example: &str, name: &str, greeting: Option<&str>) -> PathBuf {
     bin
 }
 
-/// Builds another example of this crate (debug, in v1's target directory, whose dependencies
-/// it shares) under the same lock as [`binaries`], and returns an immutable snapshot of it.
-pub fn example_binary(name: &str) -> PathBuf {
-    let e2e = target_root().join("e2e");
-    fs::create_dir_all(e2e.join("snap")).expect("create target/e2e/snap");
-    let lock = fs::File::create(e2e.join(".lock")).expect("create target/e2e/.lock");
-    // SAFETY: flock on a valid fd; released when `lock` is closed at the end of this scope.
-    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock: {}", io::Error::last_os_error());
-    let target = e2e.join("v1");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let out = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(["build", "--example", name, "-p", "handover"])
-        .args(if cfg!(feature = "tls") {
-            &["--features", "tls"][..]
-        } else {
-            &[]
-        })
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("CARGO_BUILD_TARGET")
-        // As for hello v1, so that the shared target directory is not rebuilt for it.
-        .env_remove("HELLO_GREETING")
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run cargo to build an example");
-    assert!(
-        out.status.success(),
-        "building example {name} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let snap = snapshot(&target.join("debug").join("examples").join(name), name);
-    drop(lock);
-    snap
-}
-
 /// An immutable copy of a freshly built binary, named after its identity (inode, size, mtime).
 fn snapshot(bin: &Path, name: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
