@@ -20,12 +20,14 @@
 //! | `activation` | which `--listen` takes which socket-activated socket |
 //! | `proxy` | proxy mode (`--proxy`): forwarding to workers that bind their own port |
 //! | `client`, `status` | `handover upgrade/status/stop` |
+//! | `admin` | `--admin`: the HTTP listener answering `/healthz` for the supervisor |
 //!
 //! System calls go through `handover::sys`; this crate has no `unsafe`.
 
 #![forbid(unsafe_code)]
 
 mod activation;
+mod admin;
 mod cli;
 mod client;
 mod control_handler;
