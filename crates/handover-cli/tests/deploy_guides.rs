@@ -159,15 +159,21 @@ fn stop_budget(snippet: &str, argv: &[String]) -> Duration {
         + duration_flag(argv, "--drain-timeout", Duration::from_secs(30));
     if let Some(end) = argv.iter().position(|a| a == "--") {
         let worker = &argv[end + 1..];
-        let worker_drain = duration_flag(worker, "--drain-timeout", Duration::from_secs(30));
+        let worker_stop = duration_flag(worker, "--lame-duck", Duration::ZERO)
+            + duration_flag(worker, "--drain-timeout", Duration::from_secs(30));
         let supervisor_drain = duration_flag(argv, "--drain-timeout", Duration::from_secs(30));
         assert!(
-            worker_drain <= supervisor_drain,
-            "{snippet}: the worker's --drain-timeout {worker_drain:?} exceeds the supervisor's \
-             {supervisor_drain:?}, which kills it first"
+            worker_stop <= supervisor_drain,
+            "{snippet}: the worker's lame duck + drain timeout ({worker_stop:?}) exceed the \
+             supervisor's --drain-timeout {supervisor_drain:?}, which kills it first"
         );
     }
     own
+}
+
+/// The lame duck of the command's outer program (the supervisor's, for `handover run`).
+fn lame_duck(argv: &[String]) -> Duration {
+    duration_flag(argv, "--lame-duck", Duration::ZERO)
 }
 
 fn check_grace(snippet: &str, argv: &[String], grace: Duration) {
@@ -186,8 +192,34 @@ fn check_stop_signal(snippet: &str, signal: &str) {
     );
 }
 
+/// The snippet's ports (`0.0.0.0:PORT`) and the free loopback ports that stand for them here.
+#[derive(Default)]
+struct Ports(HashMap<u16, u16>);
+
+impl Ports {
+    fn host(&mut self, snippet_port: u16) -> u16 {
+        *self.0.entry(snippet_port).or_insert_with(free_port)
+    }
+
+    /// `arg` with every `0.0.0.0:PORT` replaced by `127.0.0.1:HOSTPORT`.
+    fn map(&mut self, arg: &str) -> String {
+        let mut out = String::new();
+        let mut rest = arg;
+        while let Some(i) = rest.find("0.0.0.0:") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + "0.0.0.0:".len()..];
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            let port: u16 = after[..digits].parse().expect("a port after 0.0.0.0:");
+            out.push_str(&format!("127.0.0.1:{}", self.host(port)));
+            rest = &after[digits..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
 /// The snippet's command as run here.
-fn on_this_host(ctx: &Ctx, argv: &[String], port: u16) -> Vec<String> {
+fn on_this_host(ctx: &Ctx, argv: &[String], ports: &mut Ports) -> Vec<String> {
     argv.iter()
         .map(|a| {
             if a == INSTALLED_HANDOVER {
@@ -199,7 +231,7 @@ fn on_this_host(ctx: &Ctx, argv: &[String], port: u16) -> Vec<String> {
                 fs::create_dir_all(p.parent().unwrap()).unwrap();
                 p.to_str().unwrap().to_string()
             } else {
-                a.replace(SNIPPET_LISTEN, &format!("127.0.0.1:{port}"))
+                ports.map(a)
             }
         })
         .collect()
@@ -213,10 +245,10 @@ fn serve_probe_stop(
     snippet: &str,
     wrapper: &[String],
     argv: &[String],
-    port: u16,
+    (port, probe_port): (u16, u16),
     path: &str,
     stop_signal: i32,
-    grace: Duration,
+    (grace, lame_duck): (Duration, Duration),
 ) {
     let log_path = ctx.path("guide.log");
     let log = fs::File::create(&log_path).unwrap();
@@ -236,9 +268,10 @@ fn serve_probe_stop(
         .unwrap();
     let pid = child.id() as i32;
     std::mem::forget(child); // reaped below, or killed by the context
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let probe: std::net::SocketAddr = format!("127.0.0.1:{probe_port}").parse().unwrap();
     let mut last = None;
-    let answered = poll_until(LONG, || match get(addr, path) {
+    let answered = poll_until(LONG, || match get(probe, path) {
         Ok(_) => true,
         Err(e) => {
             last = Some(e);
@@ -248,11 +281,34 @@ fn serve_probe_stop(
     let shown = || fs::read_to_string(&log_path).unwrap_or_default();
     assert!(
         answered,
-        "{snippet}: GET {path} on port {port} never answered 200 (last: {last:?}); log:\n{}",
+        "{snippet}: GET {path} on port {probe_port} never answered 200 (last: {last:?}); log:\n{}",
         shown()
     );
+    assert!(get(addr, "/").is_ok(), "{snippet}: the served port answers");
     let stopping = Instant::now();
     signal(pid, stop_signal);
+    if !lame_duck.is_zero() {
+        // The lame duck: the probe fails at once, while the server still serves.
+        let failing = poll_until(
+            SHORT,
+            || matches!(get(probe, path), Err(Failure::Other(e)) if e.contains(" 503 ")),
+        );
+        assert!(
+            failing,
+            "{snippet}: {path} did not answer 503 in the lame duck; log:\n{}",
+            shown()
+        );
+        let served = get(addr, "/");
+        assert!(
+            served.is_ok() || stopping.elapsed() >= lame_duck,
+            "{snippet}: a request in the lame duck failed: {served:?}; log:\n{}",
+            shown()
+        );
+        eprintln!(
+            "{snippet}: {path} answered 503 and / was served, {:?} into the lame duck",
+            stopping.elapsed()
+        );
+    }
     let status = wait_child(pid, grace + SHORT).unwrap_or_else(|| {
         panic!(
             "{snippet}: still running after the grace; log:\n{}",
@@ -268,6 +324,10 @@ fn serve_probe_stop(
     assert!(
         took <= grace,
         "{snippet}: the stop took {took:?} > {grace:?}"
+    );
+    assert!(
+        took >= lame_duck,
+        "{snippet}: stopped after {took:?}, before its lame duck of {lame_duck:?} was over"
     );
     eprintln!("{snippet}: GET {path} answered; stopped in {took:?} (grace {grace:?})");
 }
@@ -340,20 +400,22 @@ fn check_deployment(file: &str) {
             .unwrap_or_else(|| panic!("{file}: no port named {name}")),
         other => panic!("{file}: probe port {other:?}"),
     };
-    assert_eq!(
-        port, SNIPPET_PORT,
-        "{file}: the probe port is the served one"
+    let mut ports = Ports::default();
+    let argv_here = on_this_host(&ctx, &argv, &mut ports);
+    assert!(
+        ports.0.contains_key(&(port as u16)),
+        "{file}: the probe's port {port} is not one the command listens on"
     );
-    let host = free_port();
+    let serve = (ports.host(SNIPPET_PORT as u16), ports.host(port as u16));
     serve_probe_stop(
         &ctx,
         file,
         &[],
-        &on_this_host(&ctx, &argv, host),
-        host,
+        &argv_here,
+        serve,
         path,
         libc::SIGTERM, // what the kubelet sends
-        grace,
+        (grace, lame_duck(&argv)),
     );
 }
 
@@ -448,7 +510,9 @@ fn check_socket_and_service(socket_file: &str, service_file: &str) {
             "{service_file}: notify-reload reloads by SIGHUP"
         );
     }
-    let port = free_port();
+    let mut ports = Ports::default();
+    let argv_here = on_this_host(&ctx, &argv, &mut ports);
+    let port = ports.host(SNIPPET_PORT as u16);
     let mut wrapper: Vec<String> = vec![
         "systemd-socket-activate".into(),
         "-l".into(),
@@ -464,11 +528,11 @@ fn check_socket_and_service(socket_file: &str, service_file: &str) {
         &ctx,
         service_file,
         &wrapper,
-        &on_this_host(&ctx, &argv, port),
-        port,
+        &argv_here,
+        (port, port),
         "/",
         libc::SIGTERM, // KillSignal= is not set: systemd's default
-        grace,
+        (grace, lame_duck(&argv)),
     );
 }
 
@@ -580,16 +644,26 @@ fn docker_image_and_compose() {
     )
     .expect("stop_grace_period in handover's duration syntax");
     check_grace(compose_file, &argv, grace);
-    let port = free_port();
+    let mut ports = Ports::default();
+    let argv_here = on_this_host(&ctx, &argv, &mut ports);
+    let port = ports.host(SNIPPET_PORT as u16);
+    // A load balancer's health check goes to the supervisor's --admin /healthz.
+    let (probe_port, path) = match flag_value(&argv, "--admin") {
+        Some(admin) => {
+            let p: u16 = admin.rsplit(':').next().unwrap().parse().unwrap();
+            (ports.host(p), "/healthz")
+        }
+        None => (port, "/"),
+    };
     serve_probe_stop(
         &ctx,
         file,
         &[],
-        &on_this_host(&ctx, &argv, port),
-        port,
-        "/",
+        &argv_here,
+        (port, probe_port),
+        path,
         signal_number(&stop_signal),
-        grace,
+        (grace, lame_duck(&argv)),
     );
 }
 
@@ -610,7 +684,7 @@ fn hcl_attribute<T: serde::de::DeserializeOwned>(text: &str, file: &str, name: &
 #[test]
 fn nomad_job() {
     let ctx = Ctx::new();
-    let file = "nomad/app.nomad.hcl";
+    let file = "nomad/hello.nomad.hcl";
     let text = guide(file);
     let signal: String = hcl_attribute(&text, file, "kill_signal");
     check_stop_signal(file, &signal);
@@ -626,15 +700,17 @@ fn nomad_job() {
         "{file}: the port mapped is the served one"
     );
     let path: String = hcl_attribute(&text, file, "path");
-    let port = free_port();
+    let mut ports = Ports::default();
+    let argv_here = on_this_host(&ctx, &argv, &mut ports);
+    let port = ports.host(SNIPPET_PORT as u16);
     serve_probe_stop(
         &ctx,
         file,
         &[],
-        &on_this_host(&ctx, &argv, port),
-        port,
+        &argv_here,
+        (port, port),
         &path,
         signal_number(&signal),
-        grace,
+        (grace, lame_duck(&argv)),
     );
 }
