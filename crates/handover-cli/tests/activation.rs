@@ -342,6 +342,20 @@ fn bad_activation_is_refused_with_the_reason() {
         "{out}"
     );
 
+    // Proxy mode binds its own address: an activated socket would go unused.
+    let (fd, _) = tcp();
+    let (code, out) = refused(
+        &ctx,
+        fd,
+        &[("LISTEN_FDS", "1")],
+        &["--proxy", "http://127.0.0.1:0", "--", worker, "{port}"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("socket activation passed 1 socket(s), but --proxy binds its own address"),
+        "{out}"
+    );
+
     // Garbage in LISTEN_FDS.
     let (fd, _) = tcp();
     let (code, out) = refused(
