@@ -218,6 +218,8 @@ async fn supervise(
     let admin = match args.admin {
         Some(addr) => {
             let listener = admin::bind(addr)?;
+            // The bound address: port 0 picks one.
+            let addr = listener.local_addr().unwrap_or(addr);
             tracing::info!(
                 "admin: http://{addr}{} answers health checks",
                 admin::HEALTH_PATH

@@ -70,7 +70,8 @@
 //! Fields may be added in later versions without changing `schema_version`; a change of
 //! meaning bumps it. Version 2: in a library-mode server `last_upgrade` is, until the process
 //! tries an upgrade of its own, the upgrade that created it (version 1 said `null` there), and
-//! `resumed` is new.
+//! `resumed` is new. The `state` `"lame_duck"` (a stop began with a lame duck: still serving,
+//! health checks fail) came later, without a bump: an older client reads it as unknown.
 //!
 //! ## `result` of `stop`: [`StopReport`]
 //!
