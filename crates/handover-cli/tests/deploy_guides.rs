@@ -387,6 +387,19 @@ fn check_deployment(file: &str) {
     check_flags(file, &argv);
     let grace = Duration::from_secs(grace as u64);
     check_grace(file, &argv, grace);
+    // No preStop sleep: the lame duck must outlast the probe's verdict (Kubernetes' defaults:
+    // every 10 s, 3 failures).
+    let rp = &c["readinessProbe"];
+    let verdict = Duration::from_secs(
+        (rp["periodSeconds"].as_i64().unwrap_or(10) * rp["failureThreshold"].as_i64().unwrap_or(3))
+            as u64,
+    );
+    assert!(
+        lame_duck(&argv) > verdict,
+        "{file}: --lame-duck {:?} must be longer than the readiness probe's periodSeconds × \
+         failureThreshold ({verdict:?}), or the endpoint is still there when accepting stops",
+        lame_duck(&argv)
+    );
     let probe = &c["readinessProbe"]["httpGet"];
     let path = probe["path"].as_str().expect("readinessProbe.httpGet.path");
     let port = match &probe["port"] {
@@ -700,6 +713,12 @@ fn nomad_job() {
         "{file}: the port mapped is the served one"
     );
     let path: String = hcl_attribute(&text, file, "path");
+    let interval: String = hcl_attribute(&text, file, "interval");
+    let interval = handover::parse_duration(&interval).expect("interval");
+    assert!(
+        lame_duck(&argv) > interval,
+        "{file}: --lame-duck must be longer than the check interval ({interval:?})"
+    );
     let mut ports = Ports::default();
     let argv_here = on_this_host(&ctx, &argv, &mut ports);
     let port = ports.host(SNIPPET_PORT as u16);
