@@ -24,7 +24,7 @@ use crate::listen_socket::ListenSpec;
 #[derive(Debug, Clone, Copy)]
 pub struct Offered<'a> {
     /// The fd it arrived at (3, 4, ...), for messages.
-    pub fd: i32,
+    pub fd: std::os::fd::RawFd,
     /// Its `LISTEN_FDNAMES` entry, if the variable was set.
     pub name: Option<&'a str>,
     /// The address it is bound to.
