@@ -21,7 +21,7 @@ pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
 /// ```no_run
 /// # fn example(handover: &handover::Handover) {
 /// use handover::http::{HealthCheck, DEFAULT_HEALTH_PATH};
-/// let app = axum::Router::new()
+/// let app: axum::Router = axum::Router::new()
 ///     .route("/", axum::routing::get(|| async { "hi" }))
 ///     .route_service(DEFAULT_HEALTH_PATH, HealthCheck::new(handover.health()));
 /// # }
