@@ -34,6 +34,11 @@ Each worker gets: the sockets at fds 3.. with LISTEN_FDS, LISTEN_FDNAMES and LIS
 own PID); NOTIFY_SOCKET (its own, with --ready notify; systemd's is never passed on); \
 HANDOVER_HEALTH_PORT (with {port} in --ready); the supervisor's stdin, stdout and stderr.
 
+Socket activation: sockets passed to the supervisor itself (a systemd .socket unit, \
+systemd-socket-activate: LISTEN_FDS with LISTEN_PID = this process) serve the --listen they \
+match, by NAME= in LISTEN_FDNAMES, else by exact address; a passed socket that matches no \
+--listen is an error. They outlive the supervisor, so a restart refuses no connection.
+
 Logs: stderr; filter with HANDOVER_LOG (e.g. HANDOVER_LOG=debug).
 
 ",

@@ -17,6 +17,7 @@
 //! | `reaper` | the one place that reaps children |
 //! | `signals`, `watch`, `control_handler` | the triggers: signals, a watched file, the control socket |
 //! | `listen_socket`, `paths` | the listening sockets; where files live |
+//! | `activation` | which `--listen` takes which socket-activated socket |
 //! | `proxy` | proxy mode (`--proxy`): forwarding to workers that bind their own port |
 //! | `client`, `status` | `handover upgrade/status/stop` |
 //! | `admin` | `--admin`: the HTTP listener answering `/healthz` for the supervisor |
@@ -25,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+mod activation;
 mod admin;
 mod cli;
 mod client;

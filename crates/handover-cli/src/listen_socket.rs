@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use handover::{sys, ListenAddr};
 
+use crate::activation::{self, Offered};
+
 /// One `--listen` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenSpec {
@@ -45,6 +47,8 @@ pub struct ListenSocket {
     pub name: String,
     /// The address it is bound to (with the real port when 0 was asked for).
     pub local: ListenAddr,
+    /// Passed by socket activation (its owner keeps it open across our restarts).
+    pub inherited: bool,
     fd: OwnedFd,
     created_file: Option<PathBuf>,
 }
@@ -63,23 +67,46 @@ impl ListenSocket {
     }
 }
 
-/// Binds every socket, or fails naming the address that could not be bound.
-pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<ListenSocket>, String> {
+/// Opens every socket: takes the one socket activation passed for it (see
+/// [`crate::activation`]), or binds it; fails naming the address that could not be bound or
+/// the inherited socket that fits no `--listen`.
+pub fn bind_all(
+    specs: &[ListenSpec],
+    backlog: i32,
+    activated: Vec<sys::Activated>,
+) -> Result<Vec<ListenSocket>, String> {
+    let offered: Vec<Offered<'_>> = activated
+        .iter()
+        .map(|a| Offered {
+            fd: a.inherited_fd,
+            name: a.name.as_deref(),
+            local: &a.local,
+        })
+        .collect();
+    let plan = activation::assign(specs, &offered)?;
+    let mut activated: Vec<Option<sys::Activated>> = activated.into_iter().map(Some).collect();
     let mut out: Vec<ListenSocket> = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let bound = sys::bind(&spec.addr, backlog).map_err(|e| {
-            for l in &out {
-                l.remove_created_file();
+    for (spec, from) in specs.iter().zip(plan) {
+        let (fd, local, created_file, inherited) = match from.and_then(|j| activated[j].take()) {
+            Some(a) => (a.fd, a.local, None, true),
+            None => {
+                let bound = sys::bind(&spec.addr, backlog).map_err(|e| {
+                    for l in &out {
+                        l.remove_created_file();
+                    }
+                    format!("cannot listen on {}: {e}", spec.addr)
+                })?;
+                (bound.fd, bound.local, bound.created_file, false)
             }
-            format!("cannot listen on {}: {e}", spec.addr)
-        })?;
-        let name = spec.name.clone().unwrap_or_else(|| bound.local.fd_name());
+        };
+        let name = spec.name.clone().unwrap_or_else(|| local.fd_name());
         let duplicate = out.iter().any(|l| l.name == name);
         out.push(ListenSocket {
             name: name.clone(),
-            local: bound.local,
-            fd: bound.fd,
-            created_file: bound.created_file,
+            local,
+            fd,
+            created_file,
+            inherited,
         });
         if duplicate {
             for l in &out {
@@ -129,7 +156,7 @@ mod tests {
 
     #[test]
     fn port_zero_is_named_after_the_real_port() {
-        let l = bind_all(&["127.0.0.1:0".parse().unwrap()], 16).unwrap();
+        let l = bind_all(&["127.0.0.1:0".parse().unwrap()], 16, Vec::new()).unwrap();
         let ListenAddr::Tcp(sa) = l[0].local else {
             panic!()
         };

@@ -21,9 +21,19 @@ use crate::supervisor::{Config, Outcome, Supervisor};
 use crate::worker::ProcessLauncher;
 use crate::{admin, control_handler, reaper, signals, watch};
 
-/// Runs the supervisor; errors are printed as `handover: ...` with exit status 1.
+/// Runs the supervisor; errors are printed as `handover: ...` with exit status 1, or 2 for a
+/// malformed socket-activation environment (as the library's servers).
 pub fn main(args: RunArgs) -> ExitCode {
-    match run(args) {
+    // First, while this process has one thread: it reads and clears LISTEN_* from the
+    // environment, so no worker ever sees what systemd passed to the supervisor.
+    let activated = match sys::take_activated_listeners() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("handover: socket activation: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match run(args, activated) {
         Ok(Outcome::Stopped) => ExitCode::SUCCESS,
         Ok(Outcome::Killed) => ExitCode::from(1),
         Err(e) => {
@@ -33,7 +43,14 @@ pub fn main(args: RunArgs) -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> Result<Outcome, String> {
+fn run(args: RunArgs, activated: Vec<sys::Activated>) -> Result<Outcome, String> {
+    if args.proxy.is_some() && !activated.is_empty() {
+        return Err(format!(
+            "socket activation passed {} socket(s), but --proxy binds its own address; \
+             use --listen with socket activation",
+            activated.len()
+        ));
+    }
     if args.proxy.is_none()
         && (args.port_env.is_some()
             || args.upstream_timeout.is_some()
@@ -84,7 +101,7 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
         signals::start(tx.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
         let control = ControlServer::bind(&control_path)
             .map_err(|e| format!("cannot create the control socket: {e}"))?;
-        let listeners = listen_socket::bind_all(&args.listen, args.backlog)?;
+        let listeners = listen_socket::bind_all(&args.listen, args.backlog, activated)?;
         let proxy_listener = match args.proxy {
             Some(spec) => {
                 let (spec, listener) = proxy::bind(spec, args.backlog)?;
@@ -102,7 +119,12 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
         }
         let runtime_dir = RuntimeDir::create(&name)?;
         for l in &listeners {
-            tracing::info!("listening on {} (fd name {:?})", l.local, l.name);
+            let from = if l.inherited {
+                ", from socket activation"
+            } else {
+                ""
+            };
+            tracing::info!("listening on {} (fd name {:?}{from})", l.local, l.name);
         }
         if let Some((spec, _, _)) = &proxy_listener {
             tracing::info!(

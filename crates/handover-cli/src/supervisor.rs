@@ -289,6 +289,9 @@ impl Supervisor {
         if let Some(up) = &mut self.upgrade {
             tracing::info!("upgrade requested by {trigger} joins the one in progress");
             up.join(reply);
+            // Under Type=notify-reload, systemd sent this SIGHUP and waits for a RELOADING=1
+            // stamped after it; the READY=1 at the outcome then ends its reload too.
+            self.notify(&reloading());
             return;
         }
         let mut pending = PendingUpgrade::new(trigger.clone(), reply);
@@ -300,6 +303,7 @@ impl Supervisor {
                 self.cfg.max_draining
             );
             tracing::warn!("{message}");
+            self.notify_refused(&message);
             self.last_upgrade = Some(pending.fail(&message, None));
             return;
         }
@@ -308,14 +312,12 @@ impl Supervisor {
         if let Some(Err(e)) = self.proxy.as_ref().map(Proxy::reload_tls) {
             let message = format!("{e}; the certificate in use stays");
             tracing::error!("upgrade refused: {message}");
+            self.notify_refused(&format!("upgrade refused: {message}"));
             self.last_upgrade = Some(pending.fail(&message, None));
             return;
         }
         tracing::info!("upgrade requested by {trigger}: starting a new worker");
-        self.notify(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}",
-            handover::sys::monotonic_usec()
-        ));
+        self.notify(&reloading());
         self.restart_pending = None; // a scheduled restart is superseded by the upgrade
         match self.launch(Role::Upgrade) {
             Ok(id) => {
@@ -665,6 +667,13 @@ impl Supervisor {
         self.workers.values().filter(|w| w.state == state).count()
     }
 
+    /// A refused upgrade still ends the reload systemd may be waiting for (Type=notify-reload
+    /// sent SIGHUP and waits for RELOADING=1 then READY=1): both in one message, which
+    /// systemd reads as "reloaded at once", and which is no reload at all under Type=notify.
+    fn notify_refused(&self, message: &str) {
+        self.notify(&format!("{}\nREADY=1\nSTATUS={message}", reloading()));
+    }
+
     fn notify(&self, message: &str) {
         if let Some(n) = &self.systemd {
             n.notify(message);
@@ -674,3 +683,12 @@ impl Supervisor {
 
 #[cfg(test)]
 mod tests;
+
+/// `RELOADING=1` with the time it is sent: systemd 253+ (Type=notify-reload) only counts a
+/// RELOADING=1 stamped after the reload signal it sent.
+fn reloading() -> String {
+    format!(
+        "RELOADING=1\nMONOTONIC_USEC={}",
+        handover::sys::monotonic_usec()
+    )
+}
