@@ -201,18 +201,19 @@ pub fn render(out: &mut String, all: &[Versus], tls: bool) {
         }
         let _ = writeln!(
             out,
-            "  ratio {}: under upgrades {}x, steady {}x (median of {} pairs); failed {} (target 0)",
+            "  ratio {}: under upgrades {}, steady {} (median of {} pairs); failed {} (target 0)",
             v.unit,
-            opt3(v.upgrade_ratio),
-            opt3(v.steady_ratio),
+            times(v.upgrade_ratio),
+            times(v.steady_ratio),
             v.steady_pairs,
             v.subject.failed,
         );
     }
 }
 
-fn opt3(x: Option<f64>) -> String {
-    x.map_or_else(|| "-".into(), |v| format!("{v:.3}"))
+/// `1.027x`, or `-` when there is no ratio.
+fn times(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |v| format!("{v:.3}x"))
 }
 
 #[cfg(test)]
@@ -320,6 +321,12 @@ mod tests {
         assert_eq!(v[0].unit, "req/s");
         assert!(v[0].baseline.is_none());
         assert_eq!((v[0].upgrade_ratio, v[0].steady_ratio), (None, None));
+        let mut out = String::new();
+        render(&mut out, &v, false);
+        assert!(
+            out.contains("under upgrades -, steady - (median of 0 pairs)"),
+            "{out}"
+        );
         assert!(of(&[], false).is_empty());
     }
 }
