@@ -53,8 +53,10 @@ struct Args {
     /// Answer `handover upgrade|status|stop` on this Unix socket (mode 0600).
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
-    /// How connections are drained: `handover` (lossless, the default) or `axum` (axum's own
-    /// `with_graceful_shutdown` on the same handover listeners; a baseline for benchmarks).
+    /// How connections are drained: `handover` (lossless, the default), `axum` (axum's own
+    /// `with_graceful_shutdown` on the same handover listeners; a baseline for benchmarks) or,
+    /// over TLS, `hyper-util` (tokio-rustls and hyper-util's `GracefulShutdown` by hand, the
+    /// TLS baseline).
     #[arg(long, value_enum, default_value_t = Drain::Handover)]
     drain: Drain,
     #[cfg(feature = "tls")]
@@ -66,6 +68,7 @@ struct Args {
 enum Drain {
     Handover,
     Axum,
+    HyperUtil,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,13 @@ fn main() -> ExitCode {
     };
     #[cfg(not(feature = "tls"))]
     let tls = ();
+    #[cfg(not(feature = "tls"))]
+    if args.drain == Drain::HyperUtil {
+        tracing::error!(
+            "cannot start: --drain hyper-util serves TLS only; build with --features tls"
+        );
+        return ExitCode::from(2);
+    }
     // Before the runtime exists: this reads and clears the inheritance variables.
     let handover = match builder.build() {
         Ok(h) => h,
@@ -149,6 +159,14 @@ async fn serve(
                     continue;
                 }
                 tokio::spawn(handover::http::serve(l, app.clone()));
+            }
+            Drain::HyperUtil => {
+                // `tls::config` let this drain through only with a certificate.
+                #[cfg(feature = "tls")]
+                if let Some(config) = &tls {
+                    let drain = handover.drain_signal();
+                    tokio::spawn(tls::serve_hyper_util(l, config.clone(), app.clone(), drain));
+                }
             }
             Drain::Axum => {
                 let drain = handover.drain_signal();
@@ -267,6 +285,11 @@ mod tls {
     ) -> Result<(handover::Builder, super::Tls), String> {
         let builder = builder.tls_handshake_timeout(args.tls_handshake_timeout);
         let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+            if drain == super::Drain::HyperUtil {
+                return Err(
+                    "--drain hyper-util serves TLS only; give --tls-cert and --tls-key".into(),
+                );
+            }
             return Ok((builder, None));
         };
         if drain == super::Drain::Axum {
@@ -275,5 +298,56 @@ mod tls {
         let config = handover::tls::server_config(cert, key, &[b"h2", b"http/1.1"])
             .map_err(|e| e.to_string())?;
         Ok((builder, Some(config)))
+    }
+
+    /// The TLS baseline for benchmarks, `--drain hyper-util`: the graceful HTTPS server one
+    /// writes by hand from the tokio-rustls and hyper-util examples, on handover's listener so
+    /// that it goes through the same upgrade. Accept, handshake and serve each connection in
+    /// its own task, every connection watched by hyper-util's `GracefulShutdown`; when the
+    /// drain begins, stop accepting and shut the watched connections down gracefully. Nothing
+    /// more: no `Connection: close` while draining, no idle grace, no deadline on the
+    /// handshake, which is what it is compared for.
+    pub async fn serve_hyper_util(
+        listener: handover::Listener,
+        config: std::sync::Arc<handover::tls::rustls::ServerConfig>,
+        app: axum::Router,
+        drain: handover::DrainSignal,
+    ) {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto;
+        use hyper_util::server::graceful::GracefulShutdown;
+        use hyper_util::service::TowerToHyperService;
+
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let builder = std::sync::Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let graceful = GracefulShutdown::new();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = drain.draining() => break,
+            };
+            let conn = match accepted {
+                Some(Ok((conn, _peer))) => conn,
+                Some(Err(e)) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                // A graceful stop began; the drain signal fires with it.
+                None => break,
+            };
+            // Taken before the handshake, so a shutdown during it still reaches this one.
+            let watcher = graceful.watcher();
+            let (acceptor, builder, app) = (acceptor.clone(), builder.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(conn).await else {
+                    return;
+                };
+                let service = TowerToHyperService::new(app);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                let _ = watcher.watch(conn).await;
+            });
+        }
+        graceful.shutdown().await;
     }
 }
