@@ -9,6 +9,7 @@
 //! | `cli` | the command line and its help |
 //! | `run` | start-up order and clean-up of `handover run` |
 //! | `supervisor` | the state machine: upgrade, rollback, restart, drain, stop |
+//! | `supervisor::canary` | the grey release's transitions: start, promote, roll back, by rule or by hand |
 //! | `events` | what the supervisor reacts to |
 //! | `worker` | one worker, and [`Launch`](worker::Launch), the seam that starts and signals workers |
 //! | `pending_upgrade` | one upgrade's bookkeeping: who waits for it, its record |
@@ -18,7 +19,7 @@
 //! | `signals`, `watch`, `control_handler` | the triggers: signals, a watched file, the control socket |
 //! | `listen_socket`, `paths` | the listening sockets; where files live |
 //! | `proxy` | proxy mode (`--proxy`): forwarding to workers that bind their own port |
-//! | `client`, `status` | `handover upgrade/status/stop` |
+//! | `client`, `status` | `handover upgrade/promote/abort/status/stop` |
 //!
 //! System calls go through `handover::sys`; this crate has no `unsafe`.
 
@@ -60,6 +61,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         cli::Command::Run(args) => run::main(*args),
         cli::Command::Upgrade(args) => client::upgrade(args),
+        cli::Command::Promote(args) => client::decide(args, true),
+        cli::Command::Abort(args) => client::decide(args, false),
         cli::Command::Status(args) => client::status(args),
         cli::Command::Stop(args) => client::stop(args),
     }

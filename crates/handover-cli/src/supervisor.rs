@@ -60,6 +60,8 @@ pub struct Supervisor {
     /// The worker new connections go to.
     current: Option<WorkerId>,
     upgrade: Option<PendingUpgrade>,
+    /// A canary serving its share (`handover upgrade --canary`).
+    canary: Option<canary::CanaryRun>,
     next_id: u64,
     next_generation: u64,
     backoff: Backoff,
@@ -93,6 +95,7 @@ impl Supervisor {
             workers: BTreeMap::new(),
             current: None,
             upgrade: None,
+            canary: None,
             next_id: 1,
             next_generation: 1,
             backoff,
@@ -151,6 +154,15 @@ impl Supervisor {
             Event::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Event::Canary {
+                trigger,
+                plan,
+                reply,
+            } => self.on_canary(trigger, plan, reply),
+            Event::CanaryDue { id } => self.on_canary_due(id),
+            Event::CanaryTripped { id, reason } => self.on_canary_tripped(id, &reason),
+            Event::Promote { reply } => self.on_decide_by_hand(true, reply),
+            Event::Abort { reply } => self.on_decide_by_hand(false, reply),
         }
     }
 
@@ -199,8 +211,12 @@ impl Supervisor {
         w.ready_at = Some(Instant::now());
         let what = w.describe();
         tracing::info!("{what} is ready ({how})");
-        if self.upgrade.as_ref().and_then(|u| u.worker) == Some(id) {
-            self.upgrade_succeeded(id);
+        if let Some(up) = self.upgrade.as_ref().filter(|u| u.worker == Some(id)) {
+            if up.canary.is_some() {
+                self.start_canary(id);
+            } else {
+                self.upgrade_succeeded(id);
+            }
             return;
         }
         match self.current {
@@ -255,7 +271,23 @@ impl Supervisor {
             }
             return;
         }
+        if let Some(busy) = self.busy_with_canary() {
+            tracing::warn!("upgrade requested by {trigger} refused: {busy}");
+            if let Some(r) = reply {
+                let _ = r.send(Err(format!("upgrade refused: {busy}")));
+            }
+            return;
+        }
         if let Some(up) = &mut self.upgrade {
+            if up.canary.is_some() {
+                let why = "a canary upgrade is starting; end it with `handover promote` or \
+                           `handover abort` once it runs";
+                tracing::warn!("upgrade requested by {trigger} refused: {why}");
+                if let Some(r) = reply {
+                    let _ = r.send(Err(format!("upgrade refused: {why}")));
+                }
+                return;
+            }
             tracing::info!("upgrade requested by {trigger} joins the one in progress");
             up.join(reply);
             return;
@@ -412,9 +444,15 @@ impl Supervisor {
 
     /// Proxy mode: new requests and connections go to worker `id` from now on.
     fn route(&self, id: WorkerId) {
-        if let (Some(proxy), Some(port)) = (&self.proxy, self.workers.get(&id).and_then(|w| w.port))
-        {
-            proxy.route(id, (std::net::Ipv4Addr::LOCALHOST, port).into());
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        if let (Some(proxy), Some(port)) = (&self.proxy, w.port) {
+            proxy.route(
+                id,
+                w.generation,
+                (std::net::Ipv4Addr::LOCALHOST, port).into(),
+            );
         }
     }
 
@@ -443,6 +481,9 @@ impl Supervisor {
             proxy.gone(id);
         }
         let what = w.describe();
+        if !self.stopping {
+            self.canary_worker_exited(id, &what, &status.to_string());
+        }
         let is_upgrade = self.upgrade.as_ref().and_then(|u| u.worker) == Some(id);
         match w.state {
             WorkerState::Draining => tracing::info!("{what} {status} after draining"),
@@ -548,6 +589,7 @@ impl Supervisor {
         if self.upgrade.is_some() {
             self.upgrade_failed("the upgrade was cancelled", None);
         }
+        self.cancel_canary();
         let live: Vec<WorkerId> = self
             .workers
             .iter()
@@ -567,6 +609,8 @@ impl Supervisor {
     fn status(&self) -> Status {
         let state = if self.stopping {
             ServerState::Stopping
+        } else if self.canary.is_some() {
+            ServerState::Canary
         } else if self.upgrade.is_some() {
             ServerState::Upgrading
         } else if self.current.is_some() {
@@ -595,6 +639,7 @@ impl Supervisor {
             last_upgrade: self.last_upgrade.clone(),
             // A crashed worker is restarted, never handed back to an older one.
             resumed: None,
+            canary: self.canary_status(),
         }
     }
 
@@ -609,5 +654,6 @@ impl Supervisor {
     }
 }
 
+mod canary;
 #[cfg(test)]
 mod tests;
