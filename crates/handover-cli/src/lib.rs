@@ -18,6 +18,7 @@
 //! | `reaper` | the one place that reaps children |
 //! | `signals`, `watch`, `control_handler` | the triggers: signals, a watched file, the control socket |
 //! | `listen_socket`, `paths` | the listening sockets; where files live |
+//! | `metrics` | the Prometheus metrics the supervisor keeps (names in its docs) |
 //! | `proxy` | proxy mode (`--proxy`): forwarding to workers that bind their own port |
 //! | `client`, `status` | `handover upgrade/promote/abort/status/stop` |
 //!
@@ -30,6 +31,7 @@ mod client;
 mod control_handler;
 mod events;
 mod listen_socket;
+mod metrics;
 mod notify;
 mod paths;
 mod pending_upgrade;

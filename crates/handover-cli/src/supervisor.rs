@@ -9,6 +9,7 @@
 //! * **Stop**: every worker gets the stop signal; the loop ends once all are reaped.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use handover::control_socket::{
@@ -20,6 +21,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::events::{Event, Events, UpgradeReply, WorkerId};
+use crate::metrics::Metrics;
 use crate::pending_upgrade::PendingUpgrade;
 use crate::proxy::Proxy;
 use crate::restart::{Backoff, STABLE_AFTER};
@@ -56,6 +58,8 @@ pub struct Supervisor {
     systemd: Option<SystemdNotifier>,
     /// Proxy mode: where new requests and connections go.
     proxy: Option<Proxy>,
+    /// Counters and gauges for `/metrics`, for the supervisor's whole life.
+    metrics: Arc<Metrics>,
     workers: BTreeMap<WorkerId, Worker>,
     /// The worker new connections go to.
     current: Option<WorkerId>,
@@ -92,6 +96,7 @@ impl Supervisor {
             events,
             systemd,
             proxy: None,
+            metrics: Arc::new(Metrics::new()),
             workers: BTreeMap::new(),
             current: None,
             upgrade: None,
@@ -116,6 +121,12 @@ impl Supervisor {
         self
     }
 
+    /// Counts into `metrics` (shared with the proxy and the admin listener).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// Starts the first worker; an error (the program cannot be executed) is fatal.
     pub fn start(&mut self) -> Result<(), String> {
         self.launch(Role::Start).map(drop)
@@ -125,6 +136,11 @@ impl Supervisor {
     pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Outcome {
         while let Some(event) = events.recv().await {
             self.handle(event);
+            self.metrics.set_generations(
+                self.count(WorkerState::Starting),
+                self.count(WorkerState::Ready),
+                self.count(WorkerState::Draining) + self.count(WorkerState::Killed),
+            );
             if self.stopping && self.workers.is_empty() {
                 break;
             }
@@ -318,6 +334,7 @@ impl Supervisor {
             handover::sys::monotonic_usec()
         ));
         self.restart_pending = None; // a scheduled restart is superseded by the upgrade
+        self.metrics.upgrade_started();
         match self.launch(Role::Upgrade) {
             Ok(id) => {
                 pending.worker = Some(id);
@@ -355,6 +372,7 @@ impl Supervisor {
         self.ever_ready = true;
         tracing::info!("upgrade complete: {what} serves new connections");
         self.notify(&format!("READY=1\nSTATUS={what} serving"));
+        self.metrics.upgrade_succeeded();
         self.last_upgrade = Some(pending.succeed(generation, pid, previous_pids));
     }
 
@@ -370,6 +388,7 @@ impl Supervisor {
         };
         let message = format!("{reason}; {kept}");
         tracing::error!("upgrade failed: {message}");
+        self.metrics.upgrade_rolled_back();
         self.notify(&format!("READY=1\nSTATUS=upgrade failed: {reason}"));
         self.last_upgrade = Some(pending.fail(&message, new));
         self.schedule_restart();
@@ -382,6 +401,7 @@ impl Supervisor {
             return;
         };
         w.state = WorkerState::Draining;
+        w.draining_since = Some(Instant::now());
         if self.current == Some(id) {
             self.current = None;
         }
@@ -486,7 +506,12 @@ impl Supervisor {
         }
         let is_upgrade = self.upgrade.as_ref().and_then(|u| u.worker) == Some(id);
         match w.state {
-            WorkerState::Draining => tracing::info!("{what} {status} after draining"),
+            WorkerState::Draining => {
+                tracing::info!("{what} {status} after draining");
+                if let Some(t) = w.draining_since {
+                    self.metrics.drained(t.elapsed());
+                }
+            }
             WorkerState::Starting if is_upgrade => self.upgrade_failed(
                 &format!("the new worker ({what}) {status} before it was ready"),
                 Some((w.generation, w.pid)),
@@ -547,7 +572,10 @@ impl Supervisor {
             return;
         }
         match self.launch(Role::Restart) {
-            Ok(_) => self.restarts += 1,
+            Ok(_) => {
+                self.restarts += 1;
+                self.metrics.restarted();
+            }
             Err(e) => {
                 tracing::error!("cannot restart the worker: {e}");
                 self.schedule_restart();

@@ -134,6 +134,8 @@ pub struct Settings {
     pub client_timeout: Duration,
     /// `https://`: the certificate and key, loaded.
     pub tls: Option<Arc<TlsFront>>,
+    /// The supervisor's metrics, which count each generation's traffic too.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Binds the public address; the spec returned has the real port (when 0 was asked for).
@@ -337,7 +339,7 @@ impl Proxy {
     /// From now on, new requests and connections go to worker `id` (of `generation`) at
     /// `addr` (loopback); a canary, if one runs, keeps its share.
     pub fn route(&self, id: WorkerId, generation: u64, addr: SocketAddr) {
-        let up = Arc::new(Upstream::new(id, generation, addr));
+        let up = Arc::new(self.upstream(id, generation, addr));
         self.known().insert(id, Arc::clone(&up));
         self.inner.current.send_modify(|r| r.main = Some(up));
     }
@@ -353,7 +355,7 @@ impl Proxy {
         plan: CanaryRequest,
         events: Events,
     ) -> CanaryHandle {
-        let up = Arc::new(Upstream::new(id, generation, addr));
+        let up = Arc::new(self.upstream(id, generation, addr));
         self.known().insert(id, Arc::clone(&up));
         let mut handle = None;
         self.inner.current.send_modify(|r| {
@@ -398,10 +400,23 @@ impl Proxy {
         }
     }
 
+    fn upstream(&self, id: WorkerId, generation: u64, addr: SocketAddr) -> Upstream {
+        let metrics = self.settings().metrics.as_ref();
+        Upstream::new(id, generation, addr)
+            .with_metrics(metrics.map(|m| m.for_generation(generation)))
+    }
+
     /// Counts one exchange with `up`; if `up` is a canary and the rule now fails it, the
     /// canary is taken out of the split before the next request.
     fn record(&self, up: &Upstream, answer: Answer, took: Duration) {
         up.stats.record(answer, took);
+        if let Some(m) = &up.metrics {
+            match answer {
+                Answer::Status(s) => m.answer(s, took),
+                Answer::Connected => m.connection(false, took),
+                Answer::Failed => m.connection(true, took),
+            }
+        }
         let tripped = {
             let route = self.inner.current.borrow();
             match &route.canary {
@@ -574,6 +589,7 @@ mod tests {
             busy_poll: Duration::ZERO,
             client_timeout: Duration::from_secs(60),
             tls: None,
+            metrics: None,
         });
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let ip = IpAddr::from([127, 0, 0, 1]);
@@ -604,6 +620,7 @@ mod tests {
             busy_poll: Duration::ZERO,
             client_timeout: Duration::from_secs(60),
             tls: None,
+            metrics: None,
         });
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let ip = IpAddr::from([127, 0, 0, 1]);

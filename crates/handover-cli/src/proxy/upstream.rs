@@ -31,6 +31,8 @@ pub struct Upstream {
     retiring: Arc<Cut>,
     /// What it has answered (the canary's rule, `status`).
     pub stats: GenStats,
+    /// Its series in the supervisor's metrics, if kept.
+    pub metrics: Option<crate::metrics::GenMetrics>,
 }
 
 impl Upstream {
@@ -41,11 +43,17 @@ impl Upstream {
             generation,
             addr,
             stats: GenStats::default(),
+            metrics: None,
             active: AtomicUsize::new(0),
             idle: Notify::new(),
             closing: Arc::default(),
             retiring: Arc::default(),
         }
+    }
+
+    /// The same, counting into the supervisor's metrics too.
+    pub fn with_metrics(self, metrics: Option<crate::metrics::GenMetrics>) -> Upstream {
+        Upstream { metrics, ..self }
     }
 
     /// Counts one more thing in flight until the guard is dropped.

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::Supervisor;
 use crate::events::{DecisionReply, UpgradeReply, WorkerId};
+use crate::metrics::DecisionReason as Why;
 use crate::pending_upgrade::PendingUpgrade;
 use crate::proxy::{percent_bp, CanaryFigures, CanaryHandle};
 use crate::worker::Role;
@@ -93,6 +94,7 @@ impl Supervisor {
             percent_bp(plan.share_bp)
         );
         self.restart_pending = None;
+        self.metrics.upgrade_started();
         match self.launch(Role::Upgrade) {
             Ok(id) => {
                 pending.worker = Some(id);
@@ -181,14 +183,14 @@ impl Supervisor {
         let f = proxy.figures(&run.handle);
         let took = Duration::from_millis(run.plan.for_ms);
         if let Some(verdict) = f.verdict {
-            self.end_canary(Decision::RollBack, &verdict);
+            self.end_canary(Decision::RollBack, Why::ErrorRate, &verdict);
         } else if f.new.requests < run.plan.min_requests {
             let why = format!(
                 "not enough traffic: the canary served {} requests in {took:?}, fewer than \
                  --min-requests {}",
                 f.new.requests, run.plan.min_requests
             );
-            self.end_canary(Decision::RollBack, &why);
+            self.end_canary(Decision::RollBack, Why::NotEnoughTraffic, &why);
         } else {
             let why = format!(
                 "healthy for {took:?}: the canary's error rate {} is within the old \
@@ -197,14 +199,14 @@ impl Supervisor {
                 rate_of(&f, false),
                 percent_bp(run.plan.max_error_rate_bp)
             );
-            self.end_canary(Decision::Promote, &why);
+            self.end_canary(Decision::Promote, Why::Healthy, &why);
         }
     }
 
     /// The proxy's rule failed the canary (it is out of the split already).
     pub(super) fn on_canary_tripped(&mut self, id: WorkerId, reason: &str) {
         if self.canary.as_ref().is_some_and(|r| r.worker == id) {
-            self.end_canary(Decision::RollBack, reason);
+            self.end_canary(Decision::RollBack, Why::ErrorRate, reason);
         }
     }
 
@@ -228,7 +230,7 @@ impl Supervisor {
             (Decision::RollBack, "aborted by hand (handover abort)")
         };
         let name = decision_name(&decision).to_string();
-        let reason = self.end_canary(decision, reason);
+        let reason = self.end_canary(decision, Why::ByHand, reason);
         let _ = reply.send(Ok(DecisionReport {
             decision: name,
             generation,
@@ -242,6 +244,7 @@ impl Supervisor {
         if self.canary.as_ref().is_some_and(|r| r.worker == id) {
             self.end_canary(
                 Decision::RollBack,
+                Why::Crashed,
                 &format!("the canary worker ({what}) {status}"),
             );
         }
@@ -253,16 +256,24 @@ impl Supervisor {
             run.timer.abort();
             let new = self.workers.get(&run.worker).map(|w| (w.generation, w.pid));
             let message = "the canary was cancelled: the server is stopping";
+            self.metrics.upgrade_rolled_back();
             self.last_upgrade = Some(run.pending.fail(message, new));
         }
     }
 
     /// Ends the canary: logs the decision with its figures, answers the waiter, records it.
     /// Returns the whole reason line.
-    fn end_canary(&mut self, decision: Decision, reason: &str) -> String {
+    fn end_canary(&mut self, decision: Decision, why: Why, reason: &str) -> String {
         let Some(mut run) = self.canary.take() else {
             return reason.to_string();
         };
+        let promoted = matches!(decision, Decision::Promote);
+        self.metrics.canary_decided(promoted, why);
+        if promoted {
+            self.metrics.upgrade_succeeded();
+        } else {
+            self.metrics.upgrade_rolled_back();
+        }
         run.timer.abort();
         let Some(proxy) = self.proxy.clone() else {
             return reason.to_string();
