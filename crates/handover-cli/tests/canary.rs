@@ -535,3 +535,50 @@ fn refusals_say_why() {
     assert!(err.contains("--canary needs proxy mode"), "{err}");
     assert!(err.contains("the kernel, not handover, picks"), "{err}");
 }
+
+/// An old worker that crashes mid-canary is restarted as any crash is, and the canary goes
+/// on; a stop during the canary drains both and tells the waiting `upgrade`.
+#[test]
+fn the_canary_survives_an_old_worker_crash_and_a_stop_drains_both() {
+    let ctx = Ctx::new();
+    let sup = start(&ctx, "http://127.0.0.1:0", "http");
+    write_app(&ctx, "v2", "http");
+    let up = Upgrade::start(
+        &ctx,
+        &["--canary", "50%", "--for", "60s", "--min-requests", "1"],
+    );
+    let s = wait_canary(&ctx);
+    let old_pid = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["generation"] == 1)
+        .and_then(|w| w["pid"].as_i64())
+        .expect("generation 1 in status") as i32;
+    signal(old_pid, libc::SIGKILL);
+    let s = ctx.wait_status("a restarted old worker", |s| {
+        s["restarts"] == 1 && s["generation"] == 3
+    });
+    assert_eq!(s["state"], "canary", "{s:#}");
+    assert_eq!(s["canary"]["new"]["generation"], 2, "{s:#}");
+    // Both sides answer again: the canary (v2) and the replacement (written as v2 too, so
+    // told apart by pid).
+    let seen = requests(sup.addr(), None, 40);
+    assert!(seen.failures.is_empty(), "{:?}", seen.failures);
+
+    let out = ctx.handover(&["stop", "--control", &ctl(&ctx)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _, err) = up.finish();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the canary was cancelled: the server is stopping"),
+        "{err}"
+    );
+    let raw = sup.wait_exit(LONG);
+    assert_eq!(raw, 0, "the supervisor's wait status");
+    assert!(sup.log.contains("generation 2 (pid"), "{}", sup.log.text());
+}
