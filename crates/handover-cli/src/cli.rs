@@ -39,7 +39,8 @@ waits for the decision: exit 0 promoted, 1 rolled back, with the reason and figu
 
 const RUN_AFTER_HELP: &str = concat!(
     "Signals: SIGHUP or SIGUSR2 upgrades; SIGTERM or SIGINT stops gracefully (workers get the \
-stop signal and drain, then the supervisor exits 0); a second SIGTERM/SIGINT kills the workers \
+stop signal and drain, then the supervisor exits 0; with --lame-duck they serve on that long \
+first); a second SIGTERM/SIGINT kills the workers \
 at once. Running as PID 1 (a container's first process), every orphan is reaped.
 
 Each worker gets: the sockets at fds 3.. with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (its \
@@ -186,6 +187,20 @@ pub struct RunArgs {
     /// How long a replaced or stopped worker has after the stop signal before SIGKILL.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// How long a stop (SIGTERM, SIGINT, `handover stop`) keeps the workers serving before
+    /// they get the stop signal, while the --admin /healthz answers 503, so that load
+    /// balancers take this server out of rotation first. A second SIGTERM/SIGINT still kills
+    /// at once; upgrades never wait for it.
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    pub lame_duck: Duration,
+
+    /// Serve HTTP on IP:PORT for health checks: `GET /healthz` answers 200 while a worker is
+    /// ready (also during upgrades), 503 while none is and from a stop on (the lame duck
+    /// and the drain); other paths 404. No authentication: bind it to loopback or a
+    /// private address.
+    #[arg(long, value_name = "IP:PORT")]
+    pub admin: Option<std::net::SocketAddr>,
 
     /// The signal that tells a worker to stop accepting, finish its work and exit
     /// (TERM, SIGTERM, 15, ...).

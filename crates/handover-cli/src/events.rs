@@ -43,6 +43,8 @@ pub enum Event {
         from_signal: bool,
         reply: Option<oneshot::Sender<StopReport>>,
     },
+    /// The lame duck of a stop (`--lame-duck`) is over: the workers drain now.
+    LameDuckOver,
     /// Report the state.
     Status { reply: oneshot::Sender<Status> },
     /// Start a canary (`handover upgrade --canary`): the reply comes with the decision.

@@ -21,11 +21,13 @@
 //! | `metrics` | the Prometheus metrics the supervisor keeps (names in its docs) |
 //! | `proxy` | proxy mode (`--proxy`): forwarding to workers that bind their own port |
 //! | `client`, `status` | `handover upgrade/promote/abort/status/stop` |
+//! | `admin` | `--admin`: the HTTP listener answering `/healthz` and `/metrics` for the supervisor |
 //!
 //! System calls go through `handover::sys`; this crate has no `unsafe`.
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod cli;
 mod client;
 mod control_handler;

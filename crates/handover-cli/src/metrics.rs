@@ -57,9 +57,6 @@ fn latency_histogram() -> Histogram {
 
 /// Every metric, and the registry that renders them.
 #[derive(Debug)]
-// `render` is for `GET /metrics` on the `--admin` listener, which lands with the lame-duck
-// branch; until that merge only the tests call it.
-#[cfg_attr(not(test), allow(dead_code))]
 pub struct Metrics {
     registry: Registry,
     upgrades_started: Counter,
@@ -167,7 +164,6 @@ impl Metrics {
     }
 
     /// The text exposition format (what `GET /metrics` answers).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -19,7 +19,7 @@ use crate::readiness::{ReadyMode, HEALTH_PORT_VAR};
 use crate::restart::Backoff;
 use crate::supervisor::{Config, Outcome, Supervisor};
 use crate::worker::ProcessLauncher;
-use crate::{control_handler, reaper, signals, watch};
+use crate::{admin, control_handler, reaper, signals, watch};
 
 /// Runs the supervisor; errors are printed as `handover: ...` with exit status 1.
 pub fn main(args: RunArgs) -> ExitCode {
@@ -173,6 +173,7 @@ async fn supervise(
         listeners: shown,
         ready_timeout: args.ready_timeout,
         drain_timeout: args.drain_timeout,
+        lame_duck: args.lame_duck,
         stop_signal: args.stop_signal,
         max_draining: args.max_draining as usize,
         backoff: Backoff::new(args.restart_backoff, args.restart_backoff_max),
@@ -196,6 +197,24 @@ async fn supervise(
         supervisor = supervisor.with_proxy(proxy);
         _proxy_runtime = Some(rt);
     }
+    let admin = match args.admin {
+        Some(addr) => {
+            let listener = admin::bind(addr)?;
+            // The bound address: with port 0 this is where it really listens.
+            let addr = listener.local_addr().unwrap_or(addr);
+            tracing::info!(
+                "admin: http://{addr}{} answers health checks, {} the metrics",
+                admin::HEALTH_PATH,
+                admin::METRICS_PATH
+            );
+            Some(admin::serve(
+                listener,
+                supervisor.health(),
+                std::sync::Arc::clone(&metrics),
+            )?)
+        }
+        None => None,
+    };
     supervisor.start()?;
     let control = control_handler::serve(control, tx.clone());
     watch::start(&args.watch, args.watch_debounce, &tx);
@@ -204,6 +223,9 @@ async fn supervise(
     // Dropping the server removes the socket file.
     control.abort();
     let _ = control.await;
+    if let Some(a) = admin {
+        a.abort();
+    }
     tracing::info!("stopped");
     Ok(outcome)
 }

@@ -6,7 +6,9 @@
 //!   time, it is killed and the old one keeps serving; whoever asked is told why.
 //! * **Crash**: a serving worker that exits unexpectedly is replaced after a backoff. The
 //!   listening sockets stay open in the supervisor, so clients wait in the backlog.
-//! * **Stop**: every worker gets the stop signal; the loop ends once all are reaped.
+//! * **Stop**: with `--lame-duck`, first the lame duck: workers serve on while the admin
+//!   `/healthz` fails; then every worker gets the stop signal; the loop ends once all are
+//!   reaped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::admin::{Health, HealthCell};
 use crate::events::{Event, Events, UpgradeReply, WorkerId};
 use crate::metrics::Metrics;
 use crate::pending_upgrade::PendingUpgrade;
@@ -35,6 +38,9 @@ pub struct Config {
     pub listeners: Vec<String>,
     pub ready_timeout: Duration,
     pub drain_timeout: Duration,
+    /// How long a stop keeps the workers serving, with `/healthz` failing, before they get
+    /// the stop signal (zero: at once).
+    pub lame_duck: Duration,
     pub stop_signal: Signal,
     pub max_draining: usize,
     pub backoff: Backoff,
@@ -75,6 +81,10 @@ pub struct Supervisor {
     restarts: u64,
     last_upgrade: Option<UpgradeRecord>,
     stopping: bool,
+    /// In the lame duck of a stop: the workers still serve.
+    lame_duck: bool,
+    /// What the admin listener's `/healthz` says, written after every event.
+    health: Arc<HealthCell>,
     killed: bool,
     ever_ready: bool,
     started: Instant,
@@ -109,6 +119,8 @@ impl Supervisor {
             restarts: 0,
             last_upgrade: None,
             stopping: false,
+            lame_duck: false,
+            health: Arc::default(),
             killed: false,
             ever_ready: false,
             started: Instant::now(),
@@ -125,6 +137,11 @@ impl Supervisor {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// What `/healthz` of the admin listener (`--admin`) reads.
+    pub fn health(&self) -> Arc<HealthCell> {
+        Arc::clone(&self.health)
     }
 
     /// Starts the first worker; an error (the program cannot be executed) is fatal.
@@ -152,8 +169,20 @@ impl Supervisor {
         }
     }
 
-    /// Handles one event: every transition of the state machine starts here.
+    /// Handles one event, then publishes the health it leaves.
     fn handle(&mut self, event: Event) {
+        self.handle_event(event);
+        self.health.set(if self.stopping {
+            Health::Stopping
+        } else if self.current.is_some() {
+            Health::Ready
+        } else {
+            Health::NoWorker
+        });
+    }
+
+    /// Every transition of the state machine starts here.
+    fn handle_event(&mut self, event: Event) {
         match event {
             Event::Exited { pid, status } => self.on_exit(pid, status),
             Event::Ready { id, how } => self.on_ready(id, &how),
@@ -167,6 +196,7 @@ impl Supervisor {
                 from_signal,
                 reply,
             } => self.on_stop(&trigger, from_signal, reply),
+            Event::LameDuckOver => self.on_lame_duck_over(),
             Event::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -609,15 +639,48 @@ impl Supervisor {
             return;
         }
         self.stopping = true;
-        tracing::info!(
-            "graceful stop requested by {trigger}: workers drain, then the supervisor exits \
-             (a second SIGTERM/SIGINT kills them at once)"
-        );
-        self.notify("STOPPING=1");
         if self.upgrade.is_some() {
             self.upgrade_failed("the upgrade was cancelled", None);
         }
         self.cancel_canary();
+        if !self.cfg.lame_duck.is_zero() {
+            self.lame_duck = true;
+            tracing::info!(
+                "graceful stop requested by {trigger}: lame duck for {:?} (workers serve on \
+                 while /healthz fails), then workers drain and the supervisor exits (a second \
+                 SIGTERM/SIGINT kills them at once)",
+                self.cfg.lame_duck
+            );
+            self.notify("STOPPING=1\nSTATUS=lame duck");
+            self.after(self.cfg.lame_duck, Event::LameDuckOver);
+        } else {
+            tracing::info!(
+                "graceful stop requested by {trigger}: workers drain, then the supervisor exits \
+                 (a second SIGTERM/SIGINT kills them at once)"
+            );
+            self.notify("STOPPING=1");
+            self.drain_all();
+        }
+        if let Some(r) = reply {
+            let _ = r.send(report);
+        }
+    }
+
+    /// The lame duck of a stop is over: the workers drain now.
+    fn on_lame_duck_over(&mut self) {
+        if !self.lame_duck {
+            return;
+        }
+        self.lame_duck = false;
+        if self.killed {
+            return;
+        }
+        tracing::info!("lame duck over; workers drain");
+        self.drain_all();
+    }
+
+    /// Every worker that serves or is starting gets the stop.
+    fn drain_all(&mut self) {
         let live: Vec<WorkerId> = self
             .workers
             .iter()
@@ -627,15 +690,14 @@ impl Supervisor {
         for id in live {
             self.begin_drain(id, "stopping");
         }
-        if let Some(r) = reply {
-            let _ = r.send(report);
-        }
     }
 
     // -- reporting ------------------------------------------------------------------------
 
     fn status(&self) -> Status {
-        let state = if self.stopping {
+        let state = if self.lame_duck {
+            ServerState::LameDuck
+        } else if self.stopping {
             ServerState::Stopping
         } else if self.canary.is_some() {
             ServerState::Canary

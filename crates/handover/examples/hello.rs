@@ -1,6 +1,8 @@
 //! The seed's demo server. `GET /` answers `<greeting> pid=<pid>`; the greeting is fixed at
 //! compile time from `HELLO_GREETING` (default `Welcome Server`), so building twice gives a v1
-//! and a v2. `GET /sleep/<ms>` answers the same after that many milliseconds.
+//! and a v2. `GET /sleep/<ms>` answers the same after that many milliseconds. `GET /healthz`
+//! answers 200 while serving and through upgrades, 503 from a stop on (with `--lame-duck DUR`
+//! it keeps serving that long after `SIGTERM` before it drains).
 //!
 //! ```text
 //! cargo build --release --example hello
@@ -44,6 +46,10 @@ struct Args {
     /// How long in-flight requests get to finish at a stop or handover (e.g. 30s).
     #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "30s")]
     drain_timeout: Duration,
+    /// How long a stop keeps serving, with `/healthz` failing, before the drain (e.g. 2s; 0:
+    /// drain at once).
+    #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "0s")]
+    lame_duck: Duration,
     /// Answer `handover upgrade|status|stop` on this Unix socket (mode 0600).
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -67,7 +73,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let mut builder = Handover::builder()
         .upgrade_timeout(args.upgrade_timeout)
-        .drain_timeout(args.drain_timeout);
+        .drain_timeout(args.drain_timeout)
+        .lame_duck(args.lame_duck);
     if let Some(p) = &args.pid_file {
         builder = builder.pid_file(p);
     }
@@ -125,7 +132,11 @@ async fn serve(
         .collect::<Result<Vec<_>, _>>()?;
     let app = Router::new()
         .route("/", get(hello))
-        .route("/sleep/{ms}", get(sleep_then_hello));
+        .route("/sleep/{ms}", get(sleep_then_hello))
+        .route_service(
+            handover::http::DEFAULT_HEALTH_PATH,
+            handover::http::HealthCheck::new(handover.health()),
+        );
     // Serving starts before `ready()`: accepting waits for the handshake, and then begins at
     // once, without another trip through this function.
     let addrs: Vec<ListenAddr> = listeners.iter().map(|l| l.local_addr().clone()).collect();

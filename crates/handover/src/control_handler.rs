@@ -86,6 +86,10 @@ fn status(running: &Running) -> Status {
     let phase = *shared.phase.borrow();
     let (state, worker_state) = match phase {
         Phase::Starting => (ServerState::Starting, WorkerState::Starting),
+        // In lame duck: still accepting, but stopping (health checks fail).
+        Phase::Serving | Phase::Paused if shared.stop_requested() => {
+            (ServerState::LameDuck, WorkerState::Ready)
+        }
         Phase::Serving => (ServerState::Running, WorkerState::Ready),
         Phase::Paused => (ServerState::Upgrading, WorkerState::Ready),
         Phase::Draining { .. } => (ServerState::Stopping, WorkerState::Draining),

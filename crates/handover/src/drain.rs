@@ -48,6 +48,12 @@ pub(crate) struct ServingState {
     /// Set when [`crate::Running::wait`] has claimed the end of the drain: the process is on
     /// its way out and can no longer take over again.
     finished: AtomicBool,
+    /// Set at the first stop request: health checks fail from then on, through the lame duck
+    /// (if any) and the drain. An upgrade never sets it.
+    stop_requested: AtomicBool,
+    /// How long a stop keeps serving with failing health checks before the drain
+    /// ([`crate::Builder::lame_duck`]; zero: the drain starts at once).
+    pub lame_duck: Duration,
     /// `accept` holds a read guard while it waits; stopping takes the write guard, so once it
     /// is held no accept is in progress and none will start.
     pub accept_gate: RwLock<()>,
@@ -84,11 +90,14 @@ impl ServingState {
         drain_timeout: Duration,
         idle_grace: Duration,
         tls_handshake_timeout: Duration,
+        lame_duck: Duration,
     ) -> Arc<Self> {
         Arc::new(ServingState {
             phase: watch::channel(Phase::Starting).0,
             draining: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            stop_requested: AtomicBool::new(false),
+            lame_duck,
             accept_gate: RwLock::new(()),
             conns: ConnTracker::default(),
             drain_timeout,
@@ -232,6 +241,64 @@ impl ServingState {
 
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Marks the start of a graceful stop: health checks fail from now on.
+    pub(crate) fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a graceful stop was requested (in lame duck, or draining for a stop).
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::SeqCst)
+    }
+
+    /// What a health check should say: healthy from `ready()` on, through upgrades (pausing,
+    /// and draining after a handover: the socket stays and the successor serves), until a
+    /// stop is requested.
+    pub(crate) fn is_healthy(&self) -> bool {
+        if self.stop_requested() {
+            return false;
+        }
+        match *self.phase.borrow() {
+            Phase::Serving | Phase::Paused => true,
+            Phase::Draining { reason, .. } => matches!(reason, DrainReason::Upgraded { .. }),
+            Phase::Starting => false,
+        }
+    }
+}
+
+/// What a health check of this process says, for load balancers and orchestrators: healthy
+/// once [`crate::Handover::ready`] has completed and through every upgrade, unhealthy from the
+/// first stop request on (through the lame duck, [`crate::Builder::lame_duck`], and the
+/// drain). Cheap to clone; get one from [`crate::Handover::health`] or
+/// [`crate::Running::health`]. [`crate::http::HealthCheck`] answers HTTP probes with it.
+#[derive(Clone)]
+pub struct Health {
+    shared: Arc<ServingState>,
+}
+
+impl Health {
+    pub(crate) fn new(shared: Arc<ServingState>) -> Self {
+        Health { shared }
+    }
+
+    /// Whether this process should be sent new work.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.is_healthy()
+    }
+
+    /// Whether a graceful stop was requested: in lame duck, or draining for a stop.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stop_requested()
+    }
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("healthy", &self.is_healthy())
+            .finish()
     }
 }
 

@@ -39,6 +39,7 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 pub struct Builder {
     upgrade_timeout: Duration,
     drain_timeout: Duration,
+    lame_duck: Duration,
     idle_grace: Duration,
     tls_handshake_timeout: Duration,
     backlog: i32,
@@ -52,6 +53,7 @@ impl Default for Builder {
         Builder {
             upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            lame_duck: Duration::ZERO,
             idle_grace: DEFAULT_IDLE_GRACE,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             backlog: DEFAULT_BACKLOG,
@@ -73,6 +75,22 @@ impl Builder {
     /// How long connections may take to finish once draining starts (default 30 s).
     pub fn drain_timeout(mut self, t: Duration) -> Self {
         self.drain_timeout = t;
+        self
+    }
+
+    /// How long a graceful stop keeps serving before it drains (default zero: the drain
+    /// starts at once). For that long after the first `SIGTERM`/`SIGINT`, [`Running::stop`]
+    /// or `handover stop`, the process accepts and serves as before while its [`Health`]
+    /// fails (`/healthz` answers 503 with [`crate::http::HealthCheck`]), so that a load
+    /// balancer or Kubernetes takes it out of rotation before it stops accepting; then the
+    /// usual drain (bounded by the drain timeout) follows. A second stop signal still exits
+    /// at once. Upgrades are not stops: they never wait for it, and health stays good
+    /// through them.
+    ///
+    /// [`Running::stop`]: crate::Running::stop
+    /// [`Health`]: crate::Health
+    pub fn lame_duck(mut self, t: Duration) -> Self {
+        self.lame_duck = t;
         self
     }
 
@@ -185,6 +203,7 @@ impl Builder {
                 self.drain_timeout,
                 self.idle_grace,
                 self.tls_handshake_timeout,
+                self.lame_duck,
             ),
             inherited,
             readiness,
@@ -252,6 +271,12 @@ impl Handover {
     /// A builder with the defaults.
     pub fn builder() -> Builder {
         Builder::default()
+    }
+
+    /// This process's health, for a health endpoint built before [`Handover::ready`] (it
+    /// turns healthy once `ready()` has completed).
+    pub fn health(&self) -> crate::Health {
+        crate::Health::new(Arc::clone(&self.shared))
     }
 
     /// [`Builder::build`] with the defaults.

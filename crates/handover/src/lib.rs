@@ -73,8 +73,8 @@
 //! | `attempt` | one upgrade attempt: readiness, exit and timeout race here |
 //! | `spawn` | the only fork/exec: fds at 3.., signal mask, `LISTEN_PID` |
 //! | `lineage` | what two generations tell each other after the handshake; the resume rule |
-//! | `drain` | serving phase and the count of live connections |
-//! | [`http`] | hyper/axum serving with the lossless drain |
+//! | `drain` | serving phase, health ([`Health`]) and the count of live connections |
+//! | [`http`] | hyper/axum serving with the lossless drain; `http/health`: the `/healthz` answer ([`http::HealthCheck`]) |
 //! | `control_handler` | the library's answers to the control socket, mapped onto [`Running`] |
 //! | `control_socket` | the admin protocol: `protocol` (messages), `server`, `client` (feature `supervisor` makes it public) |
 //! | `pidfile`, `systemd` | PID file and `sd_notify` for process managers |
@@ -130,7 +130,7 @@ pub mod tls;
 
 pub use addr::{AddrParseError, ListenAddr};
 pub use attempt::Upgraded;
-pub use drain::{DrainReason, DrainSignal};
+pub use drain::{DrainReason, DrainSignal, Health};
 pub use duration::{parse_duration, DurationParseError};
 pub use env::EnvError;
 pub use error::{Error, UpgradeError};

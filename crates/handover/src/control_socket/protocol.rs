@@ -112,6 +112,9 @@ pub enum ServerState {
     /// No generation serves (the last one exited unexpectedly); a new one is being started.
     /// Connections wait in the listen backlog meanwhile.
     Restarting,
+    /// A graceful stop began with a lame duck (`--lame-duck`): the server still accepts and
+    /// serves, but its health checks fail; the drain follows.
+    LameDuck,
     /// A graceful stop is in progress.
     Stopping,
     /// A state this version does not know (sent by a newer server).
@@ -149,7 +152,8 @@ pub struct Status {
     pub name: Option<String>,
     /// PID of the process answering: the supervisor (stable), or the library-mode server.
     pub pid: u32,
-    /// `"starting"`, `"running"`, `"upgrading"`, `"restarting"` or `"stopping"`.
+    /// `"starting"`, `"running"`, `"upgrading"`, `"restarting"`, `"lame_duck"` or
+    /// `"stopping"`.
     pub state: ServerState,
     /// Generation of the process serving new connections (1 for the first; 0 when none
     /// serves yet).
