@@ -308,6 +308,7 @@ impl Supervisor {
             tracing::error!("{message}");
             proxy.unsplit();
             self.last_upgrade = Some(run.pending.fail(&message, Some((f.new.generation, 0))));
+            self.schedule_restart();
             return line;
         };
         match decision {
@@ -341,6 +342,9 @@ impl Supervisor {
                 tracing::error!("{message}");
                 self.notify(&format!("READY=1\nSTATUS=canary rolled back: {reason}"));
                 self.last_upgrade = Some(run.pending.fail(&message, Some((generation, pid))));
+                // The old worker may have crashed while the canary was starting: then no one
+                // serves now (a no-op when someone does).
+                self.schedule_restart();
             }
         }
         line
