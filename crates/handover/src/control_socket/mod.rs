@@ -76,9 +76,10 @@
 //! Fields may be added in later versions without changing `schema_version`; a change of
 //! meaning bumps it. Version 2: in a library-mode server `last_upgrade` is, until the process
 //! tries an upgrade of its own, the upgrade that created it (version 1 said `null` there), and
-//! `resumed` is new. Version 3: `state` may be `canary`, with the
-//! canary's figures in `canary` ([`CanaryStatus`]); `last_upgrade.canary` holds a canary's
-//! decision ([`CanaryOutcome`]).
+//! `resumed` is new. The `state` `"lame_duck"` (a stop began with a lame duck: still serving,
+//! health checks fail) came later, without a bump: an older client reads it as unknown.
+//! Version 3: `state` may be `canary`, with the canary's figures in `canary`
+//! ([`CanaryStatus`]); `last_upgrade.canary` holds a canary's decision ([`CanaryOutcome`]).
 //!
 //! ## `result` of `stop`: [`StopReport`]
 //!

@@ -21,7 +21,7 @@ pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
 /// ```no_run
 /// # fn example(handover: &handover::Handover) {
 /// use handover::http::{HealthCheck, DEFAULT_HEALTH_PATH};
-/// let app = axum::Router::new()
+/// let app: axum::Router = axum::Router::new()
 ///     .route("/", axum::routing::get(|| async { "hi" }))
 ///     .route_service(DEFAULT_HEALTH_PATH, HealthCheck::new(handover.health()));
 /// # }
@@ -68,5 +68,47 @@ impl<B> tower_service::Service<Request<B>> for HealthCheck {
 
     fn call(&mut self, _req: Request<B>) -> Self::Future {
         ready(Ok(self.response()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::drain::{DrainReason, Phase, ServingState};
+
+    fn check(shared: &std::sync::Arc<ServingState>) -> (StatusCode, String) {
+        let r = HealthCheck::new(Health::new(std::sync::Arc::clone(shared))).response();
+        assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
+        (r.status(), r.into_body())
+    }
+
+    #[tokio::test]
+    async fn ok_from_ready_through_a_handover_and_stopping_from_a_stop_on() {
+        let s = Duration::from_secs(1);
+        let shared = ServingState::new(s, s, s, s);
+        assert_eq!(
+            check(&shared).0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "before ready()"
+        );
+        shared.phase.send_replace(Phase::Serving);
+        assert_eq!(check(&shared), (StatusCode::OK, "ok\n".into()));
+        shared.phase.send_replace(Phase::Paused);
+        assert_eq!(check(&shared).0, StatusCode::OK, "while handing over");
+        shared
+            .stop_accepting(DrainReason::Upgraded { new_pid: 42 })
+            .await;
+        assert_eq!(
+            check(&shared).0,
+            StatusCode::OK,
+            "draining after a handover"
+        );
+        shared.request_stop();
+        assert_eq!(
+            check(&shared),
+            (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into())
+        );
     }
 }
