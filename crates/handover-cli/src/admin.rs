@@ -2,7 +2,8 @@
 //! /healthz` answers for whichever worker serves: `200 ok` while a worker is ready and the
 //! supervisor is not stopping, `503` while none is ready (starting, restarting) and from the
 //! first stop request on (the lame duck, `--lame-duck`, and the drain). An upgrade keeps it
-//! 200: the old worker serves until the new one is ready. Other paths answer 404.
+//! 200: the old worker serves until the new one is ready. `GET /metrics` answers the
+//! supervisor's Prometheus metrics (`metrics.rs`, OpenMetrics text). Other paths answer 404.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,8 +17,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 
+use crate::metrics::Metrics;
+
 /// The path the health answer is served on.
 pub const HEALTH_PATH: &str = "/healthz";
+/// The path the metrics are served on.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// What `/healthz` says, as the supervisor last set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +72,7 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
 pub fn serve(
     listener: std::net::TcpListener,
     health: Arc<HealthCell>,
+    metrics: Arc<Metrics>,
 ) -> Result<JoinHandle<()>, String> {
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|e| format!("cannot serve --admin: {e}"))?;
@@ -82,9 +88,10 @@ pub fn serve(
                 }
             };
             let health = Arc::clone(&health);
+            let metrics = Arc::clone(&metrics);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let answer = answer(&req, health.get());
+                    let answer = answer(&req, health.get(), &metrics);
                     async move { Ok::<_, Infallible>(answer) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -96,14 +103,23 @@ pub fn serve(
 }
 
 /// The answer to one request (pure, for the unit tests).
-fn answer<B>(req: &Request<B>, health: Health) -> Response<Full<Bytes>> {
-    if req.uri().path() != HEALTH_PATH {
+fn answer<B>(req: &Request<B>, health: Health, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if path != HEALTH_PATH && path != METRICS_PATH {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
         r.headers_mut()
             .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    if path == METRICS_PATH {
+        let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
         return r;
     }
     match health {
@@ -138,6 +154,24 @@ mod tests {
             .unwrap()
     }
 
+    fn answer<B>(req: &Request<B>, health: Health) -> Response<Full<Bytes>> {
+        super::answer(req, health, &Metrics::new())
+    }
+
+    #[test]
+    fn metrics_are_served_in_the_openmetrics_text_format() {
+        let m = Metrics::new();
+        m.upgrade_started();
+        let r = super::answer(&req(Method::GET, "/metrics"), Health::NoWorker, &m);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
+        let r = super::answer(&req(Method::POST, "/metrics"), Health::Ready, &m);
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
     #[test]
     fn healthz_follows_the_supervisor_and_other_paths_are_404() {
         let get = req(Method::GET, "/healthz");
@@ -154,7 +188,7 @@ mod tests {
             answer(&req(Method::HEAD, "/healthz"), Health::Ready).status(),
             StatusCode::OK
         );
-        for path in ["/", "/healthz/", "/metrics", "/healthzz"] {
+        for path in ["/", "/healthz/", "/metricsx", "/healthzz"] {
             assert_eq!(
                 answer(&req(Method::GET, path), Health::Ready).status(),
                 StatusCode::NOT_FOUND,

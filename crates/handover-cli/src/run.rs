@@ -200,7 +200,10 @@ async fn supervise(
         max_draining: args.max_draining as usize,
         backoff: Backoff::new(args.restart_backoff, args.restart_backoff_max),
     };
-    let mut supervisor = Supervisor::new(cfg, Box::new(launcher), tx.clone(), systemd);
+    // Counters for the supervisor's whole life (an upgrade never resets them).
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let mut supervisor = Supervisor::new(cfg, Box::new(launcher), tx.clone(), systemd)
+        .with_metrics(std::sync::Arc::clone(&metrics));
     // Kept until the supervisor is done; dropping it ends every proxied connection.
     let mut _proxy_runtime = None;
     if let Some((spec, listener, tls)) = proxy_listener {
@@ -210,6 +213,7 @@ async fn supervise(
             client_timeout: args.client_timeout.unwrap_or(DEFAULT_CLIENT_TIMEOUT),
             trusted: args.trusted_proxy.clone(),
             tls,
+            metrics: Some(std::sync::Arc::clone(&metrics)),
         };
         let (proxy, rt) = proxy::start(spec, listener, settings)?;
         supervisor = supervisor.with_proxy(proxy);
@@ -218,13 +222,18 @@ async fn supervise(
     let admin = match args.admin {
         Some(addr) => {
             let listener = admin::bind(addr)?;
-            // The bound address: port 0 picks one.
+            // The bound address: with port 0 this is where it really listens.
             let addr = listener.local_addr().unwrap_or(addr);
             tracing::info!(
-                "admin: http://{addr}{} answers health checks",
-                admin::HEALTH_PATH
+                "admin: http://{addr}{} answers health checks, {} the metrics",
+                admin::HEALTH_PATH,
+                admin::METRICS_PATH
             );
-            Some(admin::serve(listener, supervisor.health())?)
+            Some(admin::serve(
+                listener,
+                supervisor.health(),
+                std::sync::Arc::clone(&metrics),
+            )?)
         }
         None => None,
     };

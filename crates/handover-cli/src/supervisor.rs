@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::admin::{Health, HealthCell};
 use crate::events::{Event, Events, UpgradeReply, WorkerId};
+use crate::metrics::Metrics;
 use crate::pending_upgrade::PendingUpgrade;
 use crate::proxy::Proxy;
 use crate::restart::{Backoff, STABLE_AFTER};
@@ -63,10 +64,14 @@ pub struct Supervisor {
     systemd: Option<SystemdNotifier>,
     /// Proxy mode: where new requests and connections go.
     proxy: Option<Proxy>,
+    /// Counters and gauges for `/metrics`, for the supervisor's whole life.
+    metrics: Arc<Metrics>,
     workers: BTreeMap<WorkerId, Worker>,
     /// The worker new connections go to.
     current: Option<WorkerId>,
     upgrade: Option<PendingUpgrade>,
+    /// A canary serving its share (`handover upgrade --canary`).
+    canary: Option<canary::CanaryRun>,
     next_id: u64,
     next_generation: u64,
     backoff: Backoff,
@@ -101,9 +106,11 @@ impl Supervisor {
             events,
             systemd,
             proxy: None,
+            metrics: Arc::new(Metrics::new()),
             workers: BTreeMap::new(),
             current: None,
             upgrade: None,
+            canary: None,
             next_id: 1,
             next_generation: 1,
             backoff,
@@ -126,6 +133,12 @@ impl Supervisor {
         self
     }
 
+    /// Counts into `metrics` (shared with the proxy and the admin listener).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// What `/healthz` of the admin listener (`--admin`) reads.
     pub fn health(&self) -> Arc<HealthCell> {
         Arc::clone(&self.health)
@@ -140,6 +153,11 @@ impl Supervisor {
     pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Outcome {
         while let Some(event) = events.recv().await {
             self.handle(event);
+            self.metrics.set_generations(
+                self.count(WorkerState::Starting),
+                self.count(WorkerState::Ready),
+                self.count(WorkerState::Draining) + self.count(WorkerState::Killed),
+            );
             if self.stopping && self.workers.is_empty() {
                 break;
             }
@@ -182,6 +200,15 @@ impl Supervisor {
             Event::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Event::Canary {
+                trigger,
+                plan,
+                reply,
+            } => self.on_canary(trigger, plan, reply),
+            Event::CanaryDue { id } => self.on_canary_due(id),
+            Event::CanaryTripped { id, reason } => self.on_canary_tripped(id, &reason),
+            Event::Promote { reply } => self.on_decide_by_hand(true, reply),
+            Event::Abort { reply } => self.on_decide_by_hand(false, reply),
         }
     }
 
@@ -230,8 +257,12 @@ impl Supervisor {
         w.ready_at = Some(Instant::now());
         let what = w.describe();
         tracing::info!("{what} is ready ({how})");
-        if self.upgrade.as_ref().and_then(|u| u.worker) == Some(id) {
-            self.upgrade_succeeded(id);
+        if let Some(up) = self.upgrade.as_ref().filter(|u| u.worker == Some(id)) {
+            if up.canary.is_some() {
+                self.start_canary(id);
+            } else {
+                self.upgrade_succeeded(id);
+            }
             return;
         }
         match self.current {
@@ -286,7 +317,23 @@ impl Supervisor {
             }
             return;
         }
+        if let Some(busy) = self.busy_with_canary() {
+            tracing::warn!("upgrade requested by {trigger} refused: {busy}");
+            if let Some(r) = reply {
+                let _ = r.send(Err(format!("upgrade refused: {busy}")));
+            }
+            return;
+        }
         if let Some(up) = &mut self.upgrade {
+            if up.canary.is_some() {
+                let why = "a canary upgrade is starting; end it with `handover promote` or \
+                           `handover abort` once it runs";
+                tracing::warn!("upgrade requested by {trigger} refused: {why}");
+                if let Some(r) = reply {
+                    let _ = r.send(Err(format!("upgrade refused: {why}")));
+                }
+                return;
+            }
             tracing::info!("upgrade requested by {trigger} joins the one in progress");
             up.join(reply);
             // Under Type=notify-reload, systemd sent this SIGHUP and waits for a RELOADING=1
@@ -319,6 +366,7 @@ impl Supervisor {
         tracing::info!("upgrade requested by {trigger}: starting a new worker");
         self.notify(&reloading());
         self.restart_pending = None; // a scheduled restart is superseded by the upgrade
+        self.metrics.upgrade_started();
         match self.launch(Role::Upgrade) {
             Ok(id) => {
                 pending.worker = Some(id);
@@ -356,6 +404,7 @@ impl Supervisor {
         self.ever_ready = true;
         tracing::info!("upgrade complete: {what} serves new connections");
         self.notify(&format!("READY=1\nSTATUS={what} serving"));
+        self.metrics.upgrade_succeeded();
         self.last_upgrade = Some(pending.succeed(generation, pid, previous_pids));
     }
 
@@ -371,6 +420,7 @@ impl Supervisor {
         };
         let message = format!("{reason}; {kept}");
         tracing::error!("upgrade failed: {message}");
+        self.metrics.upgrade_rolled_back();
         self.notify(&format!("READY=1\nSTATUS=upgrade failed: {reason}"));
         self.last_upgrade = Some(pending.fail(&message, new));
         self.schedule_restart();
@@ -383,6 +433,7 @@ impl Supervisor {
             return;
         };
         w.state = WorkerState::Draining;
+        w.draining_since = Some(Instant::now());
         if self.current == Some(id) {
             self.current = None;
         }
@@ -445,9 +496,15 @@ impl Supervisor {
 
     /// Proxy mode: new requests and connections go to worker `id` from now on.
     fn route(&self, id: WorkerId) {
-        if let (Some(proxy), Some(port)) = (&self.proxy, self.workers.get(&id).and_then(|w| w.port))
-        {
-            proxy.route(id, (std::net::Ipv4Addr::LOCALHOST, port).into());
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        if let (Some(proxy), Some(port)) = (&self.proxy, w.port) {
+            proxy.route(
+                id,
+                w.generation,
+                (std::net::Ipv4Addr::LOCALHOST, port).into(),
+            );
         }
     }
 
@@ -476,9 +533,17 @@ impl Supervisor {
             proxy.gone(id);
         }
         let what = w.describe();
+        if !self.stopping {
+            self.canary_worker_exited(id, &what, &status.to_string());
+        }
         let is_upgrade = self.upgrade.as_ref().and_then(|u| u.worker) == Some(id);
         match w.state {
-            WorkerState::Draining => tracing::info!("{what} {status} after draining"),
+            WorkerState::Draining => {
+                tracing::info!("{what} {status} after draining");
+                if let Some(t) = w.draining_since {
+                    self.metrics.drained(t.elapsed());
+                }
+            }
             WorkerState::Starting if is_upgrade => self.upgrade_failed(
                 &format!("the new worker ({what}) {status} before it was ready"),
                 Some((w.generation, w.pid)),
@@ -539,7 +604,10 @@ impl Supervisor {
             return;
         }
         match self.launch(Role::Restart) {
-            Ok(_) => self.restarts += 1,
+            Ok(_) => {
+                self.restarts += 1;
+                self.metrics.restarted();
+            }
             Err(e) => {
                 tracing::error!("cannot restart the worker: {e}");
                 self.schedule_restart();
@@ -576,6 +644,7 @@ impl Supervisor {
         if self.upgrade.is_some() {
             self.upgrade_failed("the upgrade was cancelled", None);
         }
+        self.cancel_canary();
         if !self.cfg.lame_duck.is_zero() {
             self.lame_duck = true;
             tracing::info!(
@@ -632,6 +701,8 @@ impl Supervisor {
             ServerState::LameDuck
         } else if self.stopping {
             ServerState::Stopping
+        } else if self.canary.is_some() {
+            ServerState::Canary
         } else if self.upgrade.is_some() {
             ServerState::Upgrading
         } else if self.current.is_some() {
@@ -660,6 +731,7 @@ impl Supervisor {
             last_upgrade: self.last_upgrade.clone(),
             // A crashed worker is restarted, never handed back to an older one.
             resumed: None,
+            canary: self.canary_status(),
         }
     }
 
@@ -681,6 +753,7 @@ impl Supervisor {
     }
 }
 
+mod canary;
 #[cfg(test)]
 mod tests;
 

@@ -53,7 +53,7 @@ fn admin_healthz_follows_start_upgrade_and_lame_duck() {
     sup.log.expect(0, ") is ready (", LONG);
     assert_eq!(healthz(admin), "200");
     assert!(
-        healthz_path_is_404(admin, "/metrics"),
+        healthz_path_is_404(admin, "/nothing"),
         "other paths answer 404"
     );
 

@@ -22,6 +22,8 @@
 #   its body, then closes (after draining what arrives for a moment, so that no reset
 #   destroys the answer). HEAD elsewhere is still 501. Request header lines may be long
 #   (a proxy's header limit is what is tested, not this worker's).
+# MODE fail500: as http, but GET / answers 500 "VERSION pid=PID failing" (a broken release for
+#   the canary tests, tests/canary.rs).
 # MODE tcpecho: sends a banner line, echoes bytes, and after the client's EOF sends "EOF <n>".
 # MODE exit3: exits with status 3 at once.
 import http.client
@@ -104,6 +106,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.dropped():
+            return
+        if MODE == "fail500" and self.path == "/":
+            self.reply(500, f"{VERSION} pid={os.getpid()} failing\n".encode())
             return
         if self.edge_get():
             return
