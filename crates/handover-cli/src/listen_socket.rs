@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_udp_socket_is_bound_as_a_datagram_socket() {
-        let l = bind_all(&["udp://127.0.0.1:0".parse().unwrap()], 16).unwrap();
+        let l = bind_all(&["udp://127.0.0.1:0".parse().unwrap()], 16, Vec::new()).unwrap();
         let ListenAddr::Udp(sa) = l[0].local else {
             panic!("{:?}", l[0].local)
         };
