@@ -37,9 +37,17 @@ pub struct Args {
     /// Connection counts to run.
     #[arg(long, value_delimiter = ',', default_values = ["64", "512"])]
     pub conns: Vec<usize>,
-    /// Drains to compare; the first is the subject of the ratios, the second the baseline.
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["handover", "axum"])]
+    /// Drains to compare; the first is the subject of the ratios, the second the baseline
+    /// (default: handover,axum; with --tls: handover,hyper-util).
+    #[arg(long, value_enum, value_delimiter = ',')]
     pub drains: Vec<Drain>,
+    /// Serve and load over HTTPS: `hello --tls-cert --tls-key` with a certificate made at
+    /// start (ECDSA P-256), a verifying client without session resumption (every new
+    /// connection a full handshake), and the hand-made tokio-rustls + hyper-util
+    /// `GracefulShutdown` server as the baseline. Needs `hello` built with `--features tls`
+    /// (done when the bench builds it); the peers, wrk and idle-conns speak plain HTTP only.
+    #[arg(long)]
+    pub tls: bool,
     /// Parts of the matrix to run (`idle-conns`: --idle-conns idle keep-alive connections
     /// drained by one upgrade of the first drain; not in the default set).
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["upgrade", "steady", "idle"])]
@@ -59,6 +67,10 @@ pub struct Args {
     /// Interleaved steady runs per drain (the throughput ratio is their median).
     #[arg(long, default_value_t = 5)]
     pub ab_runs: usize,
+    /// Runs of each (mode, connections) cell, one after the other; the table adds them up per
+    /// case (e.g. 4 × 25 upgrades: 100 upgrades per case with every run ≤ 30 s).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeat: usize,
     /// Upgrades without load per drain (each waits for the old PID to exit).
     #[arg(long, default_value_t = 10)]
     pub idle_upgrades: usize,
@@ -157,9 +169,10 @@ impl Args {
         if self.conns.iter().any(|&c| c == 0 || c > 10_000) || self.threads == 0 {
             return Err("--conns must be 1..=10000 and --threads ≥ 1".into());
         }
-        if self.drains.is_empty() || self.modes.is_empty() || self.conns.is_empty() {
-            return Err("--drains, --modes and --conns need at least one value".into());
+        if self.modes.is_empty() || self.conns.is_empty() {
+            return Err("--modes and --conns need at least one value".into());
         }
+        self.check_tls()?;
         if self.idle_conns == 0 || self.idle_conns > 50_000 {
             return Err("--idle-conns must be 1..=50000".into());
         }
@@ -211,6 +224,44 @@ impl Args {
         if self.ab_runs > 20 || self.upgrades > 100 || self.idle_upgrades > 100 {
             return Err("--ab-runs ≤ 20, --upgrades and --idle-upgrades ≤ 100".into());
         }
+        if self.repeat == 0 || self.repeat > 20 {
+            return Err("--repeat must be 1..=20".into());
+        }
+        Ok(())
+    }
+
+    /// The drains to run: `--drains`, or the default pair for the scheme.
+    pub fn drains(&self) -> Vec<Drain> {
+        match (self.drains.is_empty(), self.tls) {
+            (false, _) => self.drains.clone(),
+            (true, false) => vec![Drain::Handover, Drain::Axum],
+            (true, true) => vec![Drain::Handover, Drain::HyperUtil],
+        }
+    }
+
+    /// `--tls` against what serves or speaks plain HTTP only, and the plain runs against the
+    /// TLS-only baseline.
+    fn check_tls(&self) -> Result<(), String> {
+        let drains = self.drains();
+        if self.tls {
+            if let Some(d) = drains.iter().find(|d| !d.serves_tls()) {
+                return Err(format!(
+                    "--tls: --drains {} serves plain HTTP only (use handover,hyper-util)",
+                    d.label()
+                ));
+            }
+            if self.wrk {
+                return Err("--tls: --wrk is not supported (the wrk runs speak plain HTTP)".into());
+            }
+            if self.phases.contains(&Phase::IdleConns) {
+                return Err("--tls: --phases idle-conns speaks plain HTTP only".into());
+            }
+        } else if let Some(d) = drains.iter().find(|d| !d.serves_plain()) {
+            return Err(format!(
+                "--drains {} serves HTTPS only: add --tls",
+                d.label()
+            ));
+        }
         Ok(())
     }
 }
@@ -252,6 +303,49 @@ mod tests {
         assert_eq!(a.validate(), Ok(()));
         let bad = Args::parse_from(["handover-bench", "--duration", "31s"]);
         assert!(bad.validate().is_err());
+    }
+
+    fn parse(extra: &[&str]) -> Args {
+        Args::parse_from(["handover-bench"].iter().chain(extra))
+    }
+
+    #[test]
+    fn tls_picks_the_hyper_util_baseline() {
+        assert_eq!(parse(&[]).drains(), [Drain::Handover, Drain::Axum]);
+        let a = parse(&["--tls"]);
+        assert_eq!(a.drains(), [Drain::Handover, Drain::HyperUtil]);
+        assert_eq!(a.validate(), Ok(()));
+        let only = parse(&["--tls", "--drains", "hyper-util"]);
+        assert_eq!(only.drains(), [Drain::HyperUtil]);
+        assert_eq!(only.validate(), Ok(()));
+    }
+
+    #[test]
+    fn tls_refuses_what_speaks_plain_http_only() {
+        for (extra, says) in [
+            (
+                &["--tls", "--drains", "handover,axum"][..],
+                "axum serves plain",
+            ),
+            (&["--tls", "--wrk"][..], "--wrk"),
+            (
+                &["--tls", "--phases", "upgrade,idle-conns"][..],
+                "idle-conns",
+            ),
+            (&["--drains", "handover,hyper-util"][..], "add --tls"),
+        ] {
+            let e = parse(extra).validate().unwrap_err();
+            assert!(e.contains(says), "{extra:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn repeat_is_bounded() {
+        assert_eq!(parse(&["--repeat", "4"]).validate(), Ok(()));
+        for n in ["0", "21"] {
+            let e = parse(&["--repeat", n]).validate().unwrap_err();
+            assert!(e.contains("--repeat"), "{e}");
+        }
     }
 
     #[test]

@@ -5,14 +5,15 @@
 //! |---|---|
 //! | `cli`, `plan` | the command line; the scenario matrix and its order |
 //! | `run` | one run: start a server, drive load with or without upgrades, stop it |
-//! | `server` | the servers under test (handover's `hello`, axum, peers such as nginx and Go) |
+//! | `server` | the servers under test (handover's `hello` with its drain, axum's or, over TLS, hyper-util's; peers such as nginx and Go) |
 //! | `binaries` | the v1 and v2 builds of `hello` |
 //! | `process`, `reaper`, `abort`, `rlimit` | a server's lifecycle; reaping orphans; Ctrl-C; `RLIMIT_NOFILE` |
 //! | `load`, `http1`, `wrk` | the load client; the HTTP/1.1 it speaks; the wrk cross-check |
 //! | `upgrade`, `probe`, `generations`, `version` | timing upgrades; the fresh-connection probe; who answered |
 //! | `idle_conns` | the 10,000 idle keep-alive connections phase |
 //! | `proxy`, `cpu` | the `--phases proxy` comparison; CPU time per request |
-//! | `report` | `report.json`, `chart.svg` and the table |
+//! | `tls` | the certificate made at start and the verifying client (`--tls`, https proxy targets) |
+//! | `report` | `report.json`, `chart.svg` and the table (`report::versus`: subject ÷ baseline per case over its repeats) |
 
 mod abort;
 mod binaries;
@@ -71,7 +72,12 @@ fn bench(args: &Args) -> std::io::Result<()> {
         .workspace
         .clone()
         .unwrap_or_else(binaries::default_workspace);
-    let bins = binaries::resolve(args.bin_v1.clone(), args.bin_v2.clone(), &workspace)?;
+    let bins = binaries::resolve(
+        args.bin_v1.clone(),
+        args.bin_v2.clone(),
+        &workspace,
+        args.tls,
+    )?;
     // Before any server starts, so they inherit it.
     let nofile = rlimit::raise_nofile();
     // Only after the builds: from here on, orphaned server generations are ours to reap.
@@ -82,15 +88,22 @@ fn bench(args: &Args) -> std::io::Result<()> {
             "--wrk: wrk is not installed (apt-get install wrk)",
         ));
     }
+    // One certificate for every server of the invocation, so both drains sign alike.
+    let pki = if args.tls {
+        Some(Arc::new(tls::Pki::new()?))
+    } else {
+        None
+    };
     let kinds: Vec<Arc<dyn ServerKind>> = args
-        .drains
-        .iter()
-        .map(|&drain| {
+        .drains()
+        .into_iter()
+        .map(|drain| {
             Arc::new(Hello {
                 drain,
                 bins: bins.clone(),
                 drain_timeout: args.drain_timeout,
                 upgrade_timeout: args.upgrade_timeout,
+                tls: pki.clone(),
             }) as Arc<dyn ServerKind>
         })
         .collect();
@@ -108,7 +121,14 @@ fn bench(args: &Args) -> std::io::Result<()> {
     let peer_opts = PeerOpts {
         drain_timeout: args.drain_timeout,
     };
-    let (peer_kinds, peers) = peers::prepare(&selected, &peer_dir, &peer_opts);
+    let (peer_kinds, peers) = if args.tls {
+        (
+            Vec::new(),
+            peers::skipped(&selected, "serves plain HTTP only (--tls)"),
+        )
+    } else {
+        peers::prepare(&selected, &peer_dir, &peer_opts)
+    };
     let settings = Settings {
         threads: args.threads,
         timeout: args.timeout,
@@ -137,6 +157,7 @@ fn bench(args: &Args) -> std::io::Result<()> {
         idle_upgrades: args.idle_upgrades,
         idle_pause: args.idle_pause,
         wrk: args.wrk,
+        repeat: args.repeat,
     };
     let (cells, idle) = plan::execute(&plan, &settings);
     let idle_conns = match kinds.first() {
@@ -152,6 +173,7 @@ fn bench(args: &Args) -> std::io::Result<()> {
     meta["left_behind_at_exit"] = left_behind().into();
     let report = Report {
         meta,
+        versus: report::versus::of(&cells, args.tls),
         cells,
         idle,
         peers,
@@ -273,12 +295,15 @@ fn meta(args: &Args, bins: &binaries::Binaries) -> serde_json::Value {
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "bins": bins,
         "threads": args.threads,
+        "tls": args.tls,
+        "drains": args.drains().iter().map(|d| d.label()).collect::<Vec<_>>(),
         "timeout_ms": args.timeout.as_millis() as u64,
         "upgrade_run_s": args.duration.as_secs_f64(),
         "upgrades": args.upgrades,
         "interval_s": args.interval.as_secs_f64(),
         "steady_run_s": args.steady_duration.as_secs_f64(),
         "ab_runs": args.ab_runs,
+        "repeat": args.repeat,
         "idle_upgrades": args.idle_upgrades,
         "linger_ms": args.linger.as_millis() as u64,
         "probe_interval_us": args.probe_interval.as_micros() as u64,

@@ -55,6 +55,8 @@ pub struct Plan {
     pub idle_pause: Duration,
     /// Also run wrk.
     pub wrk: bool,
+    /// Times each (mode, connections) cell runs, one after the other.
+    pub repeat: usize,
 }
 
 /// Runs every cell, then the idle handovers.
@@ -63,10 +65,12 @@ pub fn execute(plan: &Plan, set: &Settings) -> (Vec<Cell>, Vec<IdleReport>) {
     let loaded = plan.phases.contains(&Phase::Upgrade) || plan.phases.contains(&Phase::Steady);
     for &mode in plan.modes.iter().filter(|_| loaded) {
         for &conns in &plan.conns {
-            if crate::abort::requested() {
-                break;
+            for round in 1..=plan.repeat {
+                if crate::abort::requested() {
+                    break;
+                }
+                cells.push(cell(plan, set, mode, conns, round));
             }
-            cells.push(cell(plan, set, mode, conns));
         }
     }
     let mut idle = Vec::new();
@@ -122,9 +126,9 @@ fn spec(
     }
 }
 
-fn cell(plan: &Plan, set: &Settings, mode: Mode, conns: usize) -> Cell {
+fn cell(plan: &Plan, set: &Settings, mode: Mode, conns: usize, round: usize) -> Cell {
     let mut specs = Vec::new();
-    let tag = format!("{}-{conns}", mode.label());
+    let tag = tag(mode, conns, round, plan.repeat);
     if plan.phases.contains(&Phase::Upgrade) {
         for (i, kind) in plan.kinds.iter().enumerate() {
             let label = match i {
@@ -193,6 +197,16 @@ fn cell(plan: &Plan, set: &Settings, mode: Mode, conns: usize) -> Cell {
     summary::cell(mode, conns, runs, &plan.kinds)
 }
 
+/// Names a cell in progress lines and its log directory: `keepalive-64`, or with
+/// `--repeat`, `keepalive-64-r2`.
+fn tag(mode: Mode, conns: usize, round: usize, repeat: usize) -> String {
+    if repeat > 1 {
+        format!("{}-{conns}-r{round}", mode.label())
+    } else {
+        format!("{}-{conns}", mode.label())
+    }
+}
+
 fn run_settings(set: &Settings, tag: &str) -> Settings {
     let log_dir = set.log_dir.join(tag);
     let _ = std::fs::create_dir_all(&log_dir);
@@ -209,4 +223,15 @@ pub fn progress(msg: &str) {
         .unwrap_or_default();
     let s = t.as_secs() % 86_400;
     eprintln!("[{:02}:{:02}:{:02}] {msg}", s / 3600, s / 60 % 60, s % 60);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_cells_get_their_own_log_directories() {
+        assert_eq!(tag(Mode::Close, 64, 1, 1), "close-64");
+        assert_eq!(tag(Mode::Keepalive, 512, 3, 4), "keepalive-512-r3");
+    }
 }

@@ -1,5 +1,5 @@
 //! One fresh-connection `GET /` with blocking sockets, as the handover probe and the
-//! readiness check use it; over TLS too ([`once_over`]) for the https targets.
+//! readiness check use it; over TLS too for the https targets and `--tls`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -33,13 +33,9 @@ pub enum Probe {
     Other,
 }
 
-/// Probes `addr` once on a new connection (sending `Connection: close`).
-pub fn once(addr: SocketAddr, greetings: &Greetings, timeout: Duration) -> Probe {
-    once_over(addr, greetings, timeout, None)
-}
-
-/// [`once`], over TLS with `tls` when given (a full handshake, verified; a handshake or
-/// certificate failure is [`Probe::Other`] unless the socket itself failed).
+/// Probes `addr` once on a new connection (sending `Connection: close`), over TLS with `tls`
+/// when given (a full handshake, verified; a handshake or certificate failure is
+/// [`Probe::Other`] unless the socket itself failed).
 pub fn once_over(
     addr: SocketAddr,
     greetings: &Greetings,

@@ -29,6 +29,8 @@ pub struct Server {
     pub greetings: Greetings,
     /// PID of the first generation.
     pub first_pid: u32,
+    /// TLS client configuration when it serves HTTPS ([`ServerKind::client_tls`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How a stop went.
@@ -90,6 +92,7 @@ impl Server {
         let child = cmd.spawn()?;
         let server = Server {
             greetings: kind.greetings(),
+            tls: kind.client_tls(),
             kind,
             dir,
             addr,
@@ -113,7 +116,7 @@ impl Server {
                 status: 200,
                 version: Some(v),
                 pid,
-            } = probe::once(self.addr, &self.greetings, Duration::from_millis(500))
+            } = self.probe(Duration::from_millis(500))
             {
                 return Ok((v, pid.unwrap_or(self.first_pid)));
             }
@@ -129,6 +132,11 @@ impl Server {
             "{} did not answer within {within:?}",
             self.kind.name()
         )))
+    }
+
+    /// One fresh-connection `GET /` (over TLS when it serves HTTPS).
+    pub fn probe(&self, timeout: Duration) -> Probe {
+        probe::once_over(self.addr, &self.greetings, timeout, self.tls.as_ref())
     }
 
     /// Asks `current_pid` to stop, waits up to `grace` for every process below the benchmark

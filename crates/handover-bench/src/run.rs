@@ -176,7 +176,7 @@ fn drive(
                 greetings: Arc::new(server.greetings.clone()),
                 generations: Arc::clone(gens),
                 rate: None,
-                tls: None,
+                tls: server.tls.clone(),
             };
             let (stats, elapsed) = load::run(&cfg, start)?;
             Ok(Loaded::Ours(stats, elapsed))

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::listen_socket::ListenSpec;
 use crate::proxy::{Cidr, ProxySpec};
@@ -24,14 +24,33 @@ given, else $XDG_RUNTIME_DIR/handover/<NAME>.sock, else /run/handover/<NAME>.soc
 
 const AFTER_HELP: &str = common_help!();
 
+const UPGRADE_AFTER_HELP: &str = concat!(
+    "Grey release (--canary, proxy mode only): once ready, the new version gets the share of \
+new requests (http://) or connections (tcp://), split deterministically, or with --sticky ip a \
+share of the client addresses. Once it has served --min-requests, it is rolled back as soon as \
+its error rate (5xx, 502/504; for tcp:// failed connects and resets before the first byte) \
+exceeds the old generation's over the same period + --max-error-rate. At --for it is promoted, \
+or rolled back if it served fewer than --min-requests (\"not enough traffic\"). The command \
+waits for the decision: exit 0 promoted, 1 rolled back, with the reason and figures.
+
+",
+    common_help!()
+);
+
 const RUN_AFTER_HELP: &str = concat!(
     "Signals: SIGHUP or SIGUSR2 upgrades; SIGTERM or SIGINT stops gracefully (workers get the \
-stop signal and drain, then the supervisor exits 0); a second SIGTERM/SIGINT kills the workers \
+stop signal and drain, then the supervisor exits 0; with --lame-duck they serve on that long \
+first); a second SIGTERM/SIGINT kills the workers \
 at once. Running as PID 1 (a container's first process), every orphan is reaped.
 
 Each worker gets: the sockets at fds 3.. with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (its \
 own PID); NOTIFY_SOCKET (its own, with --ready notify; systemd's is never passed on); \
 HANDOVER_HEALTH_PORT (with {port} in --ready); the supervisor's stdin, stdout and stderr.
+
+Socket activation: sockets passed to the supervisor itself (a systemd .socket unit, \
+systemd-socket-activate: LISTEN_FDS with LISTEN_PID = this process) serve the --listen they \
+match, by NAME= in LISTEN_FDNAMES, else by exact address; a passed socket that matches no \
+--listen is an error. They outlive the supervisor, so a restart refuses no connection.
 
 Logs: stderr; filter with HANDOVER_LOG (e.g. HANDOVER_LOG=debug).
 
@@ -60,8 +79,16 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Upgrade a running server and wait for the outcome: exit status 0 once the new version
     /// serves, 1 with the reason if it was rolled back.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = UPGRADE_AFTER_HELP)]
     Upgrade(UpgradeArgs),
+    /// End the canary in progress now: the canary takes all new traffic, the old generation
+    /// drains. The waiting `handover upgrade --canary` exits 0.
+    #[command(after_help = AFTER_HELP)]
+    Promote(DecideArgs),
+    /// End the canary in progress now: the canary drains, the old generation takes all new
+    /// traffic again. The waiting `handover upgrade --canary` exits 1.
+    #[command(after_help = AFTER_HELP)]
+    Abort(DecideArgs),
     /// Show the generation, worker PIDs, states, uptimes and the last upgrade's outcome.
     #[command(after_help = AFTER_HELP)]
     Status(StatusArgs),
@@ -74,10 +101,11 @@ pub enum Command {
 /// `handover run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Address to listen on, repeatable: IP:PORT, tcp://IP:PORT or unix:PATH, optionally
-    /// prefixed with NAME= to set its LISTEN_FDNAMES entry (default name: tcp_IP_PORT or
-    /// unix_PATH). The worker gets them at fds 3, 4, ... in this order. Port 0 picks a free
-    /// port, which is logged and shown by `handover status`.
+    /// Address to listen on, repeatable: IP:PORT, tcp://IP:PORT, udp://IP:PORT or unix:PATH,
+    /// optionally prefixed with NAME= to set its LISTEN_FDNAMES entry (default name:
+    /// tcp_IP_PORT, udp_IP_PORT or unix_PATH). The worker gets them at fds 3, 4, ... in this
+    /// order; a udp:// one is a bound datagram socket, as systemd's ListenDatagram= passes it.
+    /// Port 0 picks a free port, which is logged and shown by `handover status`.
     #[arg(
         short,
         long = "listen",
@@ -166,6 +194,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// How long a stop (SIGTERM, SIGINT, `handover stop`) keeps the workers serving before
+    /// they get the stop signal, while the --admin /healthz answers 503, so that load
+    /// balancers take this server out of rotation first. A second SIGTERM/SIGINT still kills
+    /// at once; upgrades never wait for it.
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    pub lame_duck: Duration,
+
+    /// Serve HTTP on IP:PORT for health checks: `GET /healthz` answers 200 while a worker is
+    /// ready (also during upgrades), 503 while none is and from a stop on (the lame duck
+    /// and the drain); other paths 404. No authentication: bind it to loopback or a
+    /// private address.
+    #[arg(long, value_name = "IP:PORT")]
+    pub admin: Option<std::net::SocketAddr>,
+
     /// The signal that tells a worker to stop accepting, finish its work and exit
     /// (TERM, SIGTERM, 15, ...).
     #[arg(long, value_name = "SIG", default_value = "SIGTERM")]
@@ -243,6 +285,51 @@ pub struct UpgradeArgs {
     /// [default: wait for the outcome, which the server bounds by its --ready-timeout]
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+
+    /// A grey release (proxy mode): the new version first gets this share of new traffic,
+    /// e.g. 10% or 0.5%.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_share)]
+    pub canary: Option<u32>,
+
+    /// With --canary: how long the canary runs before it is promoted. [default: 60s]
+    #[arg(long = "for", value_name = "DUR", value_parser = parse_duration, requires = "canary")]
+    pub for_: Option<Duration>,
+
+    /// With --canary: roll back once the canary's error rate exceeds the old generation's by
+    /// more than this. [default: 1%]
+    #[arg(long, value_name = "PERCENT", value_parser = parse_error_rate, requires = "canary")]
+    pub max_error_rate: Option<u32>,
+
+    /// With --canary: requests the canary must serve before the rule applies (and by --for).
+    /// [default: 100]
+    #[arg(long, value_name = "N", requires = "canary")]
+    pub min_requests: Option<u64>,
+
+    /// With --canary: split by client address instead of by request, so that one client
+    /// always sees one version.
+    #[arg(long, value_name = "BY", requires = "canary")]
+    pub sticky: Option<Sticky>,
+}
+
+/// `--sticky`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Sticky {
+    /// By the client's IP address.
+    Ip,
+}
+
+/// `--for` of `upgrade --canary` when not given.
+pub const DEFAULT_CANARY_FOR: Duration = Duration::from_secs(60);
+/// `--max-error-rate` when not given, in basis points (1%).
+pub const DEFAULT_MAX_ERROR_RATE_BP: u32 = 100;
+/// `--min-requests` when not given.
+pub const DEFAULT_MIN_REQUESTS: u64 = 100;
+
+/// `handover promote` and `handover abort`.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    #[command(flatten)]
+    pub target: Target,
 }
 
 /// `handover status`.
@@ -269,6 +356,14 @@ pub struct StopArgs {
     /// Give up waiting after this long (the stop itself goes on). [default: no limit]
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+}
+
+fn parse_share(s: &str) -> Result<u32, String> {
+    crate::proxy::parse_share(s)
+}
+
+fn parse_error_rate(s: &str) -> Result<u32, String> {
+    crate::proxy::parse_percent(s, "--max-error-rate")
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -311,6 +406,46 @@ mod tests {
                 "`run --help` lacks {needle:?}:\n{help}"
             );
         }
+    }
+
+    #[test]
+    fn upgrade_parses_a_canary_and_refuses_its_flags_alone() {
+        let cli = Cli::try_parse_from([
+            "handover",
+            "upgrade",
+            "--canary",
+            "10%",
+            "--for",
+            "30s",
+            "--max-error-rate",
+            "0.5%",
+            "--min-requests",
+            "20",
+            "--sticky",
+            "ip",
+        ])
+        .unwrap();
+        let Command::Upgrade(u) = cli.command else {
+            panic!("not upgrade")
+        };
+        assert_eq!(u.canary, Some(1000));
+        assert_eq!(u.for_, Some(Duration::from_secs(30)));
+        assert_eq!((u.max_error_rate, u.min_requests), (Some(50), Some(20)));
+        assert_eq!(u.sticky, Some(Sticky::Ip));
+        let err = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&["handover", "upgrade", "--for", "30s"]);
+        assert!(e.contains("--canary"), "{e}");
+        let e = err(&["handover", "upgrade", "--canary", "150%"]);
+        assert!(e.contains("above 100%"), "{e}");
+        let e = err(&["handover", "upgrade", "--canary", "ten"]);
+        assert!(e.contains("expected a percentage"), "{e}");
+        assert!(Cli::try_parse_from(["handover", "promote"]).is_ok());
+        assert!(Cli::try_parse_from(["handover", "abort", "--name", "web"]).is_ok());
     }
 
     #[test]

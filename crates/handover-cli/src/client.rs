@@ -5,16 +5,29 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use handover::control_socket::{self, ClientError, Request, Response};
+use handover::control_socket::{self, CanaryRequest, ClientError, Request, Response};
 
-use crate::cli::{StatusArgs, StopArgs, Target, UpgradeArgs};
+use crate::cli::{self, DecideArgs, StatusArgs, StopArgs, Target, UpgradeArgs};
 use crate::paths;
 use crate::status;
 
 /// `handover upgrade`: exit 0 once the new version serves, 1 with the reason otherwise.
+/// With `--canary`, the wait covers `--for`: exit 0 once promoted, 1 once rolled back.
 pub fn upgrade(args: UpgradeArgs) -> ExitCode {
+    let request = match args.canary {
+        None => Request::Upgrade,
+        Some(share_bp) => Request::Canary(CanaryRequest {
+            share_bp,
+            for_ms: args.for_.unwrap_or(cli::DEFAULT_CANARY_FOR).as_millis() as u64,
+            max_error_rate_bp: args
+                .max_error_rate
+                .unwrap_or(cli::DEFAULT_MAX_ERROR_RATE_BP),
+            min_requests: args.min_requests.unwrap_or(cli::DEFAULT_MIN_REQUESTS),
+            sticky_ip: args.sticky == Some(cli::Sticky::Ip),
+        }),
+    };
     let result = socket(&args.target).and_then(|path| {
-        control_socket::request_with_timeout(&path, Request::Upgrade, args.timeout)
+        control_socket::request_with_timeout(&path, request, args.timeout)
             .map_err(|e| explain(e, "upgrade failed"))
     });
     match result {
@@ -29,10 +42,46 @@ pub fn upgrade(args: UpgradeArgs) -> ExitCode {
                 let pids: Vec<String> = r.previous_pids.iter().map(u32::to_string).collect();
                 format!("; draining pid {}", pids.join(", "))
             };
+            let verb = if r.canary.is_some() {
+                "canary promoted"
+            } else {
+                "upgraded"
+            };
             println!(
-                "upgraded: {generation}pid {} serves new connections{previous} (took {})",
+                "{verb}: {generation}pid {} serves new connections{previous} (took {})",
                 r.pid,
                 status::human_ms(r.duration_ms)
+            );
+            if let Some(c) = &r.canary {
+                println!("decision: {} ({})", c.decision, c.reason);
+                println!("{}", status::canary_figures(&c.old, &c.new));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(other) => fail(&format!("unexpected reply: {other:?}")),
+        Err(e) => fail(&e),
+    }
+}
+
+/// `handover promote` (true) or `handover abort`: exit 0 once decided, 1 if no canary runs.
+pub fn decide(args: DecideArgs, promote: bool) -> ExitCode {
+    let (request, what) = if promote {
+        (Request::Promote, "promote failed")
+    } else {
+        (Request::Abort, "abort failed")
+    };
+    let result = socket(&args.target).and_then(|path| {
+        control_socket::request_with_timeout(&path, request, Some(Duration::from_secs(10)))
+            .map_err(|e| explain(e, what))
+    });
+    match result {
+        Ok(Response::Decided(d)) => {
+            println!(
+                "{}: generation {} (pid {}): {}",
+                d.decision.replace('_', " "),
+                d.generation,
+                d.pid,
+                d.reason
             );
             ExitCode::SUCCESS
         }

@@ -44,6 +44,33 @@ async fn answer(request: Request, events: &Events) -> Result<Response, String> {
             send(events, Event::Status { reply: tx })?;
             rx.await.map(Response::Status).map_err(|_| GONE.to_string())
         }
+        Request::Canary(plan) => {
+            let (tx, rx) = oneshot::channel();
+            let trigger = "control socket".to_string();
+            send(
+                events,
+                Event::Canary {
+                    trigger,
+                    plan,
+                    reply: Some(tx),
+                },
+            )?;
+            // A client that goes away does not cancel the canary: the supervisor owns it.
+            rx.await
+                .map_err(|_| GONE.to_string())?
+                .map(Response::Upgraded)
+        }
+        Request::Promote | Request::Abort => {
+            let (tx, rx) = oneshot::channel();
+            let event = match request {
+                Request::Promote => Event::Promote { reply: tx },
+                _ => Event::Abort { reply: tx },
+            };
+            send(events, event)?;
+            rx.await
+                .map_err(|_| GONE.to_string())?
+                .map(Response::Decided)
+        }
         Request::Stop => {
             let (tx, rx) = oneshot::channel();
             let trigger = "control socket".to_string();

@@ -2,7 +2,7 @@
 //! the control socket, the file watcher) sends these into one channel, and one loop owns all
 //! the state (`supervisor.rs`).
 
-use handover::control_socket::{Status, StopReport, UpgradeReport};
+use handover::control_socket::{CanaryRequest, DecisionReport, Status, StopReport, UpgradeReport};
 use handover::sys::ExitStatus;
 use tokio::sync::{mpsc, oneshot};
 
@@ -12,6 +12,9 @@ pub struct WorkerId(pub u64);
 
 /// Where the outcome of an upgrade goes.
 pub type UpgradeReply = oneshot::Sender<Result<UpgradeReport, String>>;
+
+/// Where the reply to `promote` / `abort` goes.
+pub type DecisionReply = oneshot::Sender<Result<DecisionReport, String>>;
 
 /// One thing that happened.
 #[derive(Debug)]
@@ -40,8 +43,25 @@ pub enum Event {
         from_signal: bool,
         reply: Option<oneshot::Sender<StopReport>>,
     },
+    /// The lame duck of a stop (`--lame-duck`) is over: the workers drain now.
+    LameDuckOver,
     /// Report the state.
     Status { reply: oneshot::Sender<Status> },
+    /// Start a canary (`handover upgrade --canary`): the reply comes with the decision.
+    Canary {
+        trigger: String,
+        plan: CanaryRequest,
+        reply: Option<UpgradeReply>,
+    },
+    /// The canary of worker `id` has run its `--for`: promote it, or roll it back by the rule.
+    CanaryDue { id: WorkerId },
+    /// `handover promote`: the canary takes all new traffic now.
+    Promote { reply: DecisionReply },
+    /// `handover abort`: the canary drains, the old generation takes everything again.
+    Abort { reply: DecisionReply },
+    /// Proxy mode: the canary's rule failed it on the request path (it is out of the split
+    /// already); roll it back.
+    CanaryTripped { id: WorkerId, reason: String },
 }
 
 /// The sending side, cloned into every source.

@@ -9,6 +9,7 @@
 //! | `cli` | the command line and its help |
 //! | `run` | start-up order and clean-up of `handover run` |
 //! | `supervisor` | the state machine: upgrade, rollback, restart, drain, stop |
+//! | `supervisor::canary` | the grey release's transitions: start, promote, roll back, by rule or by hand |
 //! | `events` | what the supervisor reacts to |
 //! | `worker` | one worker, and [`Launch`](worker::Launch), the seam that starts and signals workers |
 //! | `pending_upgrade` | one upgrade's bookkeeping: who waits for it, its record |
@@ -17,8 +18,11 @@
 //! | `reaper` | the one place that reaps children |
 //! | `signals`, `watch`, `control_handler` | the triggers: signals, a watched file, the control socket |
 //! | `listen_socket`, `paths` | the listening sockets; where files live |
+//! | `activation` | which `--listen` takes which socket-activated socket |
+//! | `metrics` | the Prometheus metrics the supervisor keeps (names in its docs) |
 //! | `proxy` | proxy mode (`--proxy`): forwarding to workers that bind their own port |
-//! | `client`, `status` | `handover upgrade/status/stop` |
+//! | `client`, `status` | `handover upgrade/promote/abort/status/stop` |
+//! | `admin` | `--admin`: the HTTP listener answering `/healthz` and `/metrics` for the supervisor |
 //!
 //! System calls go through `handover::sys`; this crate has no `unsafe`.
 //!
@@ -28,11 +32,14 @@
 
 #![forbid(unsafe_code)]
 
+mod activation;
+mod admin;
 mod cli;
 mod client;
 mod control_handler;
 mod events;
 mod listen_socket;
+mod metrics;
 mod notify;
 mod paths;
 mod pending_upgrade;
@@ -64,6 +71,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         cli::Command::Run(args) => run::main(*args),
         cli::Command::Upgrade(args) => client::upgrade(args),
+        cli::Command::Promote(args) => client::decide(args, true),
+        cli::Command::Abort(args) => client::decide(args, false),
         cli::Command::Status(args) => client::status(args),
         cli::Command::Stop(args) => client::stop(args),
     }

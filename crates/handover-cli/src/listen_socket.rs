@@ -1,11 +1,14 @@
 //! The listening sockets: `--listen [NAME=]ADDR`, bound once, open for the supervisor's
-//! whole life (connections queue in the backlog whenever no worker accepts).
+//! whole life (connections queue in the backlog whenever no worker accepts; for a `udp://`
+//! socket, datagrams queue in its receive buffer whenever no worker reads).
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use handover::{sys, ListenAddr};
+
+use crate::activation::{self, Offered};
 
 /// One `--listen` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +47,8 @@ pub struct ListenSocket {
     pub name: String,
     /// The address it is bound to (with the real port when 0 was asked for).
     pub local: ListenAddr,
+    /// Passed by socket activation (its owner keeps it open across our restarts).
+    pub inherited: bool,
     fd: OwnedFd,
     created_file: Option<PathBuf>,
 }
@@ -62,23 +67,46 @@ impl ListenSocket {
     }
 }
 
-/// Binds every socket, or fails naming the address that could not be bound.
-pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<ListenSocket>, String> {
+/// Opens every socket: takes the one socket activation passed for it (see
+/// [`crate::activation`]), or binds it; fails naming the address that could not be bound or
+/// the inherited socket that fits no `--listen`.
+pub fn bind_all(
+    specs: &[ListenSpec],
+    backlog: i32,
+    activated: Vec<sys::Activated>,
+) -> Result<Vec<ListenSocket>, String> {
+    let offered: Vec<Offered<'_>> = activated
+        .iter()
+        .map(|a| Offered {
+            fd: a.inherited_fd,
+            name: a.name.as_deref(),
+            local: &a.local,
+        })
+        .collect();
+    let plan = activation::assign(specs, &offered)?;
+    let mut activated: Vec<Option<sys::Activated>> = activated.into_iter().map(Some).collect();
     let mut out: Vec<ListenSocket> = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let bound = sys::bind(&spec.addr, backlog).map_err(|e| {
-            for l in &out {
-                l.remove_created_file();
+    for (spec, from) in specs.iter().zip(plan) {
+        let (fd, local, created_file, inherited) = match from.and_then(|j| activated[j].take()) {
+            Some(a) => (a.fd, a.local, None, true),
+            None => {
+                let bound = sys::bind(&spec.addr, backlog).map_err(|e| {
+                    for l in &out {
+                        l.remove_created_file();
+                    }
+                    format!("cannot listen on {}: {e}", spec.addr)
+                })?;
+                (bound.fd, bound.local, bound.created_file, false)
             }
-            format!("cannot listen on {}: {e}", spec.addr)
-        })?;
-        let name = spec.name.clone().unwrap_or_else(|| bound.local.fd_name());
+        };
+        let name = spec.name.clone().unwrap_or_else(|| local.fd_name());
         let duplicate = out.iter().any(|l| l.name == name);
         out.push(ListenSocket {
             name: name.clone(),
-            local: bound.local,
-            fd: bound.fd,
-            created_file: bound.created_file,
+            local,
+            fd,
+            created_file,
+            inherited,
         });
         if duplicate {
             for l in &out {
@@ -103,6 +131,9 @@ mod tests {
         let s: ListenSpec = "unix:/tmp/a=b.sock".parse().unwrap();
         assert_eq!(s.name, None);
         assert_eq!(s.addr, ListenAddr::Unix("/tmp/a=b.sock".into()));
+        let s: ListenSpec = "dns=udp://[::1]:53".parse().unwrap();
+        assert_eq!(s.name.as_deref(), Some("dns"));
+        assert_eq!(s.addr, ListenAddr::Udp("[::1]:53".parse().unwrap()));
         let e = "web=nowhere".parse::<ListenSpec>().unwrap_err();
         assert!(e.contains("invalid listen address \"nowhere\""), "{e}");
     }
@@ -125,11 +156,28 @@ mod tests {
 
     #[test]
     fn port_zero_is_named_after_the_real_port() {
-        let l = bind_all(&["127.0.0.1:0".parse().unwrap()], 16).unwrap();
+        let l = bind_all(&["127.0.0.1:0".parse().unwrap()], 16, Vec::new()).unwrap();
         let ListenAddr::Tcp(sa) = l[0].local else {
             panic!()
         };
         assert_ne!(sa.port(), 0);
         assert_eq!(l[0].name, format!("tcp_127.0.0.1_{}", sa.port()));
+    }
+
+    #[test]
+    fn a_udp_socket_is_bound_as_a_datagram_socket() {
+        let l = bind_all(&["udp://127.0.0.1:0".parse().unwrap()], 16, Vec::new()).unwrap();
+        let ListenAddr::Udp(sa) = l[0].local else {
+            panic!("{:?}", l[0].local)
+        };
+        assert_ne!(sa.port(), 0);
+        assert_eq!(l[0].name, format!("udp_127.0.0.1_{}", sa.port()));
+        // A datagram sent to it waits in its buffer for whichever worker reads.
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"x", sa).unwrap();
+        let sock = std::net::UdpSocket::from(l[0].fd.try_clone().unwrap());
+        sock.set_nonblocking(false).unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(sock.recv_from(&mut buf).unwrap().0, 1);
     }
 }

@@ -5,7 +5,9 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use handover::control_socket::{unix_ms, UpgradeRecord, UpgradeReport};
+use handover::control_socket::{
+    unix_ms, CanaryOutcome, CanaryRequest, UpgradeRecord, UpgradeReport,
+};
 
 use crate::events::{UpgradeReply, WorkerId};
 
@@ -14,6 +16,10 @@ use crate::events::{UpgradeReply, WorkerId};
 pub struct PendingUpgrade {
     /// The new worker, once started.
     pub worker: Option<WorkerId>,
+    /// A canary upgrade: what was asked for (the new worker gets a share first).
+    pub canary: Option<CanaryRequest>,
+    /// A canary's decision, once made: part of the reply and the record.
+    pub outcome: Option<Box<CanaryOutcome>>,
     trigger: String,
     started: Instant,
     started_at: SystemTime,
@@ -25,6 +31,8 @@ impl PendingUpgrade {
     pub fn new(trigger: String, reply: Option<UpgradeReply>) -> PendingUpgrade {
         PendingUpgrade {
             worker: None,
+            canary: None,
+            outcome: None,
             trigger,
             started: Instant::now(),
             started_at: SystemTime::now(),
@@ -44,6 +52,7 @@ impl PendingUpgrade {
             generation: Some(generation),
             previous_pids,
             duration_ms: self.started.elapsed().as_millis() as u64,
+            canary: self.outcome.clone(),
         };
         let record = self.record(true, Some((generation, pid)), None, report.duration_ms);
         for w in self.waiters {
@@ -78,6 +87,7 @@ impl PendingUpgrade {
             error,
             started_unix_ms: unix_ms(self.started_at),
             duration_ms,
+            canary: self.outcome.clone(),
         }
     }
 }

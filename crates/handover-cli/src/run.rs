@@ -19,11 +19,21 @@ use crate::readiness::{ReadyMode, HEALTH_PORT_VAR};
 use crate::restart::Backoff;
 use crate::supervisor::{Config, Outcome, Supervisor};
 use crate::worker::ProcessLauncher;
-use crate::{control_handler, reaper, signals, watch};
+use crate::{admin, control_handler, reaper, signals, watch};
 
-/// Runs the supervisor; errors are printed as `handover: ...` with exit status 1.
+/// Runs the supervisor; errors are printed as `handover: ...` with exit status 1, or 2 for a
+/// malformed socket-activation environment (as the library's servers).
 pub fn main(args: RunArgs) -> ExitCode {
-    match run(args) {
+    // First, while this process has one thread: it reads and clears LISTEN_* from the
+    // environment, so no worker ever sees what systemd passed to the supervisor.
+    let activated = match sys::take_activated_listeners() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("handover: socket activation: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match run(args, activated) {
         Ok(Outcome::Stopped) => ExitCode::SUCCESS,
         Ok(Outcome::Killed) => ExitCode::from(1),
         Err(e) => {
@@ -33,7 +43,14 @@ pub fn main(args: RunArgs) -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> Result<Outcome, String> {
+fn run(args: RunArgs, activated: Vec<sys::Activated>) -> Result<Outcome, String> {
+    if args.proxy.is_some() && !activated.is_empty() {
+        return Err(format!(
+            "socket activation passed {} socket(s), but --proxy binds its own address; \
+             use --listen with socket activation",
+            activated.len()
+        ));
+    }
     if args.proxy.is_none()
         && (args.port_env.is_some()
             || args.upstream_timeout.is_some()
@@ -84,7 +101,7 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
         signals::start(tx.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
         let control = ControlServer::bind(&control_path)
             .map_err(|e| format!("cannot create the control socket: {e}"))?;
-        let listeners = listen_socket::bind_all(&args.listen, args.backlog)?;
+        let listeners = listen_socket::bind_all(&args.listen, args.backlog, activated)?;
         let proxy_listener = match args.proxy {
             Some(spec) => {
                 let (spec, listener) = proxy::bind(spec, args.backlog)?;
@@ -102,7 +119,12 @@ fn run(args: RunArgs) -> Result<Outcome, String> {
         }
         let runtime_dir = RuntimeDir::create(&name)?;
         for l in &listeners {
-            tracing::info!("listening on {} (fd name {:?})", l.local, l.name);
+            let from = if l.inherited {
+                ", from socket activation"
+            } else {
+                ""
+            };
+            tracing::info!("listening on {} (fd name {:?}{from})", l.local, l.name);
         }
         if let Some((spec, _, _)) = &proxy_listener {
             tracing::info!(
@@ -173,11 +195,15 @@ async fn supervise(
         listeners: shown,
         ready_timeout: args.ready_timeout,
         drain_timeout: args.drain_timeout,
+        lame_duck: args.lame_duck,
         stop_signal: args.stop_signal,
         max_draining: args.max_draining as usize,
         backoff: Backoff::new(args.restart_backoff, args.restart_backoff_max),
     };
-    let mut supervisor = Supervisor::new(cfg, Box::new(launcher), tx.clone(), systemd);
+    // Counters for the supervisor's whole life (an upgrade never resets them).
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let mut supervisor = Supervisor::new(cfg, Box::new(launcher), tx.clone(), systemd)
+        .with_metrics(std::sync::Arc::clone(&metrics));
     // Kept until the supervisor is done; dropping it ends every proxied connection.
     let mut _proxy_runtime = None;
     if let Some((spec, listener, tls)) = proxy_listener {
@@ -187,11 +213,30 @@ async fn supervise(
             client_timeout: args.client_timeout.unwrap_or(DEFAULT_CLIENT_TIMEOUT),
             trusted: args.trusted_proxy.clone(),
             tls,
+            metrics: Some(std::sync::Arc::clone(&metrics)),
         };
         let (proxy, rt) = proxy::start(spec, listener, settings)?;
         supervisor = supervisor.with_proxy(proxy);
         _proxy_runtime = Some(rt);
     }
+    let admin = match args.admin {
+        Some(addr) => {
+            let listener = admin::bind(addr)?;
+            // The bound address: with port 0 this is where it really listens.
+            let addr = listener.local_addr().unwrap_or(addr);
+            tracing::info!(
+                "admin: http://{addr}{} answers health checks, {} the metrics",
+                admin::HEALTH_PATH,
+                admin::METRICS_PATH
+            );
+            Some(admin::serve(
+                listener,
+                supervisor.health(),
+                std::sync::Arc::clone(&metrics),
+            )?)
+        }
+        None => None,
+    };
     supervisor.start()?;
     let control = control_handler::serve(control, tx.clone());
     watch::start(&args.watch, args.watch_debounce, &tx);
@@ -200,6 +245,9 @@ async fn supervise(
     // Dropping the server removes the socket file.
     control.abort();
     let _ = control.await;
+    if let Some(a) = admin {
+        a.abort();
+    }
     tracing::info!("stopped");
     Ok(outcome)
 }

@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use handover::control_socket::{ResumeRecord, ServerKind, Status, UpgradeRecord};
+use handover::control_socket::{
+    GenerationCounters, ResumeRecord, ServerKind, Status, UpgradeRecord,
+};
 use serde::Serialize;
 
 /// The table.
@@ -38,15 +40,59 @@ pub fn table(s: &Status) -> String {
             human_ms(w.uptime_ms)
         );
     }
+    if let Some(c) = &s.canary {
+        let r = &c.request;
+        let _ =
+            writeln!(
+            out,
+            "canary: generation {} gets {}{} for {}, {} so far; rule: after {} requests, error \
+             rate at most the old generation's + {}",
+            c.new.generation,
+            crate::proxy::percent_bp(r.share_bp),
+            if r.sticky_ip { " of client addresses" } else { "" },
+            human_ms(r.for_ms),
+            human_ms(c.elapsed_ms),
+            r.min_requests,
+            crate::proxy::percent_bp(r.max_error_rate_bp)
+        );
+        let _ = writeln!(out, "{}", canary_figures(&c.old, &c.new));
+    }
     let _ = writeln!(
         out,
         "last upgrade: {}",
         last_upgrade(s.last_upgrade.as_ref())
     );
+    if let Some(c) = s.last_upgrade.as_ref().and_then(|u| u.canary.as_ref()) {
+        let _ = writeln!(
+            out,
+            "  canary {}: {}",
+            c.decision.replace('_', " "),
+            c.reason
+        );
+    }
     if let Some(r) = &s.resumed {
         let _ = writeln!(out, "resumed: {}", resumed(r));
     }
     out
+}
+
+/// Both generations' counters of a canary, one line each.
+pub fn canary_figures(old: &GenerationCounters, new: &GenerationCounters) -> String {
+    let line = |who: &str, c: &GenerationCounters| {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v}ms"));
+        let [c1, c2, c3, c4, c5] = c.status_classes;
+        format!(
+            "  {who} generation {}: {} requests, {} errors ({:.2}%), 1xx/2xx/3xx/4xx/5xx \
+             {c1}/{c2}/{c3}/{c4}/{c5}, p50 {}, p99 {}",
+            c.generation,
+            c.requests,
+            c.errors,
+            c.error_rate_percent,
+            ms(c.p50_ms),
+            ms(c.p99_ms)
+        )
+    };
+    format!("{}\n{}", line("canary", new), line("old   ", old))
 }
 
 /// A library-mode process that took the listeners back from a successor that crashed.
@@ -140,8 +186,10 @@ mod tests {
                 error: Some("it exited".into()),
                 started_unix_ms: 0,
                 duration_ms: 20,
+                canary: None,
             }),
             resumed: None,
+            canary: None,
         };
         let t = table(&s);
         assert!(
@@ -177,6 +225,7 @@ mod tests {
                 successor_ended: "was killed by signal SIGSEGV".into(),
                 at_unix_ms: 0,
             }),
+            canary: None,
         };
         let t = table(&s);
         assert!(

@@ -6,9 +6,12 @@
 //!   time, it is killed and the old one keeps serving; whoever asked is told why.
 //! * **Crash**: a serving worker that exits unexpectedly is replaced after a backoff. The
 //!   listening sockets stay open in the supervisor, so clients wait in the backlog.
-//! * **Stop**: every worker gets the stop signal; the loop ends once all are reaped.
+//! * **Stop**: with `--lame-duck`, first the lame duck: workers serve on while the admin
+//!   `/healthz` fails; then every worker gets the stop signal; the loop ends once all are
+//!   reaped.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use handover::control_socket::{
@@ -19,7 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::admin::{Health, HealthCell};
 use crate::events::{Event, Events, UpgradeReply, WorkerId};
+use crate::metrics::Metrics;
 use crate::pending_upgrade::PendingUpgrade;
 use crate::proxy::Proxy;
 use crate::restart::{Backoff, STABLE_AFTER};
@@ -33,6 +38,9 @@ pub struct Config {
     pub listeners: Vec<String>,
     pub ready_timeout: Duration,
     pub drain_timeout: Duration,
+    /// How long a stop keeps the workers serving, with `/healthz` failing, before they get
+    /// the stop signal (zero: at once).
+    pub lame_duck: Duration,
     pub stop_signal: Signal,
     pub max_draining: usize,
     pub backoff: Backoff,
@@ -56,10 +64,14 @@ pub struct Supervisor {
     systemd: Option<SystemdNotifier>,
     /// Proxy mode: where new requests and connections go.
     proxy: Option<Proxy>,
+    /// Counters and gauges for `/metrics`, for the supervisor's whole life.
+    metrics: Arc<Metrics>,
     workers: BTreeMap<WorkerId, Worker>,
     /// The worker new connections go to.
     current: Option<WorkerId>,
     upgrade: Option<PendingUpgrade>,
+    /// A canary serving its share (`handover upgrade --canary`).
+    canary: Option<canary::CanaryRun>,
     next_id: u64,
     next_generation: u64,
     backoff: Backoff,
@@ -69,6 +81,10 @@ pub struct Supervisor {
     restarts: u64,
     last_upgrade: Option<UpgradeRecord>,
     stopping: bool,
+    /// In the lame duck of a stop: the workers still serve.
+    lame_duck: bool,
+    /// What the admin listener's `/healthz` says, written after every event.
+    health: Arc<HealthCell>,
     killed: bool,
     ever_ready: bool,
     started: Instant,
@@ -90,9 +106,11 @@ impl Supervisor {
             events,
             systemd,
             proxy: None,
+            metrics: Arc::new(Metrics::new()),
             workers: BTreeMap::new(),
             current: None,
             upgrade: None,
+            canary: None,
             next_id: 1,
             next_generation: 1,
             backoff,
@@ -101,6 +119,8 @@ impl Supervisor {
             restarts: 0,
             last_upgrade: None,
             stopping: false,
+            lame_duck: false,
+            health: Arc::default(),
             killed: false,
             ever_ready: false,
             started: Instant::now(),
@@ -113,6 +133,17 @@ impl Supervisor {
         self
     }
 
+    /// Counts into `metrics` (shared with the proxy and the admin listener).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// What `/healthz` of the admin listener (`--admin`) reads.
+    pub fn health(&self) -> Arc<HealthCell> {
+        Arc::clone(&self.health)
+    }
+
     /// Starts the first worker; an error (the program cannot be executed) is fatal.
     pub fn start(&mut self) -> Result<(), String> {
         self.launch(Role::Start).map(drop)
@@ -122,6 +153,11 @@ impl Supervisor {
     pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Outcome {
         while let Some(event) = events.recv().await {
             self.handle(event);
+            self.metrics.set_generations(
+                self.count(WorkerState::Starting),
+                self.count(WorkerState::Ready),
+                self.count(WorkerState::Draining) + self.count(WorkerState::Killed),
+            );
             if self.stopping && self.workers.is_empty() {
                 break;
             }
@@ -133,8 +169,20 @@ impl Supervisor {
         }
     }
 
-    /// Handles one event: every transition of the state machine starts here.
+    /// Handles one event, then publishes the health it leaves.
     fn handle(&mut self, event: Event) {
+        self.handle_event(event);
+        self.health.set(if self.stopping {
+            Health::Stopping
+        } else if self.current.is_some() {
+            Health::Ready
+        } else {
+            Health::NoWorker
+        });
+    }
+
+    /// Every transition of the state machine starts here.
+    fn handle_event(&mut self, event: Event) {
         match event {
             Event::Exited { pid, status } => self.on_exit(pid, status),
             Event::Ready { id, how } => self.on_ready(id, &how),
@@ -148,9 +196,19 @@ impl Supervisor {
                 from_signal,
                 reply,
             } => self.on_stop(&trigger, from_signal, reply),
+            Event::LameDuckOver => self.on_lame_duck_over(),
             Event::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Event::Canary {
+                trigger,
+                plan,
+                reply,
+            } => self.on_canary(trigger, plan, reply),
+            Event::CanaryDue { id } => self.on_canary_due(id),
+            Event::CanaryTripped { id, reason } => self.on_canary_tripped(id, &reason),
+            Event::Promote { reply } => self.on_decide_by_hand(true, reply),
+            Event::Abort { reply } => self.on_decide_by_hand(false, reply),
         }
     }
 
@@ -199,8 +257,12 @@ impl Supervisor {
         w.ready_at = Some(Instant::now());
         let what = w.describe();
         tracing::info!("{what} is ready ({how})");
-        if self.upgrade.as_ref().and_then(|u| u.worker) == Some(id) {
-            self.upgrade_succeeded(id);
+        if let Some(up) = self.upgrade.as_ref().filter(|u| u.worker == Some(id)) {
+            if up.canary.is_some() {
+                self.start_canary(id);
+            } else {
+                self.upgrade_succeeded(id);
+            }
             return;
         }
         match self.current {
@@ -255,9 +317,28 @@ impl Supervisor {
             }
             return;
         }
+        if let Some(busy) = self.busy_with_canary() {
+            tracing::warn!("upgrade requested by {trigger} refused: {busy}");
+            if let Some(r) = reply {
+                let _ = r.send(Err(format!("upgrade refused: {busy}")));
+            }
+            return;
+        }
         if let Some(up) = &mut self.upgrade {
+            if up.canary.is_some() {
+                let why = "a canary upgrade is starting; end it with `handover promote` or \
+                           `handover abort` once it runs";
+                tracing::warn!("upgrade requested by {trigger} refused: {why}");
+                if let Some(r) = reply {
+                    let _ = r.send(Err(format!("upgrade refused: {why}")));
+                }
+                return;
+            }
             tracing::info!("upgrade requested by {trigger} joins the one in progress");
             up.join(reply);
+            // Under Type=notify-reload, systemd sent this SIGHUP and waits for a RELOADING=1
+            // stamped after it; the READY=1 at the outcome then ends its reload too.
+            self.notify(&reloading());
             return;
         }
         let mut pending = PendingUpgrade::new(trigger.clone(), reply);
@@ -269,6 +350,7 @@ impl Supervisor {
                 self.cfg.max_draining
             );
             tracing::warn!("{message}");
+            self.notify_refused(&message);
             self.last_upgrade = Some(pending.fail(&message, None));
             return;
         }
@@ -277,15 +359,14 @@ impl Supervisor {
         if let Some(Err(e)) = self.proxy.as_ref().map(Proxy::reload_tls) {
             let message = format!("{e}; the certificate in use stays");
             tracing::error!("upgrade refused: {message}");
+            self.notify_refused(&format!("upgrade refused: {message}"));
             self.last_upgrade = Some(pending.fail(&message, None));
             return;
         }
         tracing::info!("upgrade requested by {trigger}: starting a new worker");
-        self.notify(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}",
-            handover::sys::monotonic_usec()
-        ));
+        self.notify(&reloading());
         self.restart_pending = None; // a scheduled restart is superseded by the upgrade
+        self.metrics.upgrade_started();
         match self.launch(Role::Upgrade) {
             Ok(id) => {
                 pending.worker = Some(id);
@@ -323,6 +404,7 @@ impl Supervisor {
         self.ever_ready = true;
         tracing::info!("upgrade complete: {what} serves new connections");
         self.notify(&format!("READY=1\nSTATUS={what} serving"));
+        self.metrics.upgrade_succeeded();
         self.last_upgrade = Some(pending.succeed(generation, pid, previous_pids));
     }
 
@@ -338,6 +420,7 @@ impl Supervisor {
         };
         let message = format!("{reason}; {kept}");
         tracing::error!("upgrade failed: {message}");
+        self.metrics.upgrade_rolled_back();
         self.notify(&format!("READY=1\nSTATUS=upgrade failed: {reason}"));
         self.last_upgrade = Some(pending.fail(&message, new));
         self.schedule_restart();
@@ -350,6 +433,7 @@ impl Supervisor {
             return;
         };
         w.state = WorkerState::Draining;
+        w.draining_since = Some(Instant::now());
         if self.current == Some(id) {
             self.current = None;
         }
@@ -412,9 +496,15 @@ impl Supervisor {
 
     /// Proxy mode: new requests and connections go to worker `id` from now on.
     fn route(&self, id: WorkerId) {
-        if let (Some(proxy), Some(port)) = (&self.proxy, self.workers.get(&id).and_then(|w| w.port))
-        {
-            proxy.route(id, (std::net::Ipv4Addr::LOCALHOST, port).into());
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        if let (Some(proxy), Some(port)) = (&self.proxy, w.port) {
+            proxy.route(
+                id,
+                w.generation,
+                (std::net::Ipv4Addr::LOCALHOST, port).into(),
+            );
         }
     }
 
@@ -443,9 +533,17 @@ impl Supervisor {
             proxy.gone(id);
         }
         let what = w.describe();
+        if !self.stopping {
+            self.canary_worker_exited(id, &what, &status.to_string());
+        }
         let is_upgrade = self.upgrade.as_ref().and_then(|u| u.worker) == Some(id);
         match w.state {
-            WorkerState::Draining => tracing::info!("{what} {status} after draining"),
+            WorkerState::Draining => {
+                tracing::info!("{what} {status} after draining");
+                if let Some(t) = w.draining_since {
+                    self.metrics.drained(t.elapsed());
+                }
+            }
             WorkerState::Starting if is_upgrade => self.upgrade_failed(
                 &format!("the new worker ({what}) {status} before it was ready"),
                 Some((w.generation, w.pid)),
@@ -506,7 +604,10 @@ impl Supervisor {
             return;
         }
         match self.launch(Role::Restart) {
-            Ok(_) => self.restarts += 1,
+            Ok(_) => {
+                self.restarts += 1;
+                self.metrics.restarted();
+            }
             Err(e) => {
                 tracing::error!("cannot restart the worker: {e}");
                 self.schedule_restart();
@@ -540,14 +641,48 @@ impl Supervisor {
             return;
         }
         self.stopping = true;
-        tracing::info!(
-            "graceful stop requested by {trigger}: workers drain, then the supervisor exits \
-             (a second SIGTERM/SIGINT kills them at once)"
-        );
-        self.notify("STOPPING=1");
         if self.upgrade.is_some() {
             self.upgrade_failed("the upgrade was cancelled", None);
         }
+        self.cancel_canary();
+        if !self.cfg.lame_duck.is_zero() {
+            self.lame_duck = true;
+            tracing::info!(
+                "graceful stop requested by {trigger}: lame duck for {:?} (workers serve on \
+                 while /healthz fails), then workers drain and the supervisor exits (a second \
+                 SIGTERM/SIGINT kills them at once)",
+                self.cfg.lame_duck
+            );
+            self.notify("STOPPING=1\nSTATUS=lame duck");
+            self.after(self.cfg.lame_duck, Event::LameDuckOver);
+        } else {
+            tracing::info!(
+                "graceful stop requested by {trigger}: workers drain, then the supervisor exits \
+                 (a second SIGTERM/SIGINT kills them at once)"
+            );
+            self.notify("STOPPING=1");
+            self.drain_all();
+        }
+        if let Some(r) = reply {
+            let _ = r.send(report);
+        }
+    }
+
+    /// The lame duck of a stop is over: the workers drain now.
+    fn on_lame_duck_over(&mut self) {
+        if !self.lame_duck {
+            return;
+        }
+        self.lame_duck = false;
+        if self.killed {
+            return;
+        }
+        tracing::info!("lame duck over; workers drain");
+        self.drain_all();
+    }
+
+    /// Every worker that serves or is starting gets the stop.
+    fn drain_all(&mut self) {
         let live: Vec<WorkerId> = self
             .workers
             .iter()
@@ -557,16 +692,17 @@ impl Supervisor {
         for id in live {
             self.begin_drain(id, "stopping");
         }
-        if let Some(r) = reply {
-            let _ = r.send(report);
-        }
     }
 
     // -- reporting ------------------------------------------------------------------------
 
     fn status(&self) -> Status {
-        let state = if self.stopping {
+        let state = if self.lame_duck {
+            ServerState::LameDuck
+        } else if self.stopping {
             ServerState::Stopping
+        } else if self.canary.is_some() {
+            ServerState::Canary
         } else if self.upgrade.is_some() {
             ServerState::Upgrading
         } else if self.current.is_some() {
@@ -595,11 +731,19 @@ impl Supervisor {
             last_upgrade: self.last_upgrade.clone(),
             // A crashed worker is restarted, never handed back to an older one.
             resumed: None,
+            canary: self.canary_status(),
         }
     }
 
     fn count(&self, state: WorkerState) -> usize {
         self.workers.values().filter(|w| w.state == state).count()
+    }
+
+    /// A refused upgrade still ends the reload systemd may be waiting for (Type=notify-reload
+    /// sent SIGHUP and waits for RELOADING=1 then READY=1): both in one message, which
+    /// systemd reads as "reloaded at once", and which is no reload at all under Type=notify.
+    fn notify_refused(&self, message: &str) {
+        self.notify(&format!("{}\nREADY=1\nSTATUS={message}", reloading()));
     }
 
     fn notify(&self, message: &str) {
@@ -609,5 +753,15 @@ impl Supervisor {
     }
 }
 
+mod canary;
 #[cfg(test)]
 mod tests;
+
+/// `RELOADING=1` with the time it is sent: systemd 253+ (Type=notify-reload) only counts a
+/// RELOADING=1 stamped after the reload signal it sent.
+fn reloading() -> String {
+    format!(
+        "RELOADING=1\nMONOTONIC_USEC={}",
+        handover::sys::monotonic_usec()
+    )
+}

@@ -38,6 +38,8 @@ pub struct Worker {
     pub state: WorkerState,
     pub started: Instant,
     pub ready_at: Option<Instant>,
+    /// When it was retired (the drain duration metric).
+    pub draining_since: Option<Instant>,
     /// Proxy mode: the loopback port it was given to serve on.
     pub port: Option<u16>,
     /// Killed for not becoming ready (outside an upgrade): start another once it is reaped.
@@ -58,6 +60,7 @@ impl Worker {
             state: WorkerState::Starting,
             started: Instant::now(),
             ready_at: None,
+            draining_since: None,
             port,
             restart_when_reaped: false,
             last_probe_error: Arc::new(Mutex::new(None)),

@@ -135,7 +135,7 @@ fn status_json_has_the_documented_fields() {
         String::from_utf8_lossy(&out.stderr)
     );
     let s = ctx.wait_status("a ready worker", |s| s["state"] == "running");
-    assert_eq!(s["schema_version"], 2);
+    assert_eq!(s["schema_version"], 3);
     assert_eq!(s["kind"], "supervisor");
     assert_eq!(s["name"], "web");
     assert_eq!(s["pid"], sup.pid);
@@ -149,6 +149,8 @@ fn status_json_has_the_documented_fields() {
     assert!(s["last_upgrade"].is_null());
     // Only a library-mode process takes over again from a crashed successor.
     assert!(s["resumed"].is_null(), "{s:#}");
+    // No canary runs, none ran.
+    assert!(s["canary"].is_null(), "{s:#}");
     let workers = s["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 1, "{s:#}");
     let w = &workers[0];

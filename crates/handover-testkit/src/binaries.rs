@@ -1,15 +1,17 @@
 //! The programs the tests start, built or found once: the `hello` example in two versions, the
-//! frameworks' examples, and the binaries of the package under test.
+//! library's other examples, the frameworks' examples, and the binaries of the package under
+//! test.
 //!
 //! `hello` is built once per test run for every crate: each test process runs `cargo build`
 //! for it into `<target>/e2e/{v1,v2}` (a no-op once built), always with the same features, so
 //! the library's tests and the frameworks' tests find the same build.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
@@ -111,12 +113,38 @@ pub fn binaries() -> &'static Binaries {
     })
 }
 
+/// Builds (debug profile) another example of the `handover` crate, once per test process, next
+/// to `hello` v1 (same target directory and features, so only the example itself is compiled),
+/// and returns an immutable snapshot of it. Upgrades re-execute the same file: generations tell
+/// themselves apart by their PIDs.
+pub fn example_binary(example: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(example) {
+        return p.clone();
+    }
+    let e2e = target_root().join("e2e");
+    fs::create_dir_all(e2e.join("snap")).expect("create target/e2e/snap");
+    let lock = fs::File::create(e2e.join(".lock")).expect("create target/e2e/.lock");
+    lock_exclusive(&lock);
+    let bin = build_library_example(example, "v1", None);
+    let snap = snapshot(&bin, "v1");
+    drop(lock);
+    built.insert(example.to_string(), snap.clone());
+    snap
+}
+
 fn build_hello(name: &str, greeting: Option<&str>) -> PathBuf {
+    build_library_example("hello", name, greeting)
+}
+
+/// Builds `--example example` of the `handover` crate into `<target>/e2e/<name>`.
+fn build_library_example(example: &str, name: &str, greeting: Option<&str>) -> PathBuf {
     let target = target_root().join("e2e").join(name);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "--example", "hello", "-p", "handover"])
+        .args(["build", "--example", example, "-p", "handover"])
         // Always with TLS (the TLS tests start hello with --tls-cert): one build serves the
         // library's tests with and without their `tls` feature, and the frameworks' tests.
         .args(["--features", "tls"])
@@ -129,14 +157,14 @@ fn build_hello(name: &str, greeting: Option<&str>) -> PathBuf {
     };
     let out = cmd
         .output()
-        .expect("cannot run cargo to build the hello example");
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the {example} example: {e}"));
     assert!(
         out.status.success(),
-        "building hello {name} failed ({}):\n{}",
+        "building {example} {name} failed ({}):\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let bin = target.join("debug").join("examples").join("hello");
+    let bin = target.join("debug").join("examples").join(example);
     assert!(
         bin.is_file(),
         "{} missing after a successful build",
@@ -149,8 +177,9 @@ fn build_hello(name: &str, greeting: Option<&str>) -> PathBuf {
 fn snapshot(bin: &Path, name: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(bin).expect("stat built binary");
+    let example = bin.file_name().expect("a file").to_string_lossy();
     let snap = target_root().join("e2e").join("snap").join(format!(
-        "hello-{name}-{}-{}-{}.{}",
+        "{example}-{name}-{}-{}-{}.{}",
         m.ino(),
         m.size(),
         m.mtime(),
@@ -158,14 +187,14 @@ fn snapshot(bin: &Path, name: &str) -> PathBuf {
     ));
     if !snap.is_file() {
         let tmp = snap.with_extension("tmp");
-        fs::copy(bin, &tmp).expect("snapshot hello");
-        fs::rename(&tmp, &snap).expect("snapshot hello");
+        fs::copy(bin, &tmp).expect("snapshot the example");
+        fs::rename(&tmp, &snap).expect("snapshot the example");
     }
     snap
 }
 
 /// Removes snapshots nobody can still be using: older than any test may run (nextest kills a
-/// test after 6 minutes, see .config/nextest.toml).
+/// test after 12 minutes, see .config/nextest.toml).
 fn prune_snapshots(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
@@ -174,7 +203,7 @@ fn prune_snapshots(dir: &Path) {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(10 * 60));
+            .is_some_and(|age| age > Duration::from_secs(15 * 60));
         if old {
             let _ = fs::remove_file(e.path());
         }

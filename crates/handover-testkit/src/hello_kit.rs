@@ -1,7 +1,7 @@
 //! Everything the library's old kit (`crates/handover/tests/support/mod.rs`) exported, for a
 //! test that said `use support::*;` (see the crate doc for where each item lives now).
 
-pub use crate::binaries::{binaries, Binaries, Version, V1_GREETING, V2_GREETING};
+pub use crate::binaries::{binaries, example_binary, Binaries, Version, V1_GREETING, V2_GREETING};
 pub use crate::hello::{parse_serving, Ctx, Server, Spawned};
 pub use crate::http::{
     get, get_timeout, hello_at, read_response, request_bytes, Addr, PendingRequest, ReadError,
@@ -20,4 +20,5 @@ pub use crate::reap::{
 };
 pub use crate::sys::{free_port, pass_as_fd3, pass_fds, raw_fd, signal, try_signal};
 pub use crate::tools::{in_ci, which};
+pub use crate::udp;
 pub use crate::wait::{poll_until, LONG, SHORT};

@@ -17,20 +17,22 @@
 //! | [`reap`] | the test process as a subreaper: exit statuses, leftover processes, zombies |
 //! | [`logs`] | captured stdout/stderr and waiting for a line |
 //! | [`scope`] | what every test owns: serialisation, temp dir, logs, cleanup |
-//! | [`binaries`] | the programs under test: `hello` v1/v2 (built once per run), the frameworks' examples, the package's binaries |
+//! | [`binaries`] | the programs under test: `hello` v1/v2 (built once per run), the library's other examples, the frameworks' examples, the package's binaries |
 //! | [`tools`] | what the machine has: `PATH` lookups, Python, CI |
 //! | [`http`] | the HTTP/1.1 client (TCP or unix socket) and response reader |
 //! | [`http10`] | the supervisor tests' HTTP/1.0 client and its load, counted per worker version |
 //! | [`load`] | continuous load: the client-thread engine, its counts, the HTTP/1.1 load |
 //! | [`notify`] | a stand-in for systemd's `NOTIFY_SOCKET` |
+//! | [`udp`] | the UDP request/response load: datagrams unanswered, answered twice, stale |
 //! | [`tls`] | a test CA (rcgen), the verifying rustls clients, HTTPS and HTTP/2 loads, `hello` over TLS |
 //! | [`hello`] | the library's harness: `hello` started, upgraded and stopped, its `serving` lines |
 //! | [`supervisor`] | the supervisor's harness: `handover run`, its client commands, the Python workers |
 //! | [`hello_kit`] | re-exports: what the library's old `support` module exported |
 //! | [`cli_kit`] | re-exports: what the CLI's old `support` module exported |
 //!
-//! The Python workers are `fixtures/worker.py` (socket from fd 3) and `fixtures/port_worker.py`
-//! (proxy mode, binds the port it is given).
+//! The Python workers are `fixtures/worker.py` (socket from fd 3), `fixtures/port_worker.py`
+//! (proxy mode, binds the port it is given) and `fixtures/udp_worker.py` (a UDP socket from
+//! fd 3).
 //!
 //! # Porting a test written against an old kit
 //!
@@ -41,6 +43,8 @@
 //! | `crates/handover/tests/support/mod.rs`: `use support::*;` | `use handover_testkit::hello_kit::*;` |
 //! | `crates/handover/tests/support/tls.rs`: `use support::tls::*;` | `use handover_testkit::tls::*;` |
 //! | `crates/handover-cli/tests/support/mod.rs`: `use support::*;` | `use handover_testkit::cli_kit::*;` |
+//! | `crates/handover/tests/support/udp.rs`: `use support::udp::UdpLoad;`, or the CLI's `#[path]` include of it | `use handover_testkit::udp::UdpLoad;` |
+//! | `crate::support::{get_timeout, ...}` (library test submodules) | `handover_testkit::hello_kit::{get_timeout, ...}` |
 //! | `crate::support::{Ctx, LONG, ...}` (CLI test submodules) | `handover_testkit::cli_kit::{Ctx, LONG, ...}` |
 //! | `crates/handover-frameworks/tests/common/mod.rs`: `common::example(name)` | `handover_testkit::binaries::example(name)` |
 //! | frameworks: `#[path = "../../handover/tests/support/mod.rs"] mod support;` | `use handover_testkit::hello_kit::*;` |
@@ -73,7 +77,8 @@
 //! | `Log` | both kits (two versions) | [`logs`] |
 //! | the test context's temp dir, serialisation, cleanup, log printing | both kits' `Ctx` | [`scope::Scope`] (both `Ctx` deref to it) |
 //! | the load's threads, counters and merge | library kit's `Load` and `tls::TlsLoad` (a near copy) | [`load::Load`] (`TlsLoad` derefs to it) |
-//! | `binaries`, `Binaries`, `Version`, `V1_GREETING`, `V2_GREETING` | library kit | [`binaries`] |
+//! | `binaries`, `example_binary`, `Binaries`, `Version`, `V1_GREETING`, `V2_GREETING` | library kit | [`binaries`] |
+//! | `UdpLoad`, `UdpStats` | library kit's `udp.rs` | [`udp`] |
 //! | `example` | frameworks' `common` | [`binaries`] |
 //! | `which`, `in_ci` | library kit | [`tools`] |
 //! | `python` | CLI kit | [`tools`] |
@@ -106,4 +111,5 @@ pub mod supervisor;
 pub mod sys;
 pub mod tls;
 pub mod tools;
+pub mod udp;
 pub mod wait;

@@ -26,6 +26,8 @@ use crate::wait::{poll_until, LONG};
 const WORKER_PY: &str = include_str!("../fixtures/worker.py");
 /// The proxy-mode test worker (stdlib Python; binds the port it is given).
 const PORT_WORKER_PY: &str = include_str!("../fixtures/port_worker.py");
+/// The UDP test worker (stdlib Python, takes its datagram socket from fd 3).
+const UDP_WORKER_PY: &str = include_str!("../fixtures/udp_worker.py");
 
 /// The `handover` binary under test (built by cargo with `handover-cli`'s tests).
 pub fn handover_exe() -> &'static Path {
@@ -79,6 +81,12 @@ impl Ctx {
             .replace("@VERSION@", version)
             .replace("@BEHAVIOUR@", behaviour);
         self.write_script(name, &text, mode)
+    }
+
+    /// Writes the UDP worker (`fixtures/udp_worker.py`: answers each datagram with its bytes and
+    /// ` pid=<pid>`) as `<dir>/udp_worker.py`, executable.
+    pub fn write_udp_worker(&self) -> PathBuf {
+        self.write_script("udp_worker.py", UDP_WORKER_PY, 0o755)
     }
 
     /// Writes `text` (a `#!/usr/bin/env python3` script, run by [`python`] instead) as

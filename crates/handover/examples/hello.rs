@@ -1,6 +1,8 @@
 //! The seed's demo server. `GET /` answers `<greeting> pid=<pid>`; the greeting is fixed at
 //! compile time from `HELLO_GREETING` (default `Welcome Server`), so building twice gives a v1
-//! and a v2. `GET /sleep/<ms>` answers the same after that many milliseconds.
+//! and a v2. `GET /sleep/<ms>` answers the same after that many milliseconds. `GET /healthz`
+//! answers 200 while serving and through upgrades, 503 from a stop on (with `--lame-duck DUR`
+//! it keeps serving that long after `SIGTERM` before it drains).
 //!
 //! ```text
 //! cargo build --release --example hello
@@ -44,11 +46,17 @@ struct Args {
     /// How long in-flight requests get to finish at a stop or handover (e.g. 30s).
     #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "30s")]
     drain_timeout: Duration,
+    /// How long a stop keeps serving, with `/healthz` failing, before the drain (e.g. 2s; 0:
+    /// drain at once).
+    #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "0s")]
+    lame_duck: Duration,
     /// Answer `handover upgrade|status|stop` on this Unix socket (mode 0600).
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
-    /// How connections are drained: `handover` (lossless, the default) or `axum` (axum's own
-    /// `with_graceful_shutdown` on the same handover listeners; a baseline for benchmarks).
+    /// How connections are drained: `handover` (lossless, the default), `axum` (axum's own
+    /// `with_graceful_shutdown` on the same handover listeners; a baseline for benchmarks) or,
+    /// over TLS, `hyper-util` (tokio-rustls and hyper-util's `GracefulShutdown` by hand, the
+    /// TLS baseline).
     #[arg(long, value_enum, default_value_t = Drain::Handover)]
     drain: Drain,
     #[cfg(feature = "tls")]
@@ -60,6 +68,7 @@ struct Args {
 enum Drain {
     Handover,
     Axum,
+    HyperUtil,
 }
 
 fn main() -> ExitCode {
@@ -67,7 +76,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let mut builder = Handover::builder()
         .upgrade_timeout(args.upgrade_timeout)
-        .drain_timeout(args.drain_timeout);
+        .drain_timeout(args.drain_timeout)
+        .lame_duck(args.lame_duck);
     if let Some(p) = &args.pid_file {
         builder = builder.pid_file(p);
     }
@@ -84,6 +94,13 @@ fn main() -> ExitCode {
     };
     #[cfg(not(feature = "tls"))]
     let tls = ();
+    #[cfg(not(feature = "tls"))]
+    if args.drain == Drain::HyperUtil {
+        tracing::error!(
+            "cannot start: --drain hyper-util serves TLS only; build with --features tls"
+        );
+        return ExitCode::from(2);
+    }
     // Before the runtime exists: this reads and clears the inheritance variables.
     let handover = match builder.build() {
         Ok(h) => h,
@@ -125,7 +142,11 @@ async fn serve(
         .collect::<Result<Vec<_>, _>>()?;
     let app = Router::new()
         .route("/", get(hello))
-        .route("/sleep/{ms}", get(sleep_then_hello));
+        .route("/sleep/{ms}", get(sleep_then_hello))
+        .route_service(
+            handover::http::DEFAULT_HEALTH_PATH,
+            handover::http::HealthCheck::new(handover.health()),
+        );
     // Serving starts before `ready()`: accepting waits for the handshake, and then begins at
     // once, without another trip through this function.
     let addrs: Vec<ListenAddr> = listeners.iter().map(|l| l.local_addr().clone()).collect();
@@ -138,6 +159,14 @@ async fn serve(
                     continue;
                 }
                 tokio::spawn(handover::http::serve(l, app.clone()));
+            }
+            Drain::HyperUtil => {
+                // `tls::config` let this drain through only with a certificate.
+                #[cfg(feature = "tls")]
+                if let Some(config) = &tls {
+                    let drain = handover.drain_signal();
+                    tokio::spawn(tls::serve_hyper_util(l, config.clone(), app.clone(), drain));
+                }
             }
             Drain::Axum => {
                 let drain = handover.drain_signal();
@@ -216,7 +245,8 @@ impl axum::serve::Listener for AxumListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         match self.0.local_addr() {
             ListenAddr::Tcp(sa) => Ok(handover::Peer::Tcp(*sa)),
-            ListenAddr::Unix(_) => Ok(handover::Peer::Unix),
+            // `Handover::listen` refuses udp:// addresses, so a listener never has one.
+            ListenAddr::Unix(_) | ListenAddr::Udp(_) => Ok(handover::Peer::Unix),
         }
     }
 }
@@ -255,6 +285,11 @@ mod tls {
     ) -> Result<(handover::Builder, super::Tls), String> {
         let builder = builder.tls_handshake_timeout(args.tls_handshake_timeout);
         let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+            if drain == super::Drain::HyperUtil {
+                return Err(
+                    "--drain hyper-util serves TLS only; give --tls-cert and --tls-key".into(),
+                );
+            }
             return Ok((builder, None));
         };
         if drain == super::Drain::Axum {
@@ -263,5 +298,56 @@ mod tls {
         let config = handover::tls::server_config(cert, key, &[b"h2", b"http/1.1"])
             .map_err(|e| e.to_string())?;
         Ok((builder, Some(config)))
+    }
+
+    /// The TLS baseline for benchmarks, `--drain hyper-util`: the graceful HTTPS server one
+    /// writes by hand from the tokio-rustls and hyper-util examples, on handover's listener so
+    /// that it goes through the same upgrade. Accept, handshake and serve each connection in
+    /// its own task, every connection watched by hyper-util's `GracefulShutdown`; when the
+    /// drain begins, stop accepting and shut the watched connections down gracefully. Nothing
+    /// more: no `Connection: close` while draining, no idle grace, no deadline on the
+    /// handshake, which is what it is compared for.
+    pub async fn serve_hyper_util(
+        listener: handover::Listener,
+        config: std::sync::Arc<handover::tls::rustls::ServerConfig>,
+        app: axum::Router,
+        drain: handover::DrainSignal,
+    ) {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto;
+        use hyper_util::server::graceful::GracefulShutdown;
+        use hyper_util::service::TowerToHyperService;
+
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let builder = std::sync::Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let graceful = GracefulShutdown::new();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = drain.draining() => break,
+            };
+            let conn = match accepted {
+                Some(Ok((conn, _peer))) => conn,
+                Some(Err(e)) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                // A graceful stop began; the drain signal fires with it.
+                None => break,
+            };
+            // Taken before the handshake, so a shutdown during it still reaches this one.
+            let watcher = graceful.watcher();
+            let (acceptor, builder, app) = (acceptor.clone(), builder.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(conn).await else {
+                    return;
+                };
+                let service = TowerToHyperService::new(app);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                let _ = watcher.watch(conn).await;
+            });
+        }
+        graceful.shutdown().await;
     }
 }

@@ -7,22 +7,23 @@ use std::str::FromStr;
 
 /// The accepted forms, repeated in every parse error so that a user who typed
 /// something wrong on a command line sees what would have worked.
-const EXPECTED: &str = "expected IP:PORT, tcp://IP:PORT or unix:PATH";
+const EXPECTED: &str = "expected IP:PORT, tcp://IP:PORT, udp://IP:PORT or unix:PATH";
 
 /// Longest fd name systemd accepts in `LISTEN_FDNAMES` / `FileDescriptorName=`.
 const FD_NAME_MAX: usize = 255;
 
-/// An address a server listens on: a TCP socket address or a Unix domain
-/// socket path.
+/// An address a server listens on: a TCP socket address, a UDP socket address
+/// or a Unix domain socket path.
 ///
 /// Parsed from strings such as `127.0.0.1:8080`, `[::1]:8080`,
 /// `tcp://0.0.0.0:80`, `localhost:8080` (which means `127.0.0.1`, never a DNS
-/// lookup), `unix:/run/app.sock`, `unix:app.sock` (relative) and
-/// `unix:///run/app.sock`. Port 0 is allowed.
+/// lookup), `udp://127.0.0.1:5353`, `udp://[::1]:53`, `unix:/run/app.sock`,
+/// `unix:app.sock` (relative) and `unix:///run/app.sock`. Port 0 is allowed.
+/// A bare `IP:PORT` is TCP; UDP is always written `udp://`.
 ///
-/// [`Display`](fmt::Display) produces a canonical form (`tcp://IP:PORT` or
-/// `unix:PATH`) that parses back to the same value, so it can be used in
-/// configuration files and logs interchangeably.
+/// [`Display`](fmt::Display) produces a canonical form (`tcp://IP:PORT`,
+/// `udp://IP:PORT` or `unix:PATH`) that parses back to the same value, so it
+/// can be used in configuration files and logs interchangeably.
 ///
 /// ```
 /// use handover::ListenAddr;
@@ -34,6 +35,10 @@ const FD_NAME_MAX: usize = 255;
 /// assert_eq!(u, ListenAddr::Unix("/run/app.sock".into()));
 /// assert_eq!(u.to_string(), "unix:/run/app.sock");
 ///
+/// let d: ListenAddr = "udp://[::1]:5353".parse().unwrap();
+/// assert_eq!(d, ListenAddr::Udp("[::1]:5353".parse().unwrap()));
+/// assert_eq!(d.to_string(), "udp://[::1]:5353");
+///
 /// assert!("example.com:80".parse::<ListenAddr>().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,6 +47,9 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// A Unix domain stream socket bound to this filesystem path.
     Unix(PathBuf),
+    /// A UDP address (IPv4 or IPv6) and port: a datagram socket, served by
+    /// [`crate::Handover::datagram`] (systemd's `ListenDatagram=`).
+    Udp(SocketAddr),
 }
 
 /// Error returned when a string is not a valid [`ListenAddr`].
@@ -54,7 +62,7 @@ pub enum ListenAddr {
 /// let err = "foo".parse::<ListenAddr>().unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"invalid listen address "foo": missing port; expected IP:PORT, tcp://IP:PORT or unix:PATH"#
+///     r#"invalid listen address "foo": missing port; expected IP:PORT, tcp://IP:PORT, udp://IP:PORT or unix:PATH"#
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +79,8 @@ enum Reason {
     EmptyUnixPath,
     NulInUnixPath,
     UnsupportedScheme(String),
+    /// `udp:1.2.3.4:53` or `tcp:...`: the scheme without its `//`.
+    SchemeWithoutSlashes(&'static str),
     MissingPort,
     InvalidPort(String),
     HostName(String),
@@ -85,6 +95,7 @@ impl fmt::Display for Reason {
             Reason::EmptyUnixPath => f.write_str("empty Unix socket path"),
             Reason::NulInUnixPath => f.write_str("Unix socket path contains a NUL byte"),
             Reason::UnsupportedScheme(s) => write!(f, "unsupported scheme {s:?}"),
+            Reason::SchemeWithoutSlashes(s) => write!(f, "write {s}://IP:PORT, with the slashes"),
             Reason::MissingPort => f.write_str("missing port"),
             Reason::InvalidPort(p) => write!(f, "invalid port {p:?} (expected 0-65535)"),
             Reason::HostName(h) => write!(
@@ -130,13 +141,22 @@ fn parse(s: &str) -> Result<ListenAddr, Reason> {
         }
         return Ok(ListenAddr::Unix(PathBuf::from(path)));
     }
-    let rest = match s.split_once("://") {
-        Some(("tcp", rest)) => rest,
+    // Otherwise `udp:1.2.3.4:53` would be explained as an unbracketed IPv6 address.
+    for scheme in ["udp", "tcp"] {
+        if s.strip_prefix(scheme)
+            .is_some_and(|r| r.starts_with(':') && !r.starts_with("://"))
+        {
+            return Err(Reason::SchemeWithoutSlashes(scheme));
+        }
+    }
+    let (rest, make): (&str, fn(SocketAddr) -> ListenAddr) = match s.split_once("://") {
+        Some(("tcp", rest)) => (rest, ListenAddr::Tcp),
+        Some(("udp", rest)) => (rest, ListenAddr::Udp),
         Some((scheme, _)) => return Err(Reason::UnsupportedScheme(scheme.to_owned())),
-        None => s,
+        None => (s, ListenAddr::Tcp),
     };
     if let Ok(sa) = rest.parse::<SocketAddr>() {
-        return Ok(ListenAddr::Tcp(sa));
+        return Ok(make(sa));
     }
     // Not a plain socket address: work out the most useful explanation.
     let Some((host, port)) = rest.rsplit_once(':') else {
@@ -155,10 +175,7 @@ fn parse(s: &str) -> Result<ListenAddr, Reason> {
         // Deliberately no resolver: "localhost" could resolve to ::1 or to
         // several addresses, and a listener must bind exactly one.
         let port = port_num.ok_or_else(|| Reason::InvalidPort(port.to_owned()))?;
-        return Ok(ListenAddr::Tcp(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port,
-        )));
+        return Ok(make(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)));
     }
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         if inner.parse::<std::net::Ipv6Addr>().is_err() {
@@ -184,7 +201,7 @@ fn parse(s: &str) -> Result<ListenAddr, Reason> {
 }
 
 impl fmt::Display for ListenAddr {
-    /// Formats as `tcp://IP:PORT` or `unix:PATH`.
+    /// Formats as `tcp://IP:PORT`, `udp://IP:PORT` or `unix:PATH`.
     ///
     /// A Unix path that itself starts with `//` is written as `unix://` +
     /// path, because `unix://` is a prefix that parsing strips. Paths that are
@@ -192,6 +209,7 @@ impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListenAddr::Tcp(sa) => write!(f, "tcp://{sa}"),
+            ListenAddr::Udp(sa) => write!(f, "udp://{sa}"),
             ListenAddr::Unix(path) => {
                 let prefix = if path.as_os_str().as_encoded_bytes().starts_with(b"//") {
                     "unix://"
@@ -214,15 +232,16 @@ impl ListenAddr {
     /// A default systemd fd name for this address, used in `LISTEN_FDNAMES`
     /// when the application did not name the listener.
     ///
-    /// It is the `Display` form with `://`-less scheme (`tcp:`/`unix:`) and
-    /// every `:` or non-printable/non-ASCII character replaced by `_`,
+    /// It is the `Display` form with `://`-less scheme (`tcp:`/`udp:`/`unix:`)
+    /// and every `:` or non-printable/non-ASCII character replaced by `_`,
     /// truncated to 255 characters: `tcp_127.0.0.1_8080`, `tcp_[__1]_8080`,
-    /// `unix_/run/x.sock`. Distinct addresses can map to the same name (the
+    /// `udp_127.0.0.1_5353`, `unix_/run/x.sock`. Distinct addresses can map to the same name (the
     /// mapping is lossy); callers matching inherited fds should compare
     /// addresses, not just names, where that matters.
     pub fn fd_name(&self) -> String {
         let raw = match self {
             ListenAddr::Tcp(sa) => format!("tcp:{sa}"),
+            ListenAddr::Udp(sa) => format!("udp:{sa}"),
             ListenAddr::Unix(path) => format!("unix:{}", path.to_string_lossy()),
         };
         raw.chars()
@@ -279,6 +298,28 @@ mod tests {
         assert_eq!(p("LocalHost:1"), tcp("127.0.0.1:1"));
         assert_eq!(p("127.0.0.1:0"), tcp("127.0.0.1:0"));
         assert_eq!(p("localhost:0"), tcp("127.0.0.1:0"));
+    }
+
+    #[test]
+    fn parses_udp_forms() {
+        let udp = |s: &str| ListenAddr::Udp(s.parse().unwrap());
+        assert_eq!(p("udp://127.0.0.1:5353"), udp("127.0.0.1:5353"));
+        assert_eq!(p("udp://[::1]:53"), udp("[::1]:53"));
+        assert_eq!(p("udp://[::]:0"), udp("[::]:0"));
+        assert_eq!(p("udp://localhost:9000"), udp("127.0.0.1:9000"));
+        assert_ne!(p("udp://127.0.0.1:53"), p("tcp://127.0.0.1:53"));
+        for (input, needle) in [
+            ("udp://", "missing port"),
+            ("udp://127.0.0.1", "missing port"),
+            ("udp://example.com:53", "host name \"example.com\""),
+            ("udp://::1:53", "brackets"),
+            ("udp://127.0.0.1:70000", "invalid port \"70000\""),
+            ("udp:127.0.0.1:53", "write udp://IP:PORT, with the slashes"),
+            ("tcp:[::1]:80", "write tcp://IP:PORT, with the slashes"),
+        ] {
+            let msg = input.parse::<ListenAddr>().unwrap_err().to_string();
+            assert!(msg.contains(needle), "{input:?}: {msg:?} lacks {needle:?}");
+        }
     }
 
     #[test]
@@ -344,6 +385,7 @@ mod tests {
         assert_eq!(p("[::1]:8080").to_string(), "tcp://[::1]:8080");
         assert_eq!(p("unix:///run/x.sock").to_string(), "unix:/run/x.sock");
         assert_eq!(p("unix:rel").to_string(), "unix:rel");
+        assert_eq!(p("udp://[::1]:53").to_string(), "udp://[::1]:53");
     }
 
     #[test]
@@ -354,6 +396,8 @@ mod tests {
             tcp("[::1]:8080"),
             tcp("[::ffff:1.2.3.4]:80"),
             tcp("[fe80::1]:65535"),
+            ListenAddr::Udp("127.0.0.1:5353".parse().unwrap()),
+            ListenAddr::Udp("[::1]:0".parse().unwrap()),
             ListenAddr::Tcp(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
                 80,
@@ -384,6 +428,8 @@ mod tests {
         assert_eq!(p("127.0.0.1:8080").fd_name(), "tcp_127.0.0.1_8080");
         assert_eq!(p("[::1]:8080").fd_name(), "tcp_[__1]_8080");
         assert_eq!(p("unix:/run/x.sock").fd_name(), "unix_/run/x.sock");
+        assert_eq!(p("udp://127.0.0.1:53").fd_name(), "udp_127.0.0.1_53");
+        assert_eq!(p("udp://[::1]:53").fd_name(), "udp_[__1]_53");
         assert_eq!(p("unix:a:b\tc\u{e9}").fd_name(), "unix_a_b_c_");
         let long = ListenAddr::Unix(PathBuf::from(format!("/{}", "x".repeat(400))));
         assert_eq!(long.fd_name().len(), 255);

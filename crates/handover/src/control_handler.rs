@@ -61,6 +61,7 @@ async fn answer(running: &Running, req: Request) -> Result<Response, String> {
                 generation: Some(u.generation),
                 previous_pids: vec![me],
                 duration_ms: t0.elapsed().as_millis() as u64,
+                canary: None,
             }))
         }
         Request::Stop => {
@@ -68,6 +69,14 @@ async fn answer(running: &Running, req: Request) -> Result<Response, String> {
             Ok(Response::Stopping(StopReport { pid: me }))
         }
         Request::Status => Ok(Response::Status(status(running))),
+        // The kernel picks which process accepts a shared socket: there is no proxy to split
+        // the traffic by weight, and so nothing to promote or abort.
+        Request::Canary(_) | Request::Promote | Request::Abort => Err(format!(
+            "a canary (grey release) needs `handover run --proxy`: this server (pid {me}) uses \
+             the handover library, whose generations share the listening socket and the kernel \
+             picks which one accepts, so traffic cannot be split by weight; upgrade with \
+             `handover upgrade`"
+        )),
     }
 }
 
@@ -77,6 +86,10 @@ fn status(running: &Running) -> Status {
     let phase = *shared.phase.borrow();
     let (state, worker_state) = match phase {
         Phase::Starting => (ServerState::Starting, WorkerState::Starting),
+        // In lame duck: still accepting, but stopping (health checks fail).
+        Phase::Serving | Phase::Paused if shared.stop_requested() => {
+            (ServerState::LameDuck, WorkerState::Ready)
+        }
         Phase::Serving => (ServerState::Running, WorkerState::Ready),
         Phase::Paused => (ServerState::Upgrading, WorkerState::Ready),
         Phase::Draining { .. } => (ServerState::Stopping, WorkerState::Draining),
@@ -95,6 +108,7 @@ fn status(running: &Running) -> Status {
             error: u.result.as_ref().err().map(|e| e.to_string()),
             started_unix_ms: unix_ms(u.started),
             duration_ms: u.duration.as_millis() as u64,
+            canary: None,
         });
     Status {
         schema_version: STATUS_SCHEMA_VERSION,
@@ -130,5 +144,6 @@ fn status(running: &Running) -> Status {
                 successor_ended: r.successor_ended.to_string(),
                 at_unix_ms: unix_ms(r.at),
             }),
+        canary: None,
     }
 }

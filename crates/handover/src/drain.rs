@@ -2,13 +2,14 @@
 //! gate and the count of live connections, which is what a drain waits for.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify, RwLock};
 use tokio::time::Instant;
 
 use crate::listener::ListenerInner;
+use crate::os::Bell;
 
 /// Where this process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,12 @@ pub(crate) struct ServingState {
     /// Set when [`crate::Running::wait`] has claimed the end of the drain: the process is on
     /// its way out and can no longer take over again.
     finished: AtomicBool,
+    /// Set at the first stop request: health checks fail from then on, through the lame duck
+    /// (if any) and the drain. An upgrade never sets it.
+    stop_requested: AtomicBool,
+    /// How long a stop keeps serving with failing health checks before the drain
+    /// ([`crate::Builder::lame_duck`]; zero: the drain starts at once).
+    pub lame_duck: Duration,
     /// `accept` holds a read guard while it waits; stopping takes the write guard, so once it
     /// is held no accept is in progress and none will start.
     pub accept_gate: RwLock<()>,
@@ -62,6 +69,20 @@ pub(crate) struct ServingState {
     pub extra_fds: Mutex<Vec<(std::os::fd::OwnedFd, String)>>,
     /// One wake-up per open connection, told when the drain starts (see [`DrainNotice`]).
     notices: Mutex<NoticeBoard>,
+    /// The phase as threads outside the runtime see it (the blocking listener): bells they
+    /// can poll next to a socket, created by the first blocking listener, and a condition
+    /// variable told of every phase change. See [`ServingState::phase_changed`].
+    blocking: Mutex<Option<Arc<PhaseBells>>>,
+    phase_cv: Condvar,
+}
+
+/// Two eventfds that mirror the phase, for threads blocked in `poll(2)`.
+#[derive(Debug)]
+pub(crate) struct PhaseBells {
+    /// Rung while the phase is not `Serving`: a blocking accept stops waiting on the socket.
+    pub not_serving: Bell,
+    /// Rung while draining: an idle connection starts its idle grace.
+    pub draining: Bell,
 }
 
 #[derive(Default)]
@@ -84,11 +105,14 @@ impl ServingState {
         drain_timeout: Duration,
         idle_grace: Duration,
         tls_handshake_timeout: Duration,
+        lame_duck: Duration,
     ) -> Arc<Self> {
         Arc::new(ServingState {
             phase: watch::channel(Phase::Starting).0,
             draining: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            stop_requested: AtomicBool::new(false),
+            lame_duck,
             accept_gate: RwLock::new(()),
             conns: ConnTracker::default(),
             drain_timeout,
@@ -97,7 +121,63 @@ impl ServingState {
             listeners: Mutex::new(Vec::new()),
             extra_fds: Mutex::new(Vec::new()),
             notices: Mutex::new(NoticeBoard::default()),
+            blocking: Mutex::new(None),
+            phase_cv: Condvar::new(),
         })
+    }
+
+    /// Ready to accept: called once `ready()` has completed the handshake.
+    pub(crate) fn start_serving(&self) {
+        self.phase.send_replace(Phase::Serving);
+        self.phase_changed();
+    }
+
+    /// Brings the bells and the waiters of [`ServingState::wait_phase_blocking`] up to date
+    /// with `phase`. Every change of phase calls this right after it, before it waits for
+    /// anything (the accept gate, notably, which a blocking accept releases only once its
+    /// bell rang). Each call reads the phase anew under the lock, so whatever order racing
+    /// calls take, the last one leaves the bells as the phase is.
+    fn phase_changed(&self) {
+        let bells = self.blocking.lock().expect("not poisoned");
+        if let Some(b) = bells.as_ref() {
+            let phase = *self.phase.borrow();
+            ring_if(&b.not_serving, !matches!(phase, Phase::Serving));
+            ring_if(&b.draining, matches!(phase, Phase::Draining { .. }));
+        }
+        self.phase_cv.notify_all();
+    }
+
+    /// The bells of the blocking API, created at the first call.
+    pub(crate) fn phase_bells(&self) -> std::io::Result<Arc<PhaseBells>> {
+        let made = {
+            let mut slot = self.blocking.lock().expect("not poisoned");
+            match slot.as_ref() {
+                Some(b) => return Ok(Arc::clone(b)),
+                None => {
+                    let b = Arc::new(PhaseBells {
+                        not_serving: Bell::new()?,
+                        draining: Bell::new()?,
+                    });
+                    *slot = Some(Arc::clone(&b));
+                    b
+                }
+            }
+        };
+        // New bells start silent: set them as the phase is now.
+        self.phase_changed();
+        Ok(made)
+    }
+
+    /// Blocks the calling thread until `want` holds for the phase, and returns it.
+    pub(crate) fn wait_phase_blocking(&self, want: impl Fn(&Phase) -> bool) -> Phase {
+        let mut guard = self.blocking.lock().expect("not poisoned");
+        loop {
+            let phase = *self.phase.borrow();
+            if want(&phase) {
+                return phase;
+            }
+            guard = self.phase_cv.wait(guard).expect("not poisoned");
+        }
     }
 
     /// Stops accepting and starts the drain. Returns once no accept is in progress. A second
@@ -115,6 +195,7 @@ impl ServingState {
         for n in self.notices.lock().expect("not poisoned").open.values() {
             n.notify_one();
         }
+        self.phase_changed();
         drop(self.accept_gate.write().await);
     }
 
@@ -128,6 +209,7 @@ impl ServingState {
             }
             _ => false,
         });
+        self.phase_changed();
         drop(self.accept_gate.write().await);
         paused
     }
@@ -142,13 +224,14 @@ impl ServingState {
             }
             _ => false,
         });
+        self.phase_changed();
     }
 
     /// Accepts again after a handover whose successor crashed: `Draining` after an upgrade
     /// becomes `Serving`. `false` (and nothing changes) if this process is not draining after
     /// a handover, or its drain is already over ([`ServingState::claim_end`]).
     pub(crate) fn resume_after_handover(&self) -> bool {
-        self.phase.send_if_modified(|p| match p {
+        let resumed = self.phase.send_if_modified(|p| match p {
             Phase::Draining {
                 reason: DrainReason::Upgraded { .. },
                 ..
@@ -158,7 +241,9 @@ impl ServingState {
                 true
             }
             _ => false,
-        })
+        });
+        self.phase_changed();
+        resumed
     }
 
     /// Marks the drain as over, so that no resume can happen any more; `false` if the process
@@ -232,6 +317,72 @@ impl ServingState {
 
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Marks the start of a graceful stop: health checks fail from now on.
+    pub(crate) fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a graceful stop was requested (in lame duck, or draining for a stop).
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::SeqCst)
+    }
+
+    /// What a health check should say: healthy from `ready()` on, through upgrades (pausing,
+    /// and draining after a handover: the socket stays and the successor serves), until a
+    /// stop is requested.
+    pub(crate) fn is_healthy(&self) -> bool {
+        if self.stop_requested() {
+            return false;
+        }
+        match *self.phase.borrow() {
+            Phase::Serving | Phase::Paused => true,
+            Phase::Draining { reason, .. } => matches!(reason, DrainReason::Upgraded { .. }),
+            Phase::Starting => false,
+        }
+    }
+}
+
+/// What a health check of this process says, for load balancers and orchestrators: healthy
+/// once [`crate::Handover::ready`] has completed and through every upgrade, unhealthy from the
+/// first stop request on (through the lame duck, [`crate::Builder::lame_duck`], and the
+/// drain). Cheap to clone; get one from [`crate::Handover::health`] or
+/// [`crate::Running::health`]. [`crate::http::HealthCheck`] answers HTTP probes with it.
+#[derive(Clone)]
+pub struct Health {
+    shared: Arc<ServingState>,
+}
+
+impl Health {
+    pub(crate) fn new(shared: Arc<ServingState>) -> Self {
+        Health { shared }
+    }
+
+    /// Whether this process should be sent new work.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.is_healthy()
+    }
+
+    /// Whether a graceful stop was requested: in lame duck, or draining for a stop.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stop_requested()
+    }
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("healthy", &self.is_healthy())
+            .finish()
+    }
+}
+
+fn ring_if(bell: &Bell, on: bool) {
+    if on {
+        bell.ring()
+    } else {
+        bell.silence()
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::addr::{is_valid_fd_name, ListenAddr};
 use crate::attempt::{UpgradeConfig, Upgraded, GO_AHEAD, READY};
-use crate::drain::{Phase, ServingState};
+use crate::drain::ServingState;
 use crate::env::{self, Parsed};
 use crate::error::Error;
 use crate::lineage::{Predecessor, UpgradeRecord, MAX_RECORD};
@@ -39,6 +39,7 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 pub struct Builder {
     upgrade_timeout: Duration,
     drain_timeout: Duration,
+    lame_duck: Duration,
     idle_grace: Duration,
     tls_handshake_timeout: Duration,
     backlog: i32,
@@ -52,6 +53,7 @@ impl Default for Builder {
         Builder {
             upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            lame_duck: Duration::ZERO,
             idle_grace: DEFAULT_IDLE_GRACE,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             backlog: DEFAULT_BACKLOG,
@@ -73,6 +75,22 @@ impl Builder {
     /// How long connections may take to finish once draining starts (default 30 s).
     pub fn drain_timeout(mut self, t: Duration) -> Self {
         self.drain_timeout = t;
+        self
+    }
+
+    /// How long a graceful stop keeps serving before it drains (default zero: the drain
+    /// starts at once). For that long after the first `SIGTERM`/`SIGINT`, [`Running::stop`]
+    /// or `handover stop`, the process accepts and serves as before while its [`Health`]
+    /// fails (`/healthz` answers 503 with [`crate::http::HealthCheck`]), so that a load
+    /// balancer or Kubernetes takes it out of rotation before it stops accepting; then the
+    /// usual drain (bounded by the drain timeout) follows. A second stop signal still exits
+    /// at once. Upgrades are not stops: they never wait for it, and health stays good
+    /// through them.
+    ///
+    /// [`Running::stop`]: crate::Running::stop
+    /// [`Health`]: crate::Health
+    pub fn lame_duck(mut self, t: Duration) -> Self {
+        self.lame_duck = t;
         self
     }
 
@@ -185,6 +203,7 @@ impl Builder {
                 self.drain_timeout,
                 self.idle_grace,
                 self.tls_handshake_timeout,
+                self.lame_duck,
             ),
             inherited,
             readiness,
@@ -254,6 +273,12 @@ impl Handover {
         Builder::default()
     }
 
+    /// This process's health, for a health endpoint built before [`Handover::ready`] (it
+    /// turns healthy once `ready()` has completed).
+    pub fn health(&self) -> crate::Health {
+        crate::Health::new(Arc::clone(&self.shared))
+    }
+
     /// [`Builder::build`] with the defaults.
     pub fn from_env() -> Result<Self, Error> {
         Builder::default().build()
@@ -282,26 +307,21 @@ impl Handover {
     /// never for port 0). Otherwise a new socket is bound. The next generation gets it under
     /// `name`, so asking for the same name and address again always finds it, even when
     /// port 0 picked a free port.
+    ///
+    /// A `udp://` address is an error here ([`Error::Bind`]): datagram sockets are served by
+    /// [`Handover::datagram_named`].
     pub fn listen_named(&mut self, name: &str, addr: &ListenAddr) -> Result<Listener, Error> {
-        if !is_valid_fd_name(name) {
-            return Err(Error::InvalidName(name.to_string()));
+        if matches!(addr, ListenAddr::Udp(_)) {
+            return Err(Error::Bind {
+                addr: addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a udp:// address is a datagram socket: use Handover::datagram, not listen",
+                ),
+            });
         }
-        if !self.names.insert(name.to_string()) {
-            return Err(Error::DuplicateName(name.to_string()));
-        }
-        let by_name = self
-            .inherited
-            .iter()
-            .position(|s| s.name.as_deref() == Some(name));
-        let by_addr = || {
-            let port_zero = matches!(addr, ListenAddr::Tcp(sa) if sa.port() == 0);
-            (!port_zero)
-                .then(|| self.inherited.iter().position(|s| &s.addr == addr))
-                .flatten()
-        };
-        let inner = match by_name.or_else(by_addr) {
-            Some(i) => {
-                let s = self.inherited.remove(i);
+        let inner = match self.claim(name, addr)? {
+            Some(s) => {
                 let owned_path = match (&s.addr, s.owned) {
                     (ListenAddr::Unix(p), true) => Some(p.clone()),
                     _ => None,
@@ -327,7 +347,7 @@ impl Handover {
                         .and_then(|a| a.as_socket())
                         .map(ListenAddr::Tcp)
                         .unwrap_or_else(|| addr.clone()),
-                    ListenAddr::Unix(_) => addr.clone(),
+                    ListenAddr::Unix(_) | ListenAddr::Udp(_) => addr.clone(),
                 };
                 ListenerInner::from_socket(socket, local, name.to_string(), owned_path)
                     .map_err(bind_err)?
@@ -343,6 +363,96 @@ impl Handover {
             inner,
             shared: Arc::clone(&self.shared),
         })
+    }
+
+    /// A UDP socket for `addr` (`udp://IP:PORT`), named after the address (see
+    /// [`Handover::datagram_named`]).
+    pub fn datagram(&mut self, addr: &ListenAddr) -> Result<crate::Datagram, Error> {
+        self.datagram_named(&addr.fd_name(), addr)
+    }
+
+    /// A UDP socket for `addr` under `name`, matched to an inherited socket exactly as
+    /// [`Handover::listen_named`] does (a datagram socket passed by systemd's
+    /// `ListenDatagram=` included), else bound anew. Must run inside a tokio runtime. See
+    /// [`crate::Datagram`] for how it behaves at a handover.
+    pub fn datagram_named(
+        &mut self,
+        name: &str,
+        addr: &ListenAddr,
+    ) -> Result<crate::Datagram, Error> {
+        let ListenAddr::Udp(sa) = addr else {
+            return Err(Error::Bind {
+                addr: addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a datagram socket needs a udp://IP:PORT address",
+                ),
+            });
+        };
+        let bind_err = |source| Error::Bind {
+            addr: addr.clone(),
+            source,
+        };
+        let socket = match self.claim(name, addr)? {
+            Some(s) => {
+                tracing::debug!("using inherited socket for {} as {name}", s.addr);
+                s.socket
+            }
+            None => os::bind_udp(*sa).map_err(bind_err)?,
+        };
+        let dup = socket.try_clone().map_err(bind_err)?;
+        self.shared
+            .extra_fds
+            .lock()
+            .expect("not poisoned")
+            .push((dup.into(), name.to_string()));
+        crate::datagram::Datagram::new(socket, name.to_string(), Arc::clone(&self.shared))
+            .map_err(bind_err)
+    }
+
+    /// Reserves `name` and takes the inherited socket that matches it, by name, else by
+    /// address (never for port 0). A socket inherited under `name` that is of the other kind
+    /// (datagram for a stream listener, or the reverse) is an error, not a silent rebind.
+    fn claim(&mut self, name: &str, addr: &ListenAddr) -> Result<Option<InheritedSocket>, Error> {
+        if !is_valid_fd_name(name) {
+            return Err(Error::InvalidName(name.to_string()));
+        }
+        if !self.names.insert(name.to_string()) {
+            return Err(Error::DuplicateName(name.to_string()));
+        }
+        let by_name = self
+            .inherited
+            .iter()
+            .position(|s| s.name.as_deref() == Some(name));
+        let by_addr = || {
+            let port_zero =
+                matches!(addr, ListenAddr::Tcp(sa) | ListenAddr::Udp(sa) if sa.port() == 0);
+            (!port_zero)
+                .then(|| self.inherited.iter().position(|s| &s.addr == addr))
+                .flatten()
+        };
+        let Some(i) = by_name.or_else(by_addr) else {
+            return Ok(None);
+        };
+        let s = self.inherited.remove(i);
+        let want_datagram = matches!(addr, ListenAddr::Udp(_));
+        let is_datagram = matches!(s.addr, ListenAddr::Udp(_));
+        if want_datagram != is_datagram {
+            use std::os::fd::AsRawFd;
+            let (is, wanted) = match is_datagram {
+                true => ("a datagram (UDP) socket", "a stream listener"),
+                false => ("a stream socket", "a datagram (UDP) socket"),
+            };
+            return Err(Error::Inherited {
+                fd: s.socket.as_raw_fd(),
+                name: s.name.clone(),
+                reason: format!(
+                    "is {is} bound to {}, but {wanted} was asked for under this name ({addr})",
+                    s.addr
+                ),
+            });
+        }
+        Ok(Some(s))
     }
 
     /// Declares the server ready and starts accepting. Must run inside a tokio runtime.
@@ -396,7 +506,7 @@ impl Handover {
                 predecessor = Some(Predecessor::new(link));
             }
         }
-        self.shared.phase.send_replace(Phase::Serving);
+        self.shared.start_serving();
         if let Some(path) = &self.pid_file {
             pidfile::write_pid_file(path, me).map_err(Error::PidFile)?;
         }

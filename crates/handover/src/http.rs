@@ -37,8 +37,10 @@ use tokio::sync::Notify;
 use crate::drain::ServingState;
 use crate::listener::Listener;
 
+mod health;
 #[cfg(feature = "tls")]
 mod tls;
+pub use health::{HealthCheck, DEFAULT_HEALTH_PATH};
 #[cfg(feature = "tls")]
 pub use tls::{serve_hyper_tls, serve_tls};
 

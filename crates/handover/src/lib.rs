@@ -14,6 +14,8 @@
 //!    generation (or systemd socket activation) passed one for that name or address, and binds
 //!    a new one otherwise. Sockets travel by the systemd protocol: fds 3.., `LISTEN_FDS`,
 //!    `LISTEN_FDNAMES`, and `LISTEN_PID` set to the child's own PID after the fork.
+//!    [`Handover::datagram`] does the same for a UDP socket ([`Datagram`]), which only the
+//!    generation serving reads.
 //! 2. **Upgrade.** The old process forks and execs the executable at the path it was started
 //!    from (absolute, not canonicalised), with the same arguments, working directory and
 //!    environment. Only the listeners and one end of a readiness channel reach the child; every
@@ -69,12 +71,14 @@
 //! | `handover` | start-up: builder, listener matching, the child's side of the handshake |
 //! | `env` | the inheritance protocol: parsing and writing `LISTEN_*` (pure) |
 //! | `listener` | binding, validating inherited sockets, gated `accept` ([`Listener`], [`Connection`]) |
+//! | `datagram` | UDP sockets: `recv_from` gated like `accept`, `None` once draining ([`Datagram`]) |
 //! | `running` | the control loop: triggers in, one upgrade at a time, stop, a successor's end ([`Running`]) |
 //! | `attempt` | one upgrade attempt: readiness, exit and timeout race here |
 //! | `spawn` | the only fork/exec: fds at 3.., signal mask, `LISTEN_PID` |
 //! | `lineage` | what two generations tell each other after the handshake; the resume rule |
-//! | `drain` | serving phase and the count of live connections |
-//! | [`http`] | hyper/axum serving with the lossless drain |
+//! | `drain` | serving phase, health ([`Health`]) and the count of live connections |
+//! | [`blocking`] | the listener and connections for a thread-per-connection server, with the same drain |
+//! | [`http`] | hyper/axum serving with the lossless drain; `http/health`: the `/healthz` answer ([`http::HealthCheck`]) |
 //! | `control_handler` | the library's answers to the control socket, mapped onto [`Running`] |
 //! | `control_socket` | the admin protocol: `protocol` (messages), `server`, `client` (feature `supervisor` makes it public) |
 //! | `pidfile`, `systemd` | PID file and `sd_notify` for process managers |
@@ -106,8 +110,10 @@
 
 mod addr;
 mod attempt;
+pub mod blocking;
 #[cfg(feature = "control")]
 mod control_handler;
+mod datagram;
 mod drain;
 mod duration;
 mod env;
@@ -134,7 +140,8 @@ pub mod tls;
 
 pub use addr::{AddrParseError, ListenAddr};
 pub use attempt::Upgraded;
-pub use drain::{DrainReason, DrainSignal};
+pub use datagram::Datagram;
+pub use drain::{DrainReason, DrainSignal, Health};
 pub use duration::{parse_duration, DurationParseError};
 pub use env::EnvError;
 pub use error::{Error, UpgradeError};

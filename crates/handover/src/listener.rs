@@ -28,8 +28,9 @@ pub(crate) struct InheritedSocket {
     pub owned: bool,
 }
 
-/// Checks that each inherited fd is a listening stream socket we can serve, and takes
-/// ownership of it (close-on-exec, non-blocking).
+/// Checks that each inherited fd is a socket we can serve (a listening stream socket, or a UDP
+/// socket as systemd's `ListenDatagram=` passes it), and takes ownership of it (close-on-exec,
+/// non-blocking). Which kind was asked for is checked when it is claimed.
 pub(crate) fn adopt_inherited(
     fds: &[InheritedFd],
     owned: &[RawFd],
@@ -49,11 +50,13 @@ pub(crate) fn adopt_inherited(
         let socket: Socket = os::claim_inherited(f.fd);
         // Until validation passes, do not close an fd we may not end up owning.
         let socket = scopeguard_forget_on_error(socket, |s| {
-            if s.r#type()? != Type::STREAM {
-                return Ok(Err("is not a stream socket".to_string()));
-            }
-            if !s.is_listener()? {
-                return Ok(Err("is a socket that is not listening".to_string()));
+            let kind = s.r#type()?;
+            if kind == Type::STREAM {
+                if !s.is_listener()? {
+                    return Ok(Err("is a socket that is not listening".to_string()));
+                }
+            } else if kind != Type::DGRAM {
+                return Ok(Err("is neither a stream nor a datagram socket".to_string()));
             }
             s.set_cloexec(true)?;
             // O_NONBLOCK is shared by every process holding this socket; tokio needs it, and
@@ -65,8 +68,18 @@ pub(crate) fn adopt_inherited(
         let local = socket
             .local_addr()
             .map_err(|e| bad(format!("has no local address: {e}")))?;
-        let addr = sockaddr_to_listen_addr(&local)
-            .ok_or_else(|| bad("is neither a TCP nor a Unix socket".into()))?;
+        let datagram = socket.r#type().is_ok_and(|t| t == Type::DGRAM);
+        let addr = match (sockaddr_to_listen_addr(&local), datagram) {
+            (Some(ListenAddr::Tcp(sa)), true) => ListenAddr::Udp(sa),
+            (Some(ListenAddr::Unix(_)), true) => {
+                return Err(bad(
+                    "is a Unix datagram socket; only UDP datagram sockets are served".into(),
+                ))
+            }
+            (Some(addr), _) => addr,
+            (None, true) => return Err(bad("is a datagram socket that is not UDP".into())),
+            (None, false) => return Err(bad("is neither a TCP nor a Unix socket".into())),
+        };
         out.push(InheritedSocket {
             socket,
             name: f.name.clone(),
@@ -96,6 +109,7 @@ fn scopeguard_forget_on_error(
     }
 }
 
+/// The address of a stream socket (a datagram socket's IP address is made `Udp` by the caller).
 fn sockaddr_to_listen_addr(a: &SockAddr) -> Option<ListenAddr> {
     if let Some(sa) = a.as_socket() {
         return Some(ListenAddr::Tcp(sa));
@@ -103,9 +117,11 @@ fn sockaddr_to_listen_addr(a: &SockAddr) -> Option<ListenAddr> {
     a.as_pathname().map(|p| ListenAddr::Unix(p.to_path_buf()))
 }
 
-/// Binds a new listening socket. Returns it with the path of a Unix socket file it created.
+/// Binds a new listening socket (for `Udp`, a bound datagram socket; `backlog` does not apply).
+/// Returns it with the path of a Unix socket file it created.
 pub(crate) fn bind(addr: &ListenAddr, backlog: i32) -> io::Result<(Socket, Option<PathBuf>)> {
     match addr {
+        ListenAddr::Udp(sa) => Ok((os::bind_udp(*sa)?, None)),
         ListenAddr::Tcp(sa) => {
             let socket = Socket::new(Domain::for_address(*sa), Type::STREAM.cloexec(), None)?;
             // Lets a restarted server bind while old connections sit in TIME_WAIT.
@@ -153,6 +169,8 @@ impl ListenerInner {
         let io = match addr {
             ListenAddr::Tcp(_) => ListenerIo::Tcp(TcpListener::from_std(socket.into())?),
             ListenAddr::Unix(_) => ListenerIo::Unix(UnixListener::from_std(socket.into())?),
+            // `Handover::listen_named` hands datagram sockets to `Datagram` instead.
+            ListenAddr::Udp(_) => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
         };
         Ok(ListenerInner {
             addr,

@@ -8,7 +8,7 @@
 #![cfg_attr(not(feature = "supervisor"), allow(dead_code))]
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -154,6 +154,22 @@ pub(crate) fn remove_stale_socket(path: &Path, live: &str) -> io::Result<()> {
     }
 }
 
+/// A new UDP socket bound to `addr`: close-on-exec, non-blocking, `SO_REUSEADDR` (as the TCP
+/// listeners; it does not let a second socket share the port, `SO_REUSEPORT` would), and on
+/// IPv6 the system's `IPV6_V6ONLY` default left alone, as for TCP.
+pub(crate) fn bind_udp(addr: std::net::SocketAddr) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    Ok(socket)
+}
+
 /// Removes a file this process created (a socket file, at the final stop): one already gone
 /// is fine, any other failure is logged, not returned, since the stop goes on.
 pub fn remove_created_file(path: &Path) {
@@ -185,6 +201,24 @@ pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 /// [`ACCEPT_PAUSE`] unless the peer merely went away. The caller then accepts again, or, for
 /// [`AcceptError::Other`], may give up.
 pub async fn after_accept_error(what: &str, e: &io::Error) -> AcceptError {
+    let kind = classify_accept_error(what, e);
+    if kind != AcceptError::PeerGone {
+        tokio::time::sleep(ACCEPT_PAUSE).await;
+    }
+    kind
+}
+
+/// [`after_accept_error`] for a thread that may block (the blocking listener's accept).
+pub(crate) fn after_accept_error_blocking(what: &str, e: &io::Error) -> AcceptError {
+    let kind = classify_accept_error(what, e);
+    if kind != AcceptError::PeerGone {
+        std::thread::sleep(ACCEPT_PAUSE);
+    }
+    kind
+}
+
+/// Classifies and logs a failed accept: the policy's first half, shared by both forms.
+fn classify_accept_error(what: &str, e: &io::Error) -> AcceptError {
     let kind = match e.raw_os_error() {
         Some(libc::ECONNABORTED | libc::ECONNRESET | libc::EPROTO | libc::EINTR) => {
             AcceptError::PeerGone
@@ -196,9 +230,93 @@ pub async fn after_accept_error(what: &str, e: &io::Error) -> AcceptError {
         tracing::debug!("{what}: accept: {e}");
     } else {
         tracing::warn!("{what}: accept failed: {e}; retrying shortly");
-        tokio::time::sleep(ACCEPT_PAUSE).await;
     }
     kind
+}
+
+/// An eventfd used as a flag that `poll(2)` can wait on next to a socket: readable while
+/// rung, until silenced. Threads blocked in [`poll_readable`] on it wake when it is rung;
+/// none of them reads it (that would take the wake-up from the others), only the owner
+/// silences it. Non-blocking and close-on-exec, so no generation after this one gets it.
+#[derive(Debug)]
+pub(crate) struct Bell(OwnedFd);
+
+impl Bell {
+    pub(crate) fn new() -> io::Result<Bell> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        Ok(Bell(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the fd readable. A counter already at its maximum stays readable: nothing lost.
+    pub(crate) fn ring(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an fd we own.
+        let n = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if n != 8 {
+            tracing::debug!("eventfd write: {}", io::Error::last_os_error());
+        }
+    }
+
+    /// Makes the fd unreadable again (reads the counter back to zero).
+    pub(crate) fn silence(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from an fd we own; EAGAIN means already 0.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Blocks until one of `fds` is readable (or at end of file, or in error: a read then tells
+/// which), or `timeout` has passed (`None`: no limit). Returns which of them were ready; all
+/// false on a timeout. A signal arriving meanwhile does not end the wait early.
+pub(crate) fn poll_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    timeout: Option<Duration>,
+) -> io::Result<[bool; N]> {
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let end = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let ms = match end {
+            None => -1,
+            Some(end) => {
+                let left = end.saturating_duration_since(std::time::Instant::now());
+                // Rounded up, so a wait never ends a little early and spins.
+                left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+            }
+        };
+        // SAFETY: `pfds` is a live array of N pollfd structs for fds the caller keeps open.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
+        if n >= 0 {
+            return Ok(pfds.map(|p| p.revents != 0));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Accepts one connection from the (non-blocking) listening socket `fd`, close-on-exec; a
+/// `WouldBlock` error when none is waiting (another process or thread took it). The new
+/// socket is blocking, for a thread that serves it.
+pub(crate) fn accept_blocking_socket(
+    fd: BorrowedFd<'_>,
+) -> io::Result<(socket2::Socket, socket2::SockAddr)> {
+    let (socket, peer) = socket2::SockRef::from(&fd).accept()?;
+    socket.set_nonblocking(false)?;
+    Ok((socket, peer))
 }
 
 /// Signal names for messages and the command line, by number.

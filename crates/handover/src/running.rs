@@ -241,6 +241,11 @@ impl Running {
         crate::DrainSignal::new(Arc::clone(&self.shared))
     }
 
+    /// This process's health (see [`crate::Health`]).
+    pub fn health(&self) -> crate::Health {
+        crate::Health::new(Arc::clone(&self.shared))
+    }
+
     /// Number of connections currently open.
     pub fn live_connections(&self) -> usize {
         self.shared.conns.live()
@@ -347,6 +352,8 @@ async fn control_loop(
     let mut successor: Option<Successor> = None;
     // The number the next new generation gets: never one a crashed successor had.
     let mut next_generation = env::next_generation(cfg.generation);
+    // When the lame duck of a stop ends and the drain begins (see `Builder::lame_duck`).
+    let mut lame_duck_end: Option<tokio::time::Instant> = None;
 
     loop {
         enum Wake {
@@ -354,6 +361,7 @@ async fn control_loop(
             Done(Result<HandedOver, UpgradeError>),
             SuccessorExit,
             Notice,
+            LameDuckOver,
         }
         let wake = tokio::select! {
             // An upgrade's outcome first: a stop arriving in the same instant must not treat
@@ -363,9 +371,15 @@ async fn control_loop(
             _ = successor_exit.recv(), if successor.is_some() => Wake::SuccessorExit,
             _ = async { successor.as_mut().expect("guarded").next_notice().await }, if successor.is_some() => Wake::Notice,
             Some(t) = triggers.recv() => Wake::Trigger(t),
+            _ = async { tokio::time::sleep_until(lame_duck_end.expect("guarded")).await }, if lame_duck_end.is_some() => Wake::LameDuckOver,
         };
         match wake {
             Wake::Notice => {}
+            Wake::LameDuckOver => {
+                lame_duck_end = None;
+                tracing::info!("lame duck over; draining (a second signal exits at once)");
+                shared.stop_accepting(DrainReason::Stopped).await;
+            }
             Wake::SuccessorExit => {
                 let Some(pid) = successor.as_ref().map(|s| s.pid) else {
                     continue;
@@ -384,6 +398,15 @@ async fn control_loop(
                 after_successor_exit(&shared, &finish, &s, status, stop_signals > 0);
             }
             Wake::Trigger(Trigger::Upgrade(source, reply)) => {
+                if stop_signals > 0 {
+                    // In lame duck (or draining for a stop): the service is being stopped, and
+                    // a new generation would take it back.
+                    tracing::warn!("upgrade requested by {source} ignored: pid {me} is stopping");
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(UpgradeError::Draining));
+                    }
+                    continue;
+                }
                 if running.is_some() {
                     tracing::info!("upgrade already in progress; {source} joins it");
                     waiters.extend(reply);
@@ -482,9 +505,19 @@ async fn control_loop(
                         let _ = w.send(Err(UpgradeError::Cancelled));
                     }
                 }
+                // Health checks fail from here on, whatever follows.
+                shared.request_stop();
                 match draining_now(&shared) {
                     Some((_, DrainReason::Upgraded { .. })) => {
                         tracing::info!("{source} received while draining after an upgrade; a second one exits at once");
+                    }
+                    _ if !shared.lame_duck.is_zero() => {
+                        tracing::info!(
+                            "graceful stop requested by {source}: lame duck for {:?} (serving on while health checks fail), then draining (a second signal exits at once)",
+                            shared.lame_duck
+                        );
+                        finish.notify("STOPPING=1\nSTATUS=lame duck");
+                        lame_duck_end = Some(tokio::time::Instant::now() + shared.lame_duck);
                     }
                     _ => {
                         tracing::info!(

@@ -17,7 +17,7 @@ pub use crate::os::{
 
 pub use crate::spawn::ExitStatus;
 
-/// A listening socket bound by [`bind`].
+/// A listening socket (or, for `udp://`, a bound datagram socket) made by [`bind`].
 #[derive(Debug)]
 pub struct Bound {
     /// The socket (close-on-exec, non-blocking, listening).
@@ -28,8 +28,9 @@ pub struct Bound {
     pub created_file: Option<PathBuf>,
 }
 
-/// Binds a listening socket the way the library does (`SO_REUSEADDR` for TCP, a stale Unix
-/// socket file replaced, a live one refused).
+/// Binds a listening socket the way the library does (`SO_REUSEADDR` for TCP and UDP, a stale
+/// Unix socket file replaced, a live one refused); a `udp://` address gets a bound datagram
+/// socket, as systemd's `ListenDatagram=` passes it.
 pub fn bind(addr: &ListenAddr, backlog: i32) -> io::Result<Bound> {
     let (socket, created_file) = crate::listener::bind(addr, backlog)?;
     let local = match addr {
@@ -38,6 +39,11 @@ pub fn bind(addr: &ListenAddr, backlog: i32) -> io::Result<Bound> {
             .as_socket()
             .map(ListenAddr::Tcp)
             .unwrap_or_else(|| addr.clone()),
+        ListenAddr::Udp(_) => socket
+            .local_addr()?
+            .as_socket()
+            .map(ListenAddr::Udp)
+            .unwrap_or_else(|| addr.clone()),
         ListenAddr::Unix(_) => addr.clone(),
     };
     Ok(Bound {
@@ -45,6 +51,71 @@ pub fn bind(addr: &ListenAddr, backlog: i32) -> io::Result<Bound> {
         local,
         created_file,
     })
+}
+
+/// A listening socket this process was handed by systemd socket activation (or anything
+/// speaking its protocol, such as `systemd-socket-activate`), validated.
+#[derive(Debug)]
+pub struct Activated {
+    /// The socket (close-on-exec, non-blocking, listening, a stream socket).
+    pub fd: OwnedFd,
+    /// Its `LISTEN_FDNAMES` entry, when the variable was set.
+    pub name: Option<String>,
+    /// The address it is bound to, read from the socket (`getsockname`).
+    pub local: ListenAddr,
+    /// The fd number it arrived at (3, 4, ...), for messages.
+    pub inherited_fd: RawFd,
+}
+
+/// Takes the listening sockets passed by systemd socket activation: reads `LISTEN_PID`,
+/// `LISTEN_FDS` and `LISTEN_FDNAMES` as `sd_listen_fds(3)` does (the same strict parser the
+/// library uses at start-up), removes them (and handover's own inheritance variables) from
+/// the environment whatever they held, and checks every fd: open, a socket, a stream socket,
+/// listening, TCP or Unix.
+///
+/// No variables, or a `LISTEN_PID` naming another process, give an empty list (the latter
+/// with a warning logged: the variables were inherited by accident). A malformed value or an
+/// fd that fails a check is an error naming the variable or fd ([`crate::Error::Env`],
+/// [`crate::Error::Inherited`]; exit status 2 by [`crate::Error::exit_code`]).
+///
+/// Call it before the process has started threads: it changes the process environment.
+pub fn take_activated_listeners() -> Result<Vec<Activated>, crate::Error> {
+    let me = crate::spawn::own_pid();
+    let parsed = crate::env::parse(|k| std::env::var_os(k), me);
+    for var in crate::env::PROTOCOL_VARS {
+        // Sound: documented to run before other threads exist.
+        std::env::remove_var(var);
+    }
+    let inheritance = match parsed? {
+        crate::env::Parsed::Inherited(inh) => inh,
+        crate::env::Parsed::NotForUs { listen_pid } => {
+            tracing::warn!(
+                "LISTEN_PID={listen_pid} is not this process ({me}); ignoring LISTEN_FDS"
+            );
+            return Ok(Vec::new());
+        }
+        crate::env::Parsed::Ignored { reason } => {
+            tracing::warn!("ignoring inherited sockets: {reason}");
+            return Ok(Vec::new());
+        }
+        crate::env::Parsed::Nothing => return Ok(Vec::new()),
+    };
+    if inheritance.readiness_fd.is_some() {
+        // Only a handover generation sets it for its successor; a supervisor has no
+        // predecessor to answer, so the fd is left alone.
+        tracing::warn!("ignoring HANDOVER_SYNC_FD: a supervisor is never a handover generation");
+    }
+    let sockets = crate::listener::adopt_inherited(&inheritance.fds, &[])?;
+    Ok(sockets
+        .into_iter()
+        .zip(&inheritance.fds)
+        .map(|(s, f)| Activated {
+            fd: s.socket.into(),
+            name: s.name,
+            local: s.addr,
+            inherited_fd: f.fd,
+        })
+        .collect())
 }
 
 /// A program to start with listening sockets.

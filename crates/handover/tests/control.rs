@@ -86,3 +86,27 @@ fn status_upgrade_failure_and_stop_through_the_control_socket() {
     );
     assert_no_zombies();
 }
+
+/// `handover stop` with a lame duck: the control socket still answers, `status` says
+/// `lame_duck` while `/healthz` fails and `/` is served; a SIGTERM then exits at once.
+#[test]
+fn a_stop_by_control_socket_enters_the_lame_duck_and_status_shows_it() {
+    let ctx = Ctx::new();
+    let sock = ctx.path("control.sock");
+    let sock_arg = sock.to_str().unwrap().to_string();
+    let server = ctx.start(&["--control", &sock_arg, "--lame-duck", "60s"]);
+    let Response::Stopping(_) = control_socket::request(&sock, Request::Stop).unwrap() else {
+        panic!("stop reply expected")
+    };
+    let Response::Status(st) = control_socket::request(&sock, Request::Status).unwrap() else {
+        panic!("status reply expected")
+    };
+    assert_eq!(st.state, control_socket::ServerState::LameDuck, "{st:?}");
+    assert_eq!(server.get("/healthz").unwrap().status, 503);
+    assert_eq!(server.hello(), (V1_GREETING.to_string(), server.pid));
+    server.signal(libc::SIGTERM);
+    match wait_exit(server.pid, SHORT) {
+        Ok(Some(st)) => assert_eq!(st.code(), Some(1), "{st:?}"),
+        other => panic!("no exit within {SHORT:?}: {other:?}"),
+    }
+}

@@ -179,6 +179,16 @@ fn status_after_an_upgrade_shows_the_upgrade_that_created_the_generation() {
     let mut server = ctx.start(&["--control", sock.to_str().unwrap()]);
     let first = server.pid;
     assert!(status(&sock).last_upgrade.is_none());
+    // A grey release needs the supervisor's proxy: refused here, with the reason.
+    for req in [Request::Promote, Request::Abort] {
+        match control_socket::request(&sock, req) {
+            Err(control_socket::ClientError::Failed(why)) => {
+                assert!(why.contains("needs `handover run --proxy`"), "{why}");
+                assert!(why.contains("the kernel"), "{why}");
+            }
+            other => panic!("{req:?} must be refused: {other:?}"),
+        }
+    }
 
     ctx.install(Version::V2);
     let before = unix_ms_now();
@@ -191,7 +201,7 @@ fn status_after_an_upgrade_shows_the_upgrade_that_created_the_generation() {
     server.wait_exited_ok(first);
 
     let st = status(&sock);
-    assert_eq!(st.schema_version, 2, "{st:?}");
+    assert_eq!(st.schema_version, 3, "{st:?}");
     assert_eq!((st.pid as i32, st.generation), (new, 2), "{st:?}");
     let last = st
         .last_upgrade

@@ -24,7 +24,8 @@ pub struct Header {
     pub generator: &'static str,
 }
 
-fn base(h: &Header) -> RunReport {
+/// An empty report for `h`, to be filled in.
+pub fn base(h: &Header) -> RunReport {
     RunReport {
         label: h.label.clone(),
         scenario: h.scenario,

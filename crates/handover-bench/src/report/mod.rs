@@ -5,6 +5,7 @@ pub mod model;
 pub mod summary;
 pub mod svg;
 pub mod table;
+pub mod versus;
 
 use std::io;
 use std::path::Path;

@@ -245,6 +245,8 @@ pub struct Report {
     pub peers: Vec<crate::server::peers::PeerStatus>,
     /// Idle keep-alive connections drained by one upgrade (`--phases idle-conns`).
     pub idle_conns: Vec<crate::idle_conns::summary::IdleConnsReport>,
+    /// Subject against baseline per case, over every repeat of it.
+    pub versus: Vec<super::versus::Versus>,
     /// Proxy mode against direct and nginx, and upgrades through it (`--phases proxy`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<crate::proxy::ProxyReport>,

@@ -130,9 +130,11 @@ fn cell(out: &mut String, c: &Cell) {
     let n = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
     let _ = writeln!(
         out,
-        "ratios: a/c req/s {} (target ≥0.90) | a/c p99 {} (≤2) | steady handover/axum {} (median of pairs, ≥0.98) | b/c req/s {} | failed a={} (0) b={}",
+        "ratios: a/c req/s {} (target ≥0.90) | a/c p99 {} (≤2) | steady {} {} (median of pairs, ≥0.98) | b/c req/s {} | failed a={} (0) b={}",
         f(x.a_over_c_rps),
         f(x.a_over_c_p99),
+        c.ab.as_ref()
+            .map_or_else(|| "a/b".into(), |ab| format!("{}/{}", ab.subject, ab.baseline)),
         f(x.steady_ab_median),
         f(x.b_over_c_rps),
         n(x.a_failed),
@@ -196,6 +198,8 @@ pub fn render(report: &Report) -> String {
     for c in &report.cells {
         cell(&mut out, c);
     }
+    let tls = report.meta["tls"].as_bool().unwrap_or(false);
+    super::versus::render(&mut out, &report.versus, tls);
     if !report.idle.is_empty() {
         let _ = writeln!(
             out,

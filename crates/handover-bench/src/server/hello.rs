@@ -1,13 +1,17 @@
 //! handover's `hello` example, with either its own lossless drain or axum's plain
-//! `with_graceful_shutdown` on the same handover listeners (`--drain handover|axum`).
+//! `with_graceful_shutdown` on the same handover listeners (`--drain handover|axum`); over
+//! HTTPS (`--tls`), its drain or the hand-made tokio-rustls + hyper-util `GracefulShutdown`
+//! server (`--drain hyper-util`), both with the bench's certificate.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::ServerKind;
 use crate::binaries::Binaries;
+use crate::tls::Pki;
 use crate::version::{Greetings, Version};
 
 /// Greeting of the v1 build (`HELLO_GREETING` at build time).
@@ -25,6 +29,9 @@ pub enum Drain {
     Handover,
     /// axum's `with_graceful_shutdown` on handover's listeners.
     Axum,
+    /// HTTPS only: tokio-rustls and hyper-util's `GracefulShutdown` by hand on handover's
+    /// listeners (the TLS baseline).
+    HyperUtil,
 }
 
 impl Drain {
@@ -33,7 +40,18 @@ impl Drain {
         match self {
             Drain::Handover => "handover",
             Drain::Axum => "axum",
+            Drain::HyperUtil => "hyper-util",
         }
+    }
+
+    /// Whether this drain can serve HTTPS (axum's `serve` speaks plain HTTP only).
+    pub fn serves_tls(self) -> bool {
+        self != Drain::Axum
+    }
+
+    /// Whether it can serve plain HTTP (the hand-made baseline is a TLS server).
+    pub fn serves_plain(self) -> bool {
+        self != Drain::HyperUtil
     }
 }
 
@@ -48,6 +66,8 @@ pub struct Hello {
     pub drain_timeout: Duration,
     /// `--upgrade-timeout`.
     pub upgrade_timeout: Duration,
+    /// Serve HTTPS with this certificate (`--tls-cert`, `--tls-key`); none: plain HTTP.
+    pub tls: Option<Arc<Pki>>,
 }
 
 impl Hello {
@@ -65,7 +85,8 @@ fn ms(d: Duration) -> String {
 
 impl ServerKind for Hello {
     fn name(&self) -> String {
-        format!("hello/{}", self.drain.label())
+        let scheme = if self.tls.is_some() { "https" } else { "hello" };
+        format!("{scheme}/{}", self.drain.label())
     }
 
     fn greetings(&self) -> Greetings {
@@ -83,6 +104,12 @@ impl ServerKind for Hello {
             .args(["--upgrade-timeout", &ms(self.upgrade_timeout)])
             .arg("--pid-file")
             .arg(dir.join("hello.pid"));
+        if let Some(pki) = &self.tls {
+            cmd.arg("--tls-cert")
+                .arg(&pki.cert)
+                .arg("--tls-key")
+                .arg(&pki.key);
+        }
         Ok(cmd)
     }
 
@@ -97,5 +124,9 @@ impl ServerKind for Hello {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    fn client_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.as_ref().map(|p| Arc::clone(&p.client))
     }
 }

@@ -11,6 +11,7 @@ pub mod peers;
 use std::io;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use crate::version::{Greetings, Version};
 
@@ -38,6 +39,12 @@ pub trait ServerKind: Send + Sync {
     /// its exit is then no sign of failure while waiting for the first answer.
     fn daemonizes(&self) -> bool {
         false
+    }
+
+    /// The client side of TLS when it serves HTTPS (the load, the readiness check and the
+    /// handover probe then all speak TLS with it); none: plain HTTP.
+    fn client_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        None
     }
 
     /// Signal that asks the serving generation for a graceful stop.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{Current, UpgradeRecord};
 use crate::generations::Generations;
-use crate::probe::{self, Probe, ProbeCounts};
+use crate::probe::{Probe, ProbeCounts};
 use crate::process::Server;
 use crate::reaper;
 use crate::version::Version;
@@ -114,7 +114,7 @@ fn probe_until_switch(
     let mut n = 0;
     while t0.elapsed() < ctx.opts.switch_timeout && n < MAX_PROBES && !crate::abort::requested() {
         n += 1;
-        let p = probe::once(s.addr, &s.greetings, ctx.opts.probe_timeout);
+        let p = s.probe(ctx.opts.probe_timeout);
         let at = Instant::now();
         match p {
             Probe::Answer {
@@ -150,7 +150,7 @@ fn linger(
         if exited.is_none() && reaper::exited(old_pid) {
             exited = Some(Instant::now());
         }
-        match probe::once(s.addr, &s.greetings, ctx.opts.probe_timeout) {
+        match s.probe(ctx.opts.probe_timeout) {
             // The new build's greeting from another PID: an older generation of that build
             // (no newer one can start during the linger), so stale too.
             Probe::Answer {
@@ -188,7 +188,7 @@ fn count(counts: &mut ProbeCounts, p: Probe, to: Version) {
 /// Who answers a fresh connection now.
 fn who_serves(ctx: &Ctx) -> Option<Current> {
     let s = ctx.server;
-    match probe::once(s.addr, &s.greetings, ctx.opts.probe_timeout) {
+    match s.probe(ctx.opts.probe_timeout) {
         Probe::Answer {
             status: 200,
             version: Some(version),

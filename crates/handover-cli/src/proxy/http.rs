@@ -131,11 +131,30 @@ impl ClientPools {
     }
 }
 
+/// Forwards one h2c request, and counts its answer against the worker it went to (the
+/// per-generation counters, the canary's rule).
 async fn forward(
     proxy: &Proxy,
     pools: &ClientPools,
     req: Request<Incoming>,
     link: Link,
+) -> Response<RespBody> {
+    let since = Instant::now();
+    let mut used = None;
+    let resp = forward_to(proxy, pools, req, link, &mut used).await;
+    if let Some(up) = used {
+        let answer = super::Answer::Status(resp.status().as_u16());
+        proxy.record(&up, answer, since.elapsed());
+    }
+    resp
+}
+
+async fn forward_to(
+    proxy: &Proxy,
+    pools: &ClientPools,
+    req: Request<Incoming>,
+    link: Link,
+    used: &mut Option<Arc<super::upstream::Upstream>>,
 ) -> Response<RespBody> {
     let peer = link.peer;
     let settings = proxy.settings();
@@ -165,10 +184,11 @@ async fn forward(
     let mut fresh = false;
     for _ in 0..ATTEMPTS {
         let wait = deadline.saturating_duration_since(Instant::now());
-        let Some(guard) = proxy.acquire(wait).await else {
+        let Some(guard) = proxy.acquire(wait, peer.ip()).await else {
             return error(StatusCode::BAD_GATEWAY, "no worker is serving");
         };
         let up = Arc::clone(guard.upstream());
+        *used = Some(Arc::clone(&up));
         let pool = pools.for_upstream(&up);
         let Conn { mut sender, reused } = match timeout_at(deadline, pool.get(fresh)).await {
             Err(_) => {

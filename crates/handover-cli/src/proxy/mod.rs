@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `mod` (here) | `--proxy` parsing; the routing table shared with the supervisor |
 //! | `upstream` | one worker as seen by the proxy: its address, in-flight count, drain |
+//! | `split`, `gen_stats` | the grey release: the weighted split and its rule; per-generation counters |
 //! | `cidr` | `--trusted-proxy` |
 //! | `policy` | the one header policy of both HTTP paths (hop-by-hop, framing, forwarding headers) |
 //! | `relay`, `message`, `chunked`, `inbuf`, `conns`, `lazy_timer` | the HTTP/1 relay; heads; chunked bodies; read buffers; its worker connections; its timeouts |
@@ -18,12 +19,14 @@
 //! The supervisor routes with [`Proxy::route`] once a worker is ready and retires the old one
 //! with [`Proxy::retire`], which resolves once the old worker has nothing in flight (or at the
 //! drain deadline, when its remaining connections are cut): only then does it get the stop
-//! signal.
+//! signal. A canary ([`Proxy::split`]) gets a share of new traffic next to the current worker
+//! until it is promoted ([`Proxy::promote`]) or taken out ([`Proxy::unsplit`]).
 
 mod chunked;
 mod cidr;
 mod conns;
 mod cut;
+mod gen_stats;
 mod headers;
 mod http;
 mod inbuf;
@@ -37,6 +40,7 @@ mod response;
 mod rewind;
 mod sent;
 mod spin;
+mod split;
 mod stream;
 mod tcp;
 mod tls;
@@ -44,7 +48,7 @@ mod upstream;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,10 +56,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use cidr::Cidr;
+pub use gen_stats::Answer;
+use split::Split;
+pub use split::{parse_percent, parse_share, percent_bp};
 pub use tls::TlsFront;
 use upstream::{Guard, Upstream};
 
-use crate::events::WorkerId;
+use handover::control_socket::{CanaryRequest, GenerationCounters};
+
+use crate::events::{Events, WorkerId};
 
 /// The protocol of `--proxy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +134,8 @@ pub struct Settings {
     pub client_timeout: Duration,
     /// `https://`: the certificate and key, loaded.
     pub tls: Option<Arc<TlsFront>>,
+    /// The supervisor's metrics, which count each generation's traffic too.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Binds the public address; the spec returned has the real port (when 0 was asked for).
@@ -226,9 +237,9 @@ pub struct Proxy {
 
 #[derive(Debug)]
 struct RoutingTable {
-    /// The current worker. A guard is taken under this lock's read side, so once a switch
-    /// (write side) is done, nothing new reaches the old worker.
-    current: watch::Sender<Option<Arc<Upstream>>>,
+    /// The current worker, and the canary if one runs. A guard is taken under this lock's
+    /// read side, so once a switch (write side) is done, nothing new reaches the old worker.
+    current: watch::Sender<Route>,
     /// Every worker that was routed to and not yet retired or gone.
     known: Mutex<HashMap<WorkerId, Arc<Upstream>>>,
     settings: Settings,
@@ -238,12 +249,58 @@ struct RoutingTable {
     next: std::sync::atomic::AtomicUsize,
 }
 
+/// Where new traffic goes.
+#[derive(Debug, Default)]
+struct Route {
+    /// The current worker.
+    main: Option<Arc<Upstream>>,
+    /// A canary with its share.
+    canary: Option<Arc<Split>>,
+}
+
+impl Route {
+    fn is_empty(&self) -> bool {
+        self.main.is_none() && self.canary.is_none()
+    }
+
+    fn has(&self, id: WorkerId) -> bool {
+        self.main.as_ref().is_some_and(|u| u.id == id)
+            || self.canary.as_ref().is_some_and(|s| s.canary.id == id)
+    }
+
+    /// The upstream for a new request or connection from `client`. While the current worker
+    /// is being restarted after a crash, the canary (if any) takes everything.
+    fn pick(&self, client: IpAddr) -> Option<&Arc<Upstream>> {
+        match (&self.main, &self.canary) {
+            (Some(m), Some(s)) => Some(if s.picks_canary(client) { &s.canary } else { m }),
+            (Some(m), None) => Some(m),
+            (None, Some(s)) => Some(&s.canary),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A canary started by [`Proxy::split`], for its figures.
+#[derive(Debug, Clone)]
+pub struct CanaryHandle(Arc<Split>);
+
+/// The figures of a canary.
+#[derive(Debug, Clone)]
+pub struct CanaryFigures {
+    /// The old generation's counters since the canary started.
+    pub old: GenerationCounters,
+    /// The canary's.
+    pub new: GenerationCounters,
+    /// Why the rule fails the canary now, if it does.
+    pub verdict: Option<String>,
+}
+
 impl Proxy {
     /// A routing table with no worker yet.
     pub fn new(settings: Settings) -> Proxy {
         Proxy {
             inner: Arc::new(RoutingTable {
-                current: watch::Sender::new(None),
+                current: watch::Sender::new(Route::default()),
                 known: Mutex::new(HashMap::new()),
                 settings,
                 threads: std::sync::OnceLock::new(),
@@ -279,11 +336,103 @@ impl Proxy {
         }
     }
 
-    /// From now on, new requests and connections go to worker `id` on `port` (loopback).
-    pub fn route(&self, id: WorkerId, addr: SocketAddr) {
-        let up = Arc::new(Upstream::new(id, addr));
+    /// From now on, new requests and connections go to worker `id` (of `generation`) at
+    /// `addr` (loopback); a canary, if one runs, keeps its share.
+    pub fn route(&self, id: WorkerId, generation: u64, addr: SocketAddr) {
+        let up = Arc::new(self.upstream(id, generation, addr));
         self.known().insert(id, Arc::clone(&up));
-        self.inner.current.send_replace(Some(up));
+        self.inner.current.send_modify(|r| r.main = Some(up));
+    }
+
+    /// A canary: worker `id` (of `generation`) at `addr` gets `plan.share_bp` of new traffic
+    /// next to the current worker. A trip of the rule takes it out of the split at once and
+    /// is reported to `events` ([`crate::events::Event::CanaryTripped`]).
+    pub fn split(
+        &self,
+        id: WorkerId,
+        generation: u64,
+        addr: SocketAddr,
+        plan: CanaryRequest,
+        events: Events,
+    ) -> CanaryHandle {
+        let up = Arc::new(self.upstream(id, generation, addr));
+        self.known().insert(id, Arc::clone(&up));
+        let mut handle = None;
+        self.inner.current.send_modify(|r| {
+            let split = Arc::new(Split::new(up, r.main.as_ref(), plan, events));
+            handle = Some(CanaryHandle(Arc::clone(&split)));
+            r.canary = Some(split);
+        });
+        handle.expect("set above")
+    }
+
+    /// The canary takes all new traffic (its counters go on); returns false if none runs.
+    pub fn promote(&self) -> bool {
+        self.inner
+            .current
+            .send_if_modified(|r| match r.canary.take() {
+                Some(s) => {
+                    r.main = Some(Arc::clone(&s.canary));
+                    true
+                }
+                None => false,
+            })
+    }
+
+    /// The canary gets no new traffic (retire it next to let it drain).
+    pub fn unsplit(&self) {
+        self.inner
+            .current
+            .send_if_modified(|r| r.canary.take().is_some());
+    }
+
+    /// The canary's and the old generation's figures since it started, and the rule's
+    /// verdict on them (also once it is out of the split).
+    pub fn figures(&self, canary: &CanaryHandle) -> CanaryFigures {
+        let route = self.inner.current.borrow();
+        let split = &canary.0;
+        let (old, new) = split.figures(route.main.as_ref());
+        let old_generation = route.main.as_ref().map_or(0, |m| m.generation);
+        CanaryFigures {
+            verdict: split.verdict(&old, &new),
+            old: old.counters(old_generation),
+            new: new.counters(split.canary.generation),
+        }
+    }
+
+    fn upstream(&self, id: WorkerId, generation: u64, addr: SocketAddr) -> Upstream {
+        let metrics = self.settings().metrics.as_ref();
+        Upstream::new(id, generation, addr)
+            .with_metrics(metrics.map(|m| m.for_generation(generation)))
+    }
+
+    /// Counts one exchange with `up`; if `up` is a canary and the rule now fails it, the
+    /// canary is taken out of the split before the next request.
+    fn record(&self, up: &Upstream, answer: Answer, took: Duration) {
+        up.stats.record(answer, took);
+        if let Some(m) = &up.metrics {
+            match answer {
+                Answer::Status(s) => m.answer(s, took),
+                Answer::Connected => m.connection(false, took),
+                Answer::Failed => m.connection(true, took),
+            }
+        }
+        let tripped = {
+            let route = self.inner.current.borrow();
+            match &route.canary {
+                Some(s) if s.canary.id == up.id => s.judge(route.main.as_ref()).then_some(up.id),
+                _ => None,
+            }
+        };
+        if let Some(id) = tripped {
+            self.inner.current.send_if_modified(|r| {
+                let ours = r.canary.as_ref().is_some_and(|s| s.canary.id == id);
+                if ours {
+                    r.canary = None;
+                }
+                ours
+            });
+        }
     }
 
     /// Worker `id` gets nothing new. Resolves once nothing is in flight on it any more, or
@@ -311,13 +460,17 @@ impl Proxy {
     }
 
     fn unroute(&self, id: WorkerId) {
-        self.inner.current.send_if_modified(|c| {
-            if c.as_ref().is_some_and(|u| u.id == id) {
-                *c = None;
-                true
-            } else {
-                false
+        self.inner.current.send_if_modified(|r| {
+            let mut changed = false;
+            if r.main.as_ref().is_some_and(|u| u.id == id) {
+                r.main = None;
+                changed = true;
             }
+            if r.canary.as_ref().is_some_and(|s| s.canary.id == id) {
+                r.canary = None;
+                changed = true;
+            }
+            changed
         });
     }
 
@@ -364,28 +517,31 @@ impl Proxy {
         &self.inner.settings
     }
 
-    /// A guard on the current worker, waiting up to `wait` for one (during a crash restart
-    /// there is none for a moment; clients wait as they would in a listen backlog).
-    async fn acquire(&self, wait: Duration) -> Option<Guard> {
-        if let Some(g) = self.try_acquire() {
+    /// A guard on the worker for a new request or connection from `client` (the current
+    /// one, or the canary for its share), waiting up to `wait` for one (during a crash
+    /// restart there is none for a moment; clients wait as they would in a listen backlog).
+    async fn acquire(&self, wait: Duration, client: IpAddr) -> Option<Guard> {
+        if let Some(g) = self.try_acquire(client) {
             return Some(g);
         }
         let mut rx = self.inner.current.subscribe();
-        let _ = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
-        self.try_acquire()
+        let _ = tokio::time::timeout(wait, rx.wait_for(|r| !r.is_empty())).await;
+        self.try_acquire(client)
     }
 
-    fn try_acquire(&self) -> Option<Guard> {
-        self.inner.current.borrow().as_ref().map(Upstream::guard)
-    }
-
-    /// Whether a worker other than `id` is current now (a retry would reach someone else).
-    fn moved_on_from(&self, id: WorkerId) -> bool {
+    fn try_acquire(&self, client: IpAddr) -> Option<Guard> {
         self.inner
             .current
             .borrow()
-            .as_ref()
-            .is_some_and(|u| u.id != id)
+            .pick(client)
+            .map(Upstream::guard)
+    }
+
+    /// Whether worker `id` gets no new traffic any more but another does (a retry would
+    /// reach someone else).
+    fn moved_on_from(&self, id: WorkerId) -> bool {
+        let route = self.inner.current.borrow();
+        !route.is_empty() && !route.has(id)
     }
 }
 
@@ -433,11 +589,13 @@ mod tests {
             busy_poll: Duration::ZERO,
             client_timeout: Duration::from_secs(60),
             tls: None,
+            metrics: None,
         });
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        proxy.route(WorkerId(1), addr);
-        let guard = proxy.acquire(Duration::ZERO).await.unwrap();
-        proxy.route(WorkerId(2), addr);
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        proxy.route(WorkerId(1), 1, addr);
+        let guard = proxy.acquire(Duration::ZERO, ip).await.unwrap();
+        proxy.route(WorkerId(2), 2, addr);
         assert!(proxy.moved_on_from(WorkerId(1)));
         let retire = tokio::spawn(proxy.retire(WorkerId(1), Duration::from_secs(30)));
         tokio::task::yield_now().await;
@@ -445,12 +603,73 @@ mod tests {
         drop(guard);
         assert_eq!(retire.await.unwrap(), 0);
         // A deadline cuts what is left.
-        let g = proxy.acquire(Duration::ZERO).await.unwrap();
+        let g = proxy.acquire(Duration::ZERO, ip).await.unwrap();
         assert_eq!(
             proxy.retire(WorkerId(2), Duration::from_millis(10)).await,
             1
         );
         drop(g);
-        assert!(proxy.acquire(Duration::from_millis(10)).await.is_none());
+        assert!(proxy.acquire(Duration::from_millis(10), ip).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_canary_gets_its_share_and_is_promoted_or_taken_out() {
+        let proxy = Proxy::new(Settings {
+            upstream_timeout: Duration::from_secs(1),
+            trusted: Vec::new(),
+            busy_poll: Duration::ZERO,
+            client_timeout: Duration::from_secs(60),
+            tls: None,
+            metrics: None,
+        });
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        proxy.route(WorkerId(1), 1, addr);
+        let plan = CanaryRequest {
+            share_bp: 2500,
+            for_ms: 1000,
+            max_error_rate_bp: 100,
+            min_requests: 4,
+            sticky_ip: false,
+        };
+        let h = proxy.split(WorkerId(2), 2, addr, plan, events.clone());
+        let mut to_canary = 0;
+        for _ in 0..100 {
+            let g = proxy.acquire(Duration::ZERO, ip).await.unwrap();
+            to_canary += usize::from(g.upstream().id == WorkerId(2));
+        }
+        assert_eq!(to_canary, 25);
+        assert!(!proxy.moved_on_from(WorkerId(2)) && !proxy.moved_on_from(WorkerId(1)));
+        // Four 500s from the canary trip the rule: out of the split at once, reported.
+        for _ in 0..4 {
+            let g = proxy.try_acquire(ip).unwrap();
+            let up = Arc::clone(g.upstream());
+            proxy.record(&up, Answer::Status(200), Duration::ZERO);
+        }
+        let canary = proxy.known().get(&WorkerId(2)).cloned().unwrap();
+        for _ in 0..4 {
+            proxy.record(&canary, Answer::Status(500), Duration::ZERO);
+        }
+        assert!(proxy.figures(&h).verdict.is_some());
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(crate::events::Event::CanaryTripped {
+                id: WorkerId(2),
+                ..
+            })
+        ));
+        assert!(proxy.inner.current.borrow().canary.is_none());
+        assert!((0..10).all(|_| proxy.try_acquire(ip).unwrap().upstream().id == WorkerId(1)));
+        // A promoted canary takes everything, with its counters.
+        let h = proxy.split(WorkerId(3), 3, addr, plan, events);
+        let f = proxy.figures(&h);
+        assert_eq!(
+            (f.old.generation, f.new.generation, f.new.requests),
+            (1, 3, 0)
+        );
+        assert!(proxy.promote());
+        assert!(!proxy.promote());
+        assert!((0..10).all(|_| proxy.try_acquire(ip).unwrap().upstream().id == WorkerId(3)));
     }
 }

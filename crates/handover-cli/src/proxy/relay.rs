@@ -145,6 +145,8 @@ pub async fn serve<S: ClientStream>(mut client: S, mut inb: Inbuf, link: Link, p
             proxy: &proxy,
             req: &req,
             head: &head_out,
+            client: peer.ip(),
+            since: Instant::now(),
         };
         let bufs = Bufs {
             out: &mut resp_out,
@@ -213,6 +215,10 @@ struct Exchange<'a> {
     req: &'a request::Request,
     /// The request head as the worker gets it.
     head: &'a [u8],
+    /// The client's address (the canary split may go by it).
+    client: std::net::IpAddr,
+    /// When the request head had been read (the latency counted per generation).
+    since: Instant,
 }
 
 /// How sending a request to one worker connection went.
@@ -240,7 +246,7 @@ impl Exchange<'_> {
         let mut fresh = false;
         for _ in 0..ATTEMPTS {
             let wait = deadline.saturating_duration_since(Instant::now());
-            let Some(guard) = self.proxy.acquire(wait).await else {
+            let Some(guard) = self.proxy.acquire(wait, self.client).await else {
                 return self
                     .fail(client, out, 502, "no worker is serving", false)
                     .await;
@@ -253,9 +259,10 @@ impl Exchange<'_> {
                 None => match timeout_at(deadline, UpConn::connect(up.addr)).await {
                     Ok(Ok(c)) => c,
                     Err(_) => {
+                        self.count(&up, 504);
                         return self
                             .fail(client, out, 504, "the worker did not accept in time", false)
-                            .await
+                            .await;
                     }
                     Ok(Err(e)) => {
                         // Nothing was sent: if another worker has taken over, it gets it.
@@ -264,6 +271,7 @@ impl Exchange<'_> {
                             continue;
                         }
                         tracing::warn!("proxy: cannot reach the worker at {}: {e}", up.addr);
+                        self.count(&up, 502);
                         let why = format!("cannot reach the worker: {e}");
                         return self.fail(client, out, 502, &why, false).await;
                     }
@@ -292,6 +300,13 @@ impl Exchange<'_> {
             false,
         )
         .await
+    }
+
+    /// Counts the answer `status` against worker `up` (per-generation counters, the canary's
+    /// rule).
+    fn count(&self, up: &super::upstream::Upstream, status: u16) {
+        let answer = super::Answer::Status(status);
+        self.proxy.record(up, answer, self.since.elapsed());
     }
 
     /// Answers the client with an error of the proxy's own. `whole`: the request body (if
@@ -336,6 +351,7 @@ impl Exchange<'_> {
             Ok(n) if n > 0 => {
                 if conn.stream.write_all(&self.head[n..]).await.is_err() {
                     tracing::warn!("proxy: the worker at {} closed the connection", up.addr);
+                    self.count(&up, 502);
                     let why = "the worker closed the connection";
                     return Sent::Done(self.fail(client, out, 502, why, false).await, None);
                 }
@@ -394,6 +410,7 @@ impl Exchange<'_> {
                 return Sent::Done(self.fail(client, out, status, why, false).await, None);
             }
             Waited::TimedOut(whole) => {
+                self.count(&up, 504);
                 let why = "the worker did not answer in time";
                 let next = self.fail(client, out, 504, why, whole).await;
                 return Sent::Done(next, None);
@@ -411,10 +428,14 @@ impl Exchange<'_> {
                     conn.buf.unread().len(),
                     r.status
                 );
+                self.count(&up, 502);
                 let why = "the worker sent a body where there can be none";
                 return Sent::Done(self.fail(client, out, 502, why, whole).await, None);
             }
-            Ok(r) => r,
+            Ok(r) => {
+                self.count(&up, r.status);
+                r
+            }
             Err(HeadError::Closed)
                 if reused && self.req.idempotent && self.req.framing == Framing::None =>
             {
@@ -423,6 +444,7 @@ impl Exchange<'_> {
             Err(HeadError::Client) => return Sent::Done(Next::Close, None),
             Err(e) => {
                 tracing::warn!("proxy: the worker at {} failed: {e}", up.addr);
+                self.count(&up, 502);
                 let why = format!("the worker failed: {e}");
                 return Sent::Done(self.fail(client, out, 502, &why, whole).await, None);
             }

@@ -108,6 +108,8 @@ impl std::future::Future for Sleep {
 pub struct ToWorker<S> {
     inner: S,
     waiting: Option<Waiting>,
+    /// Some byte came back (the TCP proxy's error count: a reset before it is the worker's).
+    answered: bool,
 }
 
 impl<S> ToWorker<S> {
@@ -116,7 +118,13 @@ impl<S> ToWorker<S> {
         ToWorker {
             inner,
             waiting: None,
+            answered: false,
         }
+    }
+
+    /// Whether the worker has sent anything yet.
+    pub fn has_answered(&self) -> bool {
+        self.answered
     }
 }
 
@@ -136,6 +144,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ToWorker<S> {
         };
         if answered {
             self.waiting = None;
+        }
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.answered = true;
         }
         r
     }

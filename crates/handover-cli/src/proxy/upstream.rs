@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::cut::{Cut, Wait};
+use super::gen_stats::GenStats;
 use crate::events::WorkerId;
 
 /// A worker that requests are (or were) routed to.
@@ -16,6 +17,8 @@ use crate::events::WorkerId;
 pub struct Upstream {
     /// The worker.
     pub id: WorkerId,
+    /// Its generation (for logs and the counters).
+    pub generation: u64,
     /// Where it listens (loopback, its own port).
     pub addr: SocketAddr,
     /// Requests in flight (until their response body has been sent), tunnels and TCP
@@ -26,19 +29,31 @@ pub struct Upstream {
     closing: Arc<Cut>,
     /// Becomes true when the worker is retired: idle connections to it are closed.
     retiring: Arc<Cut>,
+    /// What it has answered (the canary's rule, `status`).
+    pub stats: GenStats,
+    /// Its series in the supervisor's metrics, if kept.
+    pub metrics: Option<crate::metrics::GenMetrics>,
 }
 
 impl Upstream {
-    /// Worker `id`, listening on `addr`, with nothing in flight.
-    pub fn new(id: WorkerId, addr: SocketAddr) -> Upstream {
+    /// Worker `id` of `generation`, listening on `addr`, with nothing in flight.
+    pub fn new(id: WorkerId, generation: u64, addr: SocketAddr) -> Upstream {
         Upstream {
             id,
+            generation,
             addr,
+            stats: GenStats::default(),
+            metrics: None,
             active: AtomicUsize::new(0),
             idle: Notify::new(),
             closing: Arc::default(),
             retiring: Arc::default(),
         }
+    }
+
+    /// The same, counting into the supervisor's metrics too.
+    pub fn with_metrics(self, metrics: Option<crate::metrics::GenMetrics>) -> Upstream {
+        Upstream { metrics, ..self }
     }
 
     /// Counts one more thing in flight until the guard is dropped.

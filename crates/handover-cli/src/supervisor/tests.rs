@@ -67,6 +67,10 @@ struct Harness {
 
 impl Harness {
     fn new(max_draining: usize) -> Harness {
+        Harness::with(max_draining, Duration::ZERO)
+    }
+
+    fn with(max_draining: usize, lame_duck: Duration) -> Harness {
         let (tx, timers) = mpsc::unbounded_channel();
         let launcher = FakeLauncher::default();
         let cfg = Config {
@@ -74,6 +78,7 @@ impl Harness {
             listeners: vec!["tcp://127.0.0.1:8080".into()],
             ready_timeout: READY_TIMEOUT,
             drain_timeout: DRAIN_TIMEOUT,
+            lame_duck,
             stop_signal: "TERM".parse().unwrap(),
             max_draining,
             backoff: Backoff::new(BACKOFF, Duration::from_secs(10)),
@@ -352,4 +357,59 @@ async fn a_new_version_that_cannot_be_executed_fails_the_upgrade_and_keeps_the_o
         "{err}"
     );
     assert_eq!(h.state(), ServerState::Running);
+}
+
+const LAME_DUCK: Duration = Duration::from_secs(2);
+
+fn health(h: &Harness) -> crate::admin::Health {
+    h.sup.health().get()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_with_a_lame_duck_fails_health_first_and_signals_the_workers_after_it() {
+    use crate::admin::Health;
+    let mut h = Harness::with(4, LAME_DUCK);
+    assert_eq!(health(&h), Health::NoWorker, "no worker is ready yet");
+    h.ready(1);
+    assert_eq!(health(&h), Health::Ready);
+    h.calls();
+    h.stop(true);
+    assert_eq!(health(&h), Health::Stopping);
+    assert_eq!(h.state(), ServerState::LameDuck);
+    assert_eq!(h.calls(), [], "the worker serves on in lame duck");
+    assert_eq!(h.worker_states(), [(1001, WorkerState::Ready)]);
+    let err = reply(h.upgrade()).unwrap_err();
+    assert_eq!(err, "the server is stopping", "no upgrade in lame duck");
+    assert_eq!(h.next_timer().await, LAME_DUCK);
+    assert_eq!(h.calls(), [Call::Signal(1001, TERM)]);
+    assert_eq!(h.state(), ServerState::Stopping);
+    assert_eq!(health(&h), Health::Stopping);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_stop_signal_in_lame_duck_kills_at_once() {
+    let mut h = Harness::with(4, LAME_DUCK);
+    h.ready(1);
+    h.calls();
+    h.stop(true);
+    assert_eq!(h.calls(), []);
+    h.stop(true);
+    assert_eq!(h.calls(), [Call::Signal(1001, KILL)]);
+    // The lame duck's timer later finds nothing to do.
+    h.next_timer().await;
+    assert_eq!(h.calls(), []);
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_stays_ready_through_an_upgrade_and_fails_while_no_worker_is_ready() {
+    use crate::admin::Health;
+    let mut h = Harness::with(4, LAME_DUCK);
+    h.ready(1);
+    let rx = h.upgrade();
+    assert_eq!(health(&h), Health::Ready, "the old worker serves meanwhile");
+    h.ready(2);
+    reply(rx).unwrap();
+    assert_eq!(health(&h), Health::Ready);
+    h.exited(2, ExitStatus::Signal(KILL));
+    assert_eq!(health(&h), Health::NoWorker, "a crash: nobody is ready");
 }

@@ -22,6 +22,11 @@
 //! | upgrade | `{"request":"upgrade"}` | [`UpgradeReport`], sent once the outcome is known |
 //! | status | `{"request":"status"}` | [`Status`] |
 //! | stop | `{"request":"stop"}` | [`StopReport`], sent when the graceful stop has begun |
+//! | canary | `{"request":"canary","share_bp":1000,"for_ms":60000,"max_error_rate_bp":100,"min_requests":100,"sticky_ip":false}` | [`UpgradeReport`] (with `canary`) once promoted; an error with the reason once rolled back |
+//! | promote, abort | `{"request":"promote"}`, `{"request":"abort"}` | [`DecisionReport`] |
+//!
+//! `canary`, `promote` and `abort` are for the supervisor in proxy mode; a library-mode
+//! server (and the supervisor in socket mode) answers them with an error that says why.
 //!
 //! Unknown fields in a request are ignored, so newer clients can add optional ones.
 //!
@@ -41,11 +46,11 @@
 //! {"pid":4242,"generation":4,"previous_pids":[4100],"duration_ms":812}
 //! ```
 //!
-//! ## `result` of `status`: [`Status`] (`schema_version` 2)
+//! ## `result` of `status`: [`Status`] (`schema_version` 3)
 //!
 //! ```json
 //! {
-//!   "schema_version": 2,
+//!   "schema_version": 3,
 //!   "kind": "supervisor",
 //!   "name": "app",
 //!   "pid": 4000,
@@ -62,7 +67,8 @@
 //!     "ok": true, "trigger": "control socket", "generation": 4, "pid": 4242,
 //!     "error": null, "started_unix_ms": 1767225600000, "duration_ms": 812
 //!   },
-//!   "resumed": null
+//!   "resumed": null,
+//!   "canary": null
 //! }
 //! ```
 //!
@@ -70,7 +76,10 @@
 //! Fields may be added in later versions without changing `schema_version`; a change of
 //! meaning bumps it. Version 2: in a library-mode server `last_upgrade` is, until the process
 //! tries an upgrade of its own, the upgrade that created it (version 1 said `null` there), and
-//! `resumed` is new.
+//! `resumed` is new. The `state` `"lame_duck"` (a stop began with a lame duck: still serving,
+//! health checks fail) came later, without a bump: an older client reads it as unknown.
+//! Version 3: `state` may be `canary`, with the canary's figures in `canary`
+//! ([`CanaryStatus`]); `last_upgrade.canary` holds a canary's decision ([`CanaryOutcome`]).
 //!
 //! ## `result` of `stop`: [`StopReport`]
 //!
@@ -108,6 +117,7 @@
 // (`Builder::control_socket`) and the client is left out.
 #![cfg_attr(not(feature = "supervisor"), allow(unused_imports, dead_code))]
 
+mod canary;
 #[cfg(feature = "supervisor")]
 mod client;
 mod protocol;
@@ -115,6 +125,7 @@ mod server;
 #[cfg(all(test, feature = "supervisor"))]
 mod tests;
 
+pub use canary::{CanaryOutcome, CanaryRequest, CanaryStatus, DecisionReport, GenerationCounters};
 #[cfg(feature = "supervisor")]
 pub use client::{request, request_with_timeout, ClientError};
 pub use protocol::{

@@ -5,15 +5,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::canary::{CanaryOutcome, CanaryRequest, CanaryStatus, DecisionReport};
+
 /// Longest accepted request line, newline excluded.
 pub const MAX_REQUEST_BYTES: usize = 4096;
 /// How long a client has to send its whole request line.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Version of the [`Status`] schema this crate writes.
-pub const STATUS_SCHEMA_VERSION: u32 = 2;
+pub const STATUS_SCHEMA_VERSION: u32 = 3;
 
-/// A request, written as `{"request":"upgrade"}`, `{"request":"status"}` or
-/// `{"request":"stop"}`.
+/// A request, written as `{"request":"upgrade"}`, `{"request":"status"}`,
+/// `{"request":"stop"}`, `{"request":"canary", ...}` ([`CanaryRequest`]'s fields),
+/// `{"request":"promote"}` or `{"request":"abort"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
@@ -24,9 +27,22 @@ pub enum Request {
     Status,
     /// Stop gracefully: stop accepting, let in-flight work finish, exit.
     Stop,
+    /// A grey release: start a new generation, give it a share of the traffic, then promote
+    /// it or roll it back by the rule; the reply ([`Response::Upgraded`] or an error with the
+    /// reason) comes with the decision. Supervisor proxy mode only.
+    Canary(CanaryRequest),
+    /// End the canary in progress now: the canary takes all new traffic, the old generation
+    /// drains. Replies [`Response::Decided`].
+    Promote,
+    /// End the canary in progress now: the canary drains, the old generation takes all new
+    /// traffic again. Replies [`Response::Decided`].
+    Abort,
 }
 
 /// The `result` of a successful request, one variant per [`Request`].
+// One reply per connection, moved once: the size of the status variant costs nothing worth
+// a box (and a box would change the public type).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Response {
     /// The reply to [`Request::Upgrade`] when the new generation took over.
@@ -35,10 +51,12 @@ pub enum Response {
     Status(Status),
     /// The reply to [`Request::Stop`].
     Stopping(StopReport),
+    /// The reply to [`Request::Promote`] and [`Request::Abort`].
+    Decided(DecisionReport),
 }
 
 /// A successful upgrade.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpgradeReport {
     /// PID of the process that now accepts new connections.
     pub pid: u32,
@@ -48,9 +66,13 @@ pub struct UpgradeReport {
     /// PIDs of the processes now draining (the previous version).
     #[serde(default)]
     pub previous_pids: Vec<u32>,
-    /// From the request to the new generation being ready, in milliseconds.
+    /// From the request to the new generation being ready (to the promotion, for a
+    /// canary), in milliseconds.
     #[serde(default)]
     pub duration_ms: u64,
+    /// A canary: the decision that promoted it, with its figures (`null` otherwise).
+    #[serde(default)]
+    pub canary: Option<Box<CanaryOutcome>>,
 }
 
 /// A graceful stop has begun.
@@ -85,9 +107,14 @@ pub enum ServerState {
     Running,
     /// An upgrade is in progress (a new generation is starting); the old one still serves.
     Upgrading,
+    /// A canary runs: the new generation gets a share of the traffic (see [`Status::canary`]).
+    Canary,
     /// No generation serves (the last one exited unexpectedly); a new one is being started.
     /// Connections wait in the listen backlog meanwhile.
     Restarting,
+    /// A graceful stop began with a lame duck (`--lame-duck`): the server still accepts and
+    /// serves, but its health checks fail; the drain follows.
+    LameDuck,
     /// A graceful stop is in progress.
     Stopping,
     /// A state this version does not know (sent by a newer server).
@@ -125,7 +152,8 @@ pub struct Status {
     pub name: Option<String>,
     /// PID of the process answering: the supervisor (stable), or the library-mode server.
     pub pid: u32,
-    /// `"starting"`, `"running"`, `"upgrading"`, `"restarting"` or `"stopping"`.
+    /// `"starting"`, `"running"`, `"upgrading"`, `"restarting"`, `"lame_duck"` or
+    /// `"stopping"`.
     pub state: ServerState,
     /// Generation of the process serving new connections (1 for the first; 0 when none
     /// serves yet).
@@ -153,6 +181,9 @@ pub struct Status {
     /// supervisor, which restarts a crashed worker instead).
     #[serde(default)]
     pub resumed: Option<ResumeRecord>,
+    /// The canary in progress (`handover upgrade --canary`), or `null`.
+    #[serde(default)]
+    pub canary: Option<Box<CanaryStatus>>,
 }
 
 /// A library-mode process serving again after its successor crashed, in [`Status::resumed`].
@@ -182,7 +213,7 @@ pub struct WorkerStatus {
 }
 
 /// The outcome of an upgrade attempt, in [`Status::last_upgrade`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpgradeRecord {
     /// Whether the new generation took over.
     pub ok: bool,
@@ -201,6 +232,9 @@ pub struct UpgradeRecord {
     pub started_unix_ms: u64,
     /// How long it took until the outcome was known, in milliseconds.
     pub duration_ms: u64,
+    /// A canary upgrade: its decision and figures (`null` for a plain upgrade).
+    #[serde(default)]
+    pub canary: Option<Box<CanaryOutcome>>,
 }
 
 /// The wire form of a reply.
@@ -227,6 +261,7 @@ impl Reply {
             Ok(Response::Upgraded(r)) => serde_json::to_value(r),
             Ok(Response::Status(s)) => serde_json::to_value(s),
             Ok(Response::Stopping(s)) => serde_json::to_value(s),
+            Ok(Response::Decided(d)) => serde_json::to_value(d),
             Err(e) => return Reply::error(e),
         };
         match value {
@@ -256,8 +291,7 @@ pub fn unix_ms(t: std::time::SystemTime) -> u64 {
 
 /// Reads one request line; the error is the reply's message.
 pub(super) fn parse_request(line: &[u8]) -> Result<Request, String> {
-    const HINT: &str =
-        r#"expected a JSON object such as {"request":"status"} (requests: upgrade, status, stop)"#;
+    const HINT: &str = r#"expected a JSON object such as {"request":"status"} (requests: upgrade, status, stop, canary, promote, abort)"#;
     let value: serde_json::Value = serde_json::from_slice(line)
         .map_err(|e| format!("invalid request: not JSON ({e}); {HINT}"))?;
     match value.get("request") {
@@ -295,5 +329,9 @@ pub(super) fn decode_reply(request: Request, line: &[u8]) -> Result<Response, De
         Request::Upgrade => Response::Upgraded(serde_json::from_value(result).map_err(bad)?),
         Request::Status => Response::Status(serde_json::from_value(result).map_err(bad)?),
         Request::Stop => Response::Stopping(serde_json::from_value(result).map_err(bad)?),
+        Request::Canary(_) => Response::Upgraded(serde_json::from_value(result).map_err(bad)?),
+        Request::Promote | Request::Abort => {
+            Response::Decided(serde_json::from_value(result).map_err(bad)?)
+        }
     })
 }

@@ -27,6 +27,7 @@ fn status() -> Status {
         }],
         last_upgrade: None,
         resumed: None,
+        canary: None,
     }
 }
 
@@ -35,6 +36,7 @@ async fn handler(request: Request) -> Result<Response, String> {
         Request::Status => Ok(Response::Status(status())),
         Request::Stop => Ok(Response::Stopping(StopReport { pid: 42 })),
         Request::Upgrade => Err("the new worker exited with status 3".into()),
+        other => Err(format!("{other:?} is not served here")),
     }
 }
 

@@ -69,10 +69,16 @@ impl Attempts {
 }
 
 async fn start(attempts: &Attempts) -> Running {
+    start_with(attempts, Duration::ZERO).await
+}
+
+/// [`start`] with a lame duck of `lame_duck` at a stop.
+async fn start_with(attempts: &Attempts, lame_duck: Duration) -> Running {
     let shared = ServingState::new(
         Duration::from_secs(30),
         Duration::from_secs(1),
         Duration::from_secs(10),
+        lame_duck,
     );
     shared.phase.send_replace(crate::drain::Phase::Serving);
     let cfg = UpgradeConfig {
@@ -226,4 +232,117 @@ async fn a_drain_ends_as_soon_as_the_last_connection_closes() {
     assert_eq!(t0.elapsed(), Duration::from_secs(2));
     assert_eq!(exit.abandoned_connections, 0);
     assert_eq!(running.live_connections(), 0);
+}
+
+fn phase(running: &Running) -> crate::drain::Phase {
+    *running.shared().phase.borrow()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_with_a_lame_duck_serves_on_unhealthy_then_drains() {
+    let attempts = Attempts::default();
+    let running = start_with(&attempts, Duration::from_secs(2)).await;
+    let health = running.health();
+    assert!(health.is_healthy());
+    let t0 = tokio::time::Instant::now();
+    running.stop();
+    settle().await;
+    assert!(
+        !health.is_healthy(),
+        "health fails as soon as the stop begins"
+    );
+    assert!(health.is_stopping());
+    assert_eq!(
+        phase(&running),
+        crate::drain::Phase::Serving,
+        "still accepting in lame duck"
+    );
+    assert_eq!(running.draining().await, DrainReason::Stopped);
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(2),
+        "the drain begins after the lame duck"
+    );
+    assert!(!health.is_healthy());
+    let exit = running.wait().await;
+    assert_eq!(exit.reason, DrainReason::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_lame_duck_a_stop_drains_at_once() {
+    let attempts = Attempts::default();
+    let running = start(&attempts).await;
+    let t0 = tokio::time::Instant::now();
+    running.stop();
+    assert_eq!(running.draining().await, DrainReason::Stopped);
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert!(!running.health().is_healthy());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_process_in_lame_duck_refuses_to_upgrade() {
+    let attempts = Attempts::default();
+    let running = start_with(&attempts, Duration::from_secs(5)).await;
+    running.stop();
+    settle().await;
+    match upgrade(&running, "SIGUSR2").await.unwrap() {
+        Err(UpgradeError::Draining) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        attempts.count(),
+        0,
+        "no new process is started while stopping"
+    );
+    assert_eq!(phase(&running), crate::drain::Phase::Serving);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upgrade_keeps_health_good_and_is_not_delayed_by_the_lame_duck() {
+    let attempts = Attempts::default();
+    let running = start_with(&attempts, Duration::from_secs(5)).await;
+    let health = running.health();
+    let t0 = tokio::time::Instant::now();
+    let up = upgrade(&running, "SIGUSR2");
+    settle().await;
+    assert!(health.is_healthy(), "healthy while the upgrade runs");
+    let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+    let upgraded = Upgraded {
+        new_pid: 4242,
+        generation: 2,
+    };
+    attempts.end(Ok(HandedOver {
+        upgraded,
+        duration: Duration::from_millis(5),
+        successor: Successor::new(4242, 2, ours),
+    }));
+    assert_eq!(up.await.unwrap().unwrap(), upgraded);
+    assert_eq!(
+        running.draining().await,
+        DrainReason::Upgraded { new_pid: 4242 }
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "no lame duck at an upgrade"
+    );
+    assert!(health.is_healthy(), "an upgrade is not a stop");
+    // A stop of the old process while it drains makes it unhealthy, still without a lame duck.
+    running.stop();
+    settle().await;
+    assert!(!health.is_healthy());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_an_upgrade_cancels_it_and_enters_the_lame_duck() {
+    let attempts = Attempts::default();
+    let running = start_with(&attempts, Duration::from_secs(3)).await;
+    let up = upgrade(&running, "SIGUSR2");
+    settle().await;
+    let t0 = tokio::time::Instant::now();
+    running.stop();
+    assert!(matches!(up.await.unwrap(), Err(UpgradeError::Cancelled)));
+    assert_eq!(attempts.cancelled.load(Ordering::SeqCst), 1);
+    assert!(!running.health().is_healthy());
+    assert_eq!(running.draining().await, DrainReason::Stopped);
+    assert_eq!(t0.elapsed(), Duration::from_secs(3));
 }

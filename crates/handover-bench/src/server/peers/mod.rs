@@ -96,6 +96,19 @@ pub fn prepare(
     (kinds, status)
 }
 
+/// A status line for every selected peer, none set up, saying `why`.
+pub fn skipped(selected: &[Peer], why: &str) -> Vec<PeerStatus> {
+    Peer::ALL
+        .iter()
+        .filter(|p| selected.contains(p))
+        .map(|p| PeerStatus {
+            name: p.name(),
+            available: false,
+            detail: format!("skipped: {why}"),
+        })
+        .collect()
+}
+
 /// Sends `sig` to `pid`.
 pub(crate) fn kill(pid: u32, sig: libc::c_int) -> std::io::Result<()> {
     // SAFETY: kill with a positive pid.
