@@ -9,7 +9,7 @@
 //! | `split`, `gen_stats` | the grey release: the weighted split and its rule; per-generation counters |
 //! | `cidr` | `--trusted-proxy` |
 //! | `policy` | the one header policy of both HTTP paths (hop-by-hop, framing, forwarding headers) |
-//! | `relay`, `message`, `chunked`, `inbuf`, `conns`, `lazy_timer` | the HTTP/1 relay; heads; chunked bodies; read buffers; its worker connections; its timeouts |
+//! | `relay`, `body`, `message`, `chunked`, `inbuf`, `conns`, `lazy_timer` | the HTTP/1 relay; its bodies both ways; heads; chunked bodies; read buffers; its worker connections; its timeouts |
 //! | `request`, `response` | the relay's client request heads and worker response heads: parse, check, write |
 //! | `http`, `rewind`, `pool`, `sent`, `headers` | h2c clients (through hyper) |
 //! | `tcp` | the TCP proxy |
@@ -22,6 +22,7 @@
 //! signal. A canary ([`Proxy::split`]) gets a share of new traffic next to the current worker
 //! until it is promoted ([`Proxy::promote`]) or taken out ([`Proxy::unsplit`]).
 
+mod body;
 mod chunked;
 mod cidr;
 mod conns;
