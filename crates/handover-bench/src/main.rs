@@ -12,6 +12,7 @@
 //! | `upgrade`, `probe`, `generations`, `version` | timing upgrades; the fresh-connection probe; who answered |
 //! | `idle_conns` | the 10,000 idle keep-alive connections phase |
 //! | `proxy`, `cpu` | the `--phases proxy` comparison; CPU time per request |
+//! | `supervisors` | the `--supervisors` matrix: `handover run` against PM2, gunicorn, circus, a systemd-style restart, nginx |
 //! | `report` | `report.json`, `chart.svg` and the table |
 
 mod abort;
@@ -31,6 +32,7 @@ mod report;
 mod rlimit;
 mod run;
 mod server;
+mod supervisors;
 mod tls;
 mod upgrade;
 mod version;
@@ -108,7 +110,26 @@ fn bench(args: &Args) -> std::io::Result<()> {
     let peer_opts = PeerOpts {
         drain_timeout: args.drain_timeout,
     };
-    let (peer_kinds, peers) = peers::prepare(&selected, &peer_dir, &peer_opts);
+    let mut supervisor_tools = Vec::new();
+    let (kinds, peer_kinds, peers) = if args.supervisors {
+        // The rows take the peers' place in the plan (upgrade runs and idle handovers); no
+        // library drain runs, so there are no steady A/B pairs.
+        let handover = args
+            .handover_bin
+            .clone()
+            .unwrap_or_else(|| workspace.join("target/release/handover"));
+        let tools = supervisors::tools::setup(&args.supervisor_tools, handover);
+        for n in &tools.notes {
+            progress(&format!("supervisors: {n}"));
+        }
+        supervisor_tools.clone_from(&tools.notes);
+        let (rows, status) =
+            supervisors::prepare(&args.supervisor_rows, &tools, &bins, args.drain_timeout);
+        (Vec::new(), rows, status)
+    } else {
+        let (peer_kinds, peers) = peers::prepare(&selected, &peer_dir, &peer_opts);
+        (kinds, peer_kinds, peers)
+    };
     let settings = Settings {
         threads: args.threads,
         timeout: args.timeout,
@@ -150,6 +171,9 @@ fn bench(args: &Args) -> std::io::Result<()> {
     let mut meta = meta(args, &bins);
     meta["nofile"] = serde_json::to_value(nofile).unwrap_or_default();
     meta["left_behind_at_exit"] = left_behind().into();
+    if args.supervisors {
+        meta["supervisor_tools"] = supervisor_tools.into();
+    }
     let report = Report {
         meta,
         cells,
