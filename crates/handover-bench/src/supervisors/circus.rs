@@ -37,7 +37,8 @@ pub fn config(bin: &Path, dir: &Path, port: u16, drain: Duration) -> String {
     format!(
         "[circus]\nendpoint = {ctl}\npubsub_endpoint = ipc://{d}/pub.sock\nstatsd = false\n\
          check_delay = 1\n\n[watcher:web]\ncmd = {gunicorn} --chdir {d} --worker-class gthread \
-         --workers 1 --threads 8 --graceful-timeout {secs} --bind fd://$(circus.sockets.web) \
+         --workers 1 --threads 8 --graceful-timeout {secs} --no-control-socket \
+         --bind fd://$(circus.sockets.web) \
          app:wsgi\nuse_sockets = True\nnumprocesses = 1\ngraceful_timeout = {secs}\n\
          copy_env = True\n\n[env:web]\nPYTHONDONTWRITEBYTECODE = 1\n\n[socket:web]\n\
          host = 127.0.0.1\nport = {port}\n",
