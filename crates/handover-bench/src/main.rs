@@ -185,7 +185,7 @@ fn bench(args: &Args) -> std::io::Result<()> {
     report::write(&args.out, &report)?;
     print!("{}", report::table::render(&report));
     progress(&format!(
-        "wrote {0}/report.json, {0}/chart.svg, {0}/table.txt",
+        "wrote {0}/report.json, {0}/summary.svg, {0}/chart.svg, {0}/table.txt",
         args.out.display()
     ));
     if abort::requested() {
