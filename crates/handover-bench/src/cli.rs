@@ -108,6 +108,10 @@ pub struct Args {
         "handover-hello", "handover-node", "handover-python", "handover-proxy", "pm2",
         "gunicorn", "circus", "restart", "nginx-swap"])]
     pub supervisor_rows: Vec<Row>,
+    /// `--supervisors`: also upgrade `handover run` (socket, hello) N times back to back and
+    /// report the supervisor's RSS and open fds (0: not run; issue 16 asks for 1000).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub supervisor_footprint: usize,
     /// `--supervisors`: where PM2 (npm) and gunicorn + circus (a pip virtualenv) are installed,
     /// kept between runs.
     #[arg(long, value_name = "DIR", default_value = "target/supervisor-tools")]
@@ -224,6 +228,9 @@ impl Args {
             return Err(
                 "--proxy-rate 0..1e6, --proxy-*conns 1..=10000, --proxy-rounds 1..=20".into(),
             );
+        }
+        if self.supervisor_footprint > 100_000 {
+            return Err("--supervisor-footprint ≤ 100000".into());
         }
         if self.ab_runs > 20 || self.upgrades > 100 || self.idle_upgrades > 100 {
             return Err("--ab-runs ≤ 20, --upgrades and --idle-upgrades ≤ 100".into());

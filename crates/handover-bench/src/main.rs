@@ -111,6 +111,7 @@ fn bench(args: &Args) -> std::io::Result<()> {
         drain_timeout: args.drain_timeout,
     };
     let mut supervisor_tools = Vec::new();
+    let mut footprint_kind = None;
     let (kinds, peer_kinds, peers) = if args.supervisors {
         // The rows take the peers' place in the plan (upgrade runs and idle handovers); no
         // library drain runs, so there are no steady A/B pairs.
@@ -125,6 +126,17 @@ fn bench(args: &Args) -> std::io::Result<()> {
         supervisor_tools.clone_from(&tools.notes);
         let (rows, status) =
             supervisors::prepare(&args.supervisor_rows, &tools, &bins, args.drain_timeout);
+        if args.supervisor_footprint > 0 {
+            footprint_kind = supervisors::prepare(
+                &[supervisors::Row::HandoverHello],
+                &tools,
+                &bins,
+                args.drain_timeout,
+            )
+            .0
+            .pop()
+            .zip(tools.handover.clone().ok());
+        }
         (Vec::new(), rows, status)
     } else {
         let (peer_kinds, peers) = peers::prepare(&selected, &peer_dir, &peer_opts);
@@ -168,6 +180,37 @@ fn bench(args: &Args) -> std::io::Result<()> {
     };
     let proxy = (args.phases.contains(&Phase::Proxy) && !abort::requested())
         .then(|| proxy_phase(args, &bins, &workspace, &settings));
+    let supervisor_footprint = match footprint_kind {
+        Some((kind, handover)) if !abort::requested() => {
+            progress(&format!(
+                "supervisor footprint: {} x{} upgrades",
+                kind.name(),
+                args.supervisor_footprint
+            ));
+            let log = settings.log_dir.join("footprint.log");
+            match supervisors::footprint::measure(
+                &kind,
+                &handover,
+                args.supervisor_footprint,
+                (args.supervisor_footprint / 10).max(1),
+                &log,
+                settings.ready_timeout,
+                settings.stop_grace,
+            ) {
+                Ok(f) => {
+                    for l in supervisors::footprint::lines(&f) {
+                        progress(&l);
+                    }
+                    Some(f)
+                }
+                Err(e) => {
+                    progress(&format!("supervisor footprint failed: {e}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let mut meta = meta(args, &bins);
     meta["nofile"] = serde_json::to_value(nofile).unwrap_or_default();
     meta["left_behind_at_exit"] = left_behind().into();
@@ -180,6 +223,7 @@ fn bench(args: &Args) -> std::io::Result<()> {
         idle,
         peers,
         idle_conns,
+        supervisor_footprint,
         proxy,
     };
     report::write(&args.out, &report)?;

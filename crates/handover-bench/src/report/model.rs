@@ -245,6 +245,9 @@ pub struct Report {
     pub peers: Vec<crate::server::peers::PeerStatus>,
     /// Idle keep-alive connections drained by one upgrade (`--phases idle-conns`).
     pub idle_conns: Vec<crate::idle_conns::summary::IdleConnsReport>,
+    /// `--supervisor-footprint N`: the supervisor's RSS and fds over N upgrades.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervisor_footprint: Option<crate::supervisors::footprint::Footprint>,
     /// Proxy mode against direct and nginx, and upgrades through it (`--phases proxy`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<crate::proxy::ProxyReport>,

@@ -16,9 +16,11 @@
 //! | `app` | the worker programs and their versions |
 //! | `tools` | finding and installing the peers (npm, pip) |
 //! | `handover`, `pm2`, `gunicorn`, `circus`, `restart`, `nginx_swap` | one row each |
+//! | `footprint` | the supervisor's RSS and open fds over many upgrades |
 
 pub mod app;
 pub mod circus;
+pub mod footprint;
 pub mod gunicorn;
 pub mod handover;
 pub mod nginx_swap;
