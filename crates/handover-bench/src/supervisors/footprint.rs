@@ -1,6 +1,7 @@
 //! The supervisor's own footprint over many upgrades (issue 16: RSS growth ≤ 1 MiB and a
 //! constant fd count over 1,000 upgrades): `handover run --listen` with `hello`, upgraded N
-//! times back to back with `handover upgrade` (each returns once the new worker is ready);
+//! times back to back with `handover upgrade` (each returns once the new worker is ready; the
+//! next waits until the old one has exited, as the supervisor refuses a fourth drain);
 //! the supervisor's `VmRSS` and open fds (`/proc/PID/status`, `/proc/PID/fd`) are sampled
 //! after the start, every `every` upgrades and at the end, each time once only one worker is
 //! left (the old ones have drained), so draining workers' pipes are not counted.
@@ -107,6 +108,8 @@ pub fn measure(
             if crate::abort::requested() {
                 break;
             }
+            // Back to back, but never past `--max-draining`: the last old worker drains first.
+            settle(sup, stop_grace);
             let o = Command::new(handover)
                 .arg("upgrade")
                 .arg("--control")
