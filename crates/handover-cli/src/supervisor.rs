@@ -339,7 +339,7 @@ impl Supervisor {
             self.notify(&reloading());
             return;
         }
-        let mut pending = PendingUpgrade::new(trigger.clone(), reply);
+        let pending = PendingUpgrade::new(trigger.clone(), reply);
         let draining = self.count(WorkerState::Draining);
         if draining >= self.cfg.max_draining {
             let message = format!(
@@ -364,6 +364,12 @@ impl Supervisor {
         tracing::info!("upgrade requested by {trigger}: starting a new worker");
         self.notify(&reloading());
         self.restart_pending = None; // a scheduled restart is superseded by the upgrade
+        self.launch_upgrade(pending);
+    }
+
+    /// Starts the new worker of an upgrade (plain or canary) that passed its checks; from here
+    /// on the upgrade is in progress, and a worker that cannot be started fails it.
+    fn launch_upgrade(&mut self, mut pending: PendingUpgrade) {
         self.metrics.upgrade_started();
         match self.launch(Role::Upgrade) {
             Ok(id) => {

@@ -582,16 +582,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn retiring_waits_for_requests_in_flight() {
-        let proxy = Proxy::new(Settings {
+    /// Plain settings for a proxy that is never listened on.
+    fn test_settings() -> Settings {
+        Settings {
             upstream_timeout: Duration::from_secs(1),
             trusted: Vec::new(),
             busy_poll: Duration::ZERO,
             client_timeout: Duration::from_secs(60),
             tls: None,
             metrics: None,
-        });
+        }
+    }
+
+    #[tokio::test]
+    async fn retiring_waits_for_requests_in_flight() {
+        let proxy = Proxy::new(test_settings());
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let ip = IpAddr::from([127, 0, 0, 1]);
         proxy.route(WorkerId(1), 1, addr);
@@ -615,14 +620,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_canary_gets_its_share_and_is_promoted_or_taken_out() {
-        let proxy = Proxy::new(Settings {
-            upstream_timeout: Duration::from_secs(1),
-            trusted: Vec::new(),
-            busy_poll: Duration::ZERO,
-            client_timeout: Duration::from_secs(60),
-            tls: None,
-            metrics: None,
-        });
+        let proxy = Proxy::new(test_settings());
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let ip = IpAddr::from([127, 0, 0, 1]);
         let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
