@@ -9,6 +9,7 @@ use crate::load::Mode;
 use crate::plan::Phase;
 use crate::server::hello::Drain;
 use crate::server::peers::Peer;
+use crate::supervisors::Row;
 
 /// Longest allowed load run.
 pub const MAX_RUN: Duration = Duration::from_secs(30);
@@ -108,7 +109,27 @@ pub struct Args {
     /// Idle keep-alive connections for `--phases idle-conns`.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub idle_conns: usize,
-    /// `--phases proxy`: the handover CLI (default: <workspace>/target/release/handover).
+    /// The supervisor matrix (issue 16) instead of the library's: `handover run` against PM2,
+    /// gunicorn, circus, a systemd-style restart and nginx with two upstreams, in the upgrade
+    /// and idle phases (`--supervisor-rows` picks rows; needs --handover-bin or the release
+    /// CLI; installs PM2, gunicorn and circus into --supervisor-tools).
+    #[arg(long)]
+    pub supervisors: bool,
+    /// `--supervisors`: the rows to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = [
+        "handover-hello", "handover-node", "handover-python", "handover-proxy", "pm2",
+        "gunicorn", "circus", "restart", "nginx-swap"])]
+    pub supervisor_rows: Vec<Row>,
+    /// `--supervisors`: also upgrade `handover run` (socket, hello) N times back to back and
+    /// report the supervisor's RSS and open fds (0: not run; issue 16 asks for 1000).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub supervisor_footprint: usize,
+    /// `--supervisors`: where PM2 (npm) and gunicorn + circus (a pip virtualenv) are installed,
+    /// kept between runs.
+    #[arg(long, value_name = "DIR", default_value = "target/supervisor-tools")]
+    pub supervisor_tools: PathBuf,
+    /// `--phases proxy` and `--supervisors`: the handover CLI (default:
+    /// <workspace>/target/release/handover).
     #[arg(long, value_name = "PATH")]
     pub handover_bin: Option<PathBuf>,
     /// `--phases proxy`: nginx `worker_processes` (`auto` = one per core, as handover's proxy
@@ -220,6 +241,9 @@ impl Args {
             return Err(
                 "--proxy-rate 0..1e6, --proxy-*conns 1..=10000, --proxy-rounds 1..=20".into(),
             );
+        }
+        if self.supervisor_footprint > 100_000 {
+            return Err("--supervisor-footprint ≤ 100000".into());
         }
         if self.ab_runs > 20 || self.upgrades > 100 || self.idle_upgrades > 100 {
             return Err("--ab-runs ≤ 20, --upgrades and --idle-upgrades ≤ 100".into());

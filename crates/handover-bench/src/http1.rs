@@ -46,6 +46,10 @@ pub fn parse(buf: &[u8], eof: bool) -> Parse {
     };
     let body_start = head_end + 4;
     let mut length: Option<usize> = None;
+    // HTTP/1.0 closes after each response unless it says `keep-alive` (RFC 9112 §9.3): the
+    // stdlib Python worker of the supervisor matrix answers so, and its closes are announced.
+    let http10 = head.starts_with(b"HTTP/1.0 ");
+    let mut keep_alive = false;
     let mut close = false;
     for line in lines {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -58,9 +62,10 @@ pub fn parse(buf: &[u8], eof: bool) -> Parse {
                 None => return Parse::Invalid("bad content-length"),
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= value
-                .split(|&b| b == b',')
-                .any(|t| trim(t).eq_ignore_ascii_case(b"close"));
+            for t in value.split(|&b| b == b',').map(trim) {
+                close |= t.eq_ignore_ascii_case(b"close");
+                keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             return Parse::Invalid("transfer-encoding is not supported");
         }
@@ -76,7 +81,7 @@ pub fn parse(buf: &[u8], eof: bool) -> Parse {
         status,
         body_start,
         body_end,
-        close: close || length.is_none(),
+        close: close || length.is_none() || (http10 && !keep_alive),
     })
 }
 
@@ -140,6 +145,10 @@ mod tests {
             parse(b"garbage\r\n\r\n", false),
             Parse::Invalid(_)
         ));
+        let ten = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert!(matches!(parse(ten, false), Parse::Done(r) if r.close));
+        let ten_ka = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok";
+        assert!(matches!(parse(ten_ka, false), Parse::Done(r) if !r.close));
         let no_len = b"HTTP/1.0 200 OK\r\n\r\nbody";
         assert_eq!(parse(no_len, false), Parse::UntilEof);
         assert!(matches!(parse(no_len, true), Parse::Done(r) if r.body_end == no_len.len()));

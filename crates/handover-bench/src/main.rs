@@ -13,6 +13,7 @@
 //! | `idle_conns` | the 10,000 idle keep-alive connections phase |
 //! | `proxy`, `cpu` | the `--phases proxy` comparison; CPU time per request |
 //! | `tls` | the certificate made at start and the verifying client (`--tls`, https proxy targets) |
+//! | `supervisors` | the `--supervisors` matrix: `handover run` against PM2, gunicorn, circus, a systemd-style restart, nginx |
 //! | `report` | `report.json`, `chart.svg` and the table (`report::versus`: subject ÷ baseline per case over its repeats) |
 
 mod abort;
@@ -32,6 +33,7 @@ mod report;
 mod rlimit;
 mod run;
 mod server;
+mod supervisors;
 mod tls;
 mod upgrade;
 mod version;
@@ -121,13 +123,40 @@ fn bench(args: &Args) -> std::io::Result<()> {
     let peer_opts = PeerOpts {
         drain_timeout: args.drain_timeout,
     };
-    let (peer_kinds, peers) = if args.tls {
-        (
-            Vec::new(),
-            peers::skipped(&selected, "serves plain HTTP only (--tls)"),
-        )
+    let mut supervisor_tools = Vec::new();
+    let mut footprint_kind = None;
+    let (kinds, peer_kinds, peers) = if args.supervisors {
+        // The rows take the peers' place in the plan (upgrade runs and idle handovers); no
+        // library drain runs, so there are no steady A/B pairs.
+        let handover = args
+            .handover_bin
+            .clone()
+            .unwrap_or_else(|| workspace.join("target/release/handover"));
+        let tools = supervisors::tools::setup(&args.supervisor_tools, handover);
+        for n in &tools.notes {
+            progress(&format!("supervisors: {n}"));
+        }
+        supervisor_tools.clone_from(&tools.notes);
+        let (rows, status) =
+            supervisors::prepare(&args.supervisor_rows, &tools, &bins, args.drain_timeout);
+        if args.supervisor_footprint > 0 {
+            footprint_kind = supervisors::prepare(
+                &[supervisors::Row::HandoverHello],
+                &tools,
+                &bins,
+                args.drain_timeout,
+            )
+            .0
+            .pop()
+            .zip(tools.handover.clone().ok());
+        }
+        (Vec::new(), rows, status)
+    } else if args.tls {
+        let peers = peers::skipped(&selected, "serves plain HTTP only (--tls)");
+        (kinds, Vec::new(), peers)
     } else {
-        peers::prepare(&selected, &peer_dir, &peer_opts)
+        let (peer_kinds, peers) = peers::prepare(&selected, &peer_dir, &peer_opts);
+        (kinds, peer_kinds, peers)
     };
     let settings = Settings {
         threads: args.threads,
@@ -168,9 +197,43 @@ fn bench(args: &Args) -> std::io::Result<()> {
     };
     let proxy = (args.phases.contains(&Phase::Proxy) && !abort::requested())
         .then(|| proxy_phase(args, &bins, &workspace, &settings));
+    let supervisor_footprint = match footprint_kind {
+        Some((kind, handover)) if !abort::requested() => {
+            progress(&format!(
+                "supervisor footprint: {} x{} upgrades",
+                kind.name(),
+                args.supervisor_footprint
+            ));
+            let log = settings.log_dir.join("footprint.log");
+            match supervisors::footprint::measure(
+                &kind,
+                &handover,
+                args.supervisor_footprint,
+                (args.supervisor_footprint / 10).max(1),
+                &log,
+                settings.ready_timeout,
+                settings.stop_grace,
+            ) {
+                Ok(f) => {
+                    for l in supervisors::footprint::lines(&f) {
+                        progress(&l);
+                    }
+                    Some(f)
+                }
+                Err(e) => {
+                    progress(&format!("supervisor footprint failed: {e}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let mut meta = meta(args, &bins);
     meta["nofile"] = serde_json::to_value(nofile).unwrap_or_default();
     meta["left_behind_at_exit"] = left_behind().into();
+    if args.supervisors {
+        meta["supervisor_tools"] = supervisor_tools.into();
+    }
     let report = Report {
         meta,
         versus: report::versus::of(&cells, args.tls),
@@ -178,12 +241,13 @@ fn bench(args: &Args) -> std::io::Result<()> {
         idle,
         peers,
         idle_conns,
+        supervisor_footprint,
         proxy,
     };
     report::write(&args.out, &report)?;
     print!("{}", report::table::render(&report));
     progress(&format!(
-        "wrote {0}/report.json, {0}/chart.svg, {0}/table.txt",
+        "wrote {0}/report.json, {0}/summary.svg, {0}/chart.svg, {0}/table.txt",
         args.out.display()
     ));
     if abort::requested() {

@@ -5,7 +5,6 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,7 +84,7 @@ impl Server {
             .append(true)
             .open(log)?;
         let mut cmd = kind.start(&dir, addr.port())?;
-        cmd.stdin(Stdio::null())
+        cmd.stdin(kind.stdin(&dir)?)
             .stdout(out.try_clone()?)
             .stderr(out)
             .process_group(0);
@@ -143,7 +142,9 @@ impl Server {
     /// to exit, kills what is left, reaps, and removes the private directory.
     pub fn stop(&self, current_pid: u32, grace: Duration) -> StopReport {
         let target = self.kind.stop_target(&self.dir, current_pid);
-        stop_everything(&[(target, self.kind.stop_signal())], grace, &self.dir)
+        let mut signals = vec![(target, self.kind.stop_signal())];
+        signals.extend(self.kind.also_stop(&self.dir, current_pid));
+        stop_everything(&signals, grace, &self.dir)
     }
 }
 

@@ -71,17 +71,22 @@ pub fn descendants() -> Vec<Descendant> {
 
 /// Whether some live process has `pid` as its parent.
 pub fn has_child(pid: u32) -> bool {
+    !children(pid).is_empty()
+}
+
+/// The live processes whose parent is `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
+        return Vec::new();
     };
-    dir.flatten().any(|e| {
-        e.file_name()
-            .to_str()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| std::fs::read_to_string(format!("/proc/{s}/stat")).ok())
-            .and_then(|stat| stat_fields(&stat))
-            .is_some_and(|(state, ppid)| ppid == pid && state != 'Z' && state != 'X')
-    })
+    dir.flatten()
+        .filter_map(|e| {
+            let child: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            let (state, ppid) = stat_fields(&stat)?;
+            (ppid == pid && state != 'Z' && state != 'X').then_some(child)
+        })
+        .collect()
 }
 
 /// Reaps every child that has exited, without blocking. Call only when no `std::process`

@@ -10,6 +10,8 @@
 //! | `run` | start-up order and clean-up of `handover run` |
 //! | `supervisor` | the state machine: upgrade, rollback, restart, drain, stop |
 //! | `supervisor::canary` | the grey release's transitions: start, promote, roll back, by rule or by hand |
+//! | `supervisor::stop` | the stop: lame duck, then every worker drains; a second signal kills |
+//! | `supervisor::report` | the supervisor's `status` answer |
 //! | `events` | what the supervisor reacts to |
 //! | `worker` | one worker, and [`Launch`](worker::Launch), the seam that starts and signals workers |
 //! | `pending_upgrade` | one upgrade's bookkeeping: who waits for it, its record |

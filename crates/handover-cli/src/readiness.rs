@@ -289,7 +289,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let mut pause = Duration::from_millis(20);
+    let start = tokio::time::Instant::now();
     loop {
         match probe().await {
             Ok(v) => return v,
@@ -298,14 +298,38 @@ where
                 *last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 3 / 2).min(Duration::from_millis(500));
+        tokio::time::sleep(retry_pause(start.elapsed())).await;
     }
+}
+
+/// The pause before the next probe after `waited` without success: a tenth of the time waited,
+/// between 1 ms and 500 ms. A worker that is ready after T is seen by about 1.1 T + 1 ms (the
+/// upgrade waits on it: a fixed 20 ms first pause made every proxy-mode upgrade of a worker
+/// that binds in a few ms take ~29 ms, issue 16), while a slow starter is probed about 25
+/// times in its first second and twice a second after five seconds.
+fn retry_pause(waited: Duration) -> Duration {
+    (waited / 10).clamp(Duration::from_millis(1), Duration::from_millis(500))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_are_retried_in_proportion_to_the_time_waited() {
+        let ms = Duration::from_millis;
+        assert_eq!(retry_pause(Duration::ZERO), ms(1));
+        assert_eq!(retry_pause(ms(5)), ms(1));
+        assert_eq!(retry_pause(ms(100)), ms(10));
+        assert_eq!(retry_pause(ms(4_000)), ms(400));
+        assert_eq!(retry_pause(Duration::from_secs(60)), ms(500));
+        // A worker ready after 8 ms is found within 1 ms of it.
+        let mut t = Duration::ZERO;
+        while t < ms(8) {
+            t += retry_pause(t);
+        }
+        assert!(t <= ms(9), "{t:?}");
+    }
 
     fn p(s: &str) -> ReadyMode {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))

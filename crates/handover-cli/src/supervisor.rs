@@ -14,11 +14,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use handover::control_socket::{
-    ServerKind, ServerState, Status, StopReport, UpgradeRecord, WorkerState, STATUS_SCHEMA_VERSION,
-};
+use handover::control_socket::{UpgradeRecord, WorkerState};
 use handover::sys::{ExitStatus, SystemdNotifier};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -341,7 +339,7 @@ impl Supervisor {
             self.notify(&reloading());
             return;
         }
-        let mut pending = PendingUpgrade::new(trigger.clone(), reply);
+        let pending = PendingUpgrade::new(trigger.clone(), reply);
         let draining = self.count(WorkerState::Draining);
         if draining >= self.cfg.max_draining {
             let message = format!(
@@ -366,6 +364,12 @@ impl Supervisor {
         tracing::info!("upgrade requested by {trigger}: starting a new worker");
         self.notify(&reloading());
         self.restart_pending = None; // a scheduled restart is superseded by the upgrade
+        self.launch_upgrade(pending);
+    }
+
+    /// Starts the new worker of an upgrade (plain or canary) that passed its checks; from here
+    /// on the upgrade is in progress, and a worker that cannot be started fails it.
+    fn launch_upgrade(&mut self, mut pending: PendingUpgrade) {
         self.metrics.upgrade_started();
         match self.launch(Role::Upgrade) {
             Ok(id) => {
@@ -615,130 +619,6 @@ impl Supervisor {
         }
     }
 
-    // -- stopping -------------------------------------------------------------------------
-
-    fn on_stop(
-        &mut self,
-        trigger: &str,
-        from_signal: bool,
-        reply: Option<oneshot::Sender<StopReport>>,
-    ) {
-        let report = StopReport {
-            pid: std::process::id(),
-        };
-        if self.stopping {
-            if from_signal && !self.killed {
-                tracing::warn!("second stop request ({trigger}): killing every worker now");
-                self.killed = true;
-                for w in self.workers.values_mut() {
-                    self.launcher.signal(w.pid, libc::SIGKILL);
-                    w.state = WorkerState::Killed;
-                }
-            }
-            if let Some(r) = reply {
-                let _ = r.send(report);
-            }
-            return;
-        }
-        self.stopping = true;
-        if self.upgrade.is_some() {
-            self.upgrade_failed("the upgrade was cancelled", None);
-        }
-        self.cancel_canary();
-        if !self.cfg.lame_duck.is_zero() {
-            self.lame_duck = true;
-            tracing::info!(
-                "graceful stop requested by {trigger}: lame duck for {:?} (workers serve on \
-                 while /healthz fails), then workers drain and the supervisor exits (a second \
-                 SIGTERM/SIGINT kills them at once)",
-                self.cfg.lame_duck
-            );
-            self.notify("STOPPING=1\nSTATUS=lame duck");
-            self.after(self.cfg.lame_duck, Event::LameDuckOver);
-        } else {
-            tracing::info!(
-                "graceful stop requested by {trigger}: workers drain, then the supervisor exits \
-                 (a second SIGTERM/SIGINT kills them at once)"
-            );
-            self.notify("STOPPING=1");
-            self.drain_all();
-        }
-        if let Some(r) = reply {
-            let _ = r.send(report);
-        }
-    }
-
-    /// The lame duck of a stop is over: the workers drain now.
-    fn on_lame_duck_over(&mut self) {
-        if !self.lame_duck {
-            return;
-        }
-        self.lame_duck = false;
-        if self.killed {
-            return;
-        }
-        tracing::info!("lame duck over; workers drain");
-        self.drain_all();
-    }
-
-    /// Every worker that serves or is starting gets the stop.
-    fn drain_all(&mut self) {
-        let live: Vec<WorkerId> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| matches!(w.state, WorkerState::Starting | WorkerState::Ready))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in live {
-            self.begin_drain(id, "stopping");
-        }
-    }
-
-    // -- reporting ------------------------------------------------------------------------
-
-    fn status(&self) -> Status {
-        let state = if self.lame_duck {
-            ServerState::LameDuck
-        } else if self.stopping {
-            ServerState::Stopping
-        } else if self.canary.is_some() {
-            ServerState::Canary
-        } else if self.upgrade.is_some() {
-            ServerState::Upgrading
-        } else if self.current.is_some() {
-            ServerState::Running
-        } else if !self.ever_ready {
-            ServerState::Starting
-        } else {
-            ServerState::Restarting
-        };
-        let mut workers: Vec<_> = self.workers.values().map(Worker::status).collect();
-        workers.sort_by_key(|w| std::cmp::Reverse(w.generation));
-        Status {
-            schema_version: STATUS_SCHEMA_VERSION,
-            kind: ServerKind::Supervisor,
-            name: Some(self.cfg.name.clone()),
-            pid: std::process::id(),
-            state,
-            generation: self
-                .current
-                .and_then(|id| self.workers.get(&id))
-                .map_or(0, |w| w.generation),
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-            restarts: self.restarts,
-            listeners: self.cfg.listeners.clone(),
-            workers,
-            last_upgrade: self.last_upgrade.clone(),
-            // A crashed worker is restarted, never handed back to an older one.
-            resumed: None,
-            canary: self.canary_status(),
-        }
-    }
-
-    fn count(&self, state: WorkerState) -> usize {
-        self.workers.values().filter(|w| w.state == state).count()
-    }
-
     /// A refused upgrade still ends the reload systemd may be waiting for (Type=notify-reload
     /// sent SIGHUP and waits for RELOADING=1 then READY=1): both in one message, which
     /// systemd reads as "reloaded at once", and which is no reload at all under Type=notify.
@@ -754,6 +634,8 @@ impl Supervisor {
 }
 
 mod canary;
+mod report;
+mod stop;
 #[cfg(test)]
 mod tests;
 

@@ -379,17 +379,21 @@ fn bad_activation_is_refused_with_the_reason() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("fd 4") && out.contains("is not open"), "{out}");
 
-    // A datagram socket is not a listener.
-    let udp = OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+    // A datagram socket is a `udp://` socket: a stream `--listen` does not take it, and the
+    // error says which `--listen` would.
+    let udp_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = udp_socket.local_addr().unwrap();
     let (code, out) = refused(
         &ctx,
-        udp,
+        OwnedFd::from(udp_socket),
         &[("LISTEN_FDS", "1")],
         &["--listen", "127.0.0.1:0", "--", worker],
     );
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("fd 3") && out.contains("is not a stream socket"),
+        out.contains("fd 3")
+            && out.contains("matches no --listen")
+            && out.contains(&format!("add --listen udp://{udp_addr}")),
         "{out}"
     );
 

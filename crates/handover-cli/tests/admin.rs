@@ -83,6 +83,11 @@ fn admin_healthz_follows_start_upgrade_and_lame_duck() {
     let (ok, bad) = prober.join().unwrap();
     assert!(bad.is_empty(), "health failed during the upgrade: {bad:?}");
     assert!(ok > 0);
+    // Socket mode: the old worker may accept from the shared socket until it acts on its stop
+    // signal, so wait until it is gone before asking which version answers.
+    ctx.wait_status("the old worker gone", |s| {
+        s["workers"].as_array().is_some_and(|w| w.len() == 1)
+    });
     assert_eq!(version_of(&get(sup.addr(), "/").unwrap()), "v2");
 
     // The stop: lame duck first.

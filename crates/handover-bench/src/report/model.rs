@@ -247,6 +247,9 @@ pub struct Report {
     pub idle_conns: Vec<crate::idle_conns::summary::IdleConnsReport>,
     /// Subject against baseline per case, over every repeat of it.
     pub versus: Vec<super::versus::Versus>,
+    /// `--supervisor-footprint N`: the supervisor's RSS and fds over N upgrades.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervisor_footprint: Option<crate::supervisors::footprint::Footprint>,
     /// Proxy mode against direct and nginx, and upgrades through it (`--phases proxy`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<crate::proxy::ProxyReport>,

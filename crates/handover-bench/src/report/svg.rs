@@ -1,4 +1,4 @@
-//! A hand-written SVG chart: per cell, one panel per run (upgrade runs, and the median steady
+//! A hand-written SVG chart: the overview ([`super::overview`]) first, then per cell, one panel per run (upgrade runs, and the median steady
 //! run of each server) with throughput per 100 ms slice by version, dashed lines at upgrade
 //! moments and red marks where requests failed.
 //!
@@ -13,7 +13,7 @@ use std::fmt::Write;
 use super::model::{Cell, Report, RunReport, Scenario};
 use super::summary::opt;
 
-const W: f64 = 1000.0;
+const W: f64 = super::overview::W;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const PANEL_H: f64 = 150.0;
@@ -23,8 +23,9 @@ const HEAD_H: f64 = 28.0;
 
 /// The chart for the whole report.
 pub fn render(report: &Report) -> String {
-    let mut body = String::new();
-    let mut y = 10.0;
+    // The one-screen overview first, then the timelines.
+    let (mut body, used) = super::overview::render(&super::overview::Overview::of(report), 10.0);
+    let mut y = 10.0 + used;
     for c in &report.cells {
         let runs = chosen(c);
         if runs.is_empty() {

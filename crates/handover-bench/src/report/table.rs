@@ -234,6 +234,15 @@ pub fn render(report: &Report) -> String {
     if let Some(p) = &report.proxy {
         crate::proxy::table::render(&mut out, p);
     }
+    if let Some(f) = &report.supervisor_footprint {
+        let _ = writeln!(
+            out,
+            "\n== supervisor footprint (RSS and open fds of `handover run`, one worker left at each sample)"
+        );
+        for l in crate::supervisors::footprint::lines(f) {
+            let _ = writeln!(out, "{l}");
+        }
+    }
     let _ = writeln!(
         out,
         "\nfailed = requests lost (never retried); stale = load connections opened after the new version had answered a probe but served by an older one, plus probes answered by the old version after the switch (both must be 0); ho = handover time, ms; latency in ms."

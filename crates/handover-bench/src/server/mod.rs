@@ -57,4 +57,16 @@ pub trait ServerKind: Send + Sync {
     fn stop_target(&self, _dir: &Path, serving_pid: u32) -> u32 {
         serving_pid
     }
+
+    /// More processes to signal at the stop, besides [`ServerKind::stop_target`] (a proxy's
+    /// upstream that is not the proxy's child).
+    fn also_stop(&self, _dir: &Path, _serving_pid: u32) -> Vec<(u32, libc::c_int)> {
+        Vec::new()
+    }
+
+    /// The first generation's standard input (the systemd-style row passes the socket it
+    /// holds there, as a shell then moves it to fd 3).
+    fn stdin(&self, _dir: &Path) -> io::Result<std::process::Stdio> {
+        Ok(std::process::Stdio::null())
+    }
 }

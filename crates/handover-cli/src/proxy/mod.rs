@@ -9,7 +9,7 @@
 //! | `split`, `gen_stats` | the grey release: the weighted split and its rule; per-generation counters |
 //! | `cidr` | `--trusted-proxy` |
 //! | `policy` | the one header policy of both HTTP paths (hop-by-hop, framing, forwarding headers) |
-//! | `relay`, `message`, `chunked`, `inbuf`, `conns`, `lazy_timer` | the HTTP/1 relay; heads; chunked bodies; read buffers; its worker connections; its timeouts |
+//! | `relay`, `body`, `message`, `chunked`, `inbuf`, `conns`, `lazy_timer` | the HTTP/1 relay; its bodies both ways; heads; chunked bodies; read buffers; its worker connections; its timeouts |
 //! | `request`, `response` | the relay's client request heads and worker response heads: parse, check, write |
 //! | `http`, `rewind`, `pool`, `sent`, `headers` | h2c clients (through hyper) |
 //! | `tcp` | the TCP proxy |
@@ -22,6 +22,7 @@
 //! signal. A canary ([`Proxy::split`]) gets a share of new traffic next to the current worker
 //! until it is promoted ([`Proxy::promote`]) or taken out ([`Proxy::unsplit`]).
 
+mod body;
 mod chunked;
 mod cidr;
 mod conns;
@@ -581,16 +582,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn retiring_waits_for_requests_in_flight() {
-        let proxy = Proxy::new(Settings {
+    /// Plain settings for a proxy that is never listened on.
+    fn test_settings() -> Settings {
+        Settings {
             upstream_timeout: Duration::from_secs(1),
             trusted: Vec::new(),
             busy_poll: Duration::ZERO,
             client_timeout: Duration::from_secs(60),
             tls: None,
             metrics: None,
-        });
+        }
+    }
+
+    #[tokio::test]
+    async fn retiring_waits_for_requests_in_flight() {
+        let proxy = Proxy::new(test_settings());
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let ip = IpAddr::from([127, 0, 0, 1]);
         proxy.route(WorkerId(1), 1, addr);
@@ -614,14 +620,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_canary_gets_its_share_and_is_promoted_or_taken_out() {
-        let proxy = Proxy::new(Settings {
-            upstream_timeout: Duration::from_secs(1),
-            trusted: Vec::new(),
-            busy_poll: Duration::ZERO,
-            client_timeout: Duration::from_secs(60),
-            tls: None,
-            metrics: None,
-        });
+        let proxy = Proxy::new(test_settings());
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let ip = IpAddr::from([127, 0, 0, 1]);
         let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -17,7 +17,6 @@ use crate::events::{DecisionReply, UpgradeReply, WorkerId};
 use crate::metrics::DecisionReason as Why;
 use crate::pending_upgrade::PendingUpgrade;
 use crate::proxy::{percent_bp, CanaryFigures, CanaryHandle};
-use crate::worker::Role;
 
 /// A canary serving its share.
 #[derive(Debug)]
@@ -94,17 +93,7 @@ impl Supervisor {
             percent_bp(plan.share_bp)
         );
         self.restart_pending = None;
-        self.metrics.upgrade_started();
-        match self.launch(Role::Upgrade) {
-            Ok(id) => {
-                pending.worker = Some(id);
-                self.upgrade = Some(pending);
-            }
-            Err(e) => {
-                self.upgrade = Some(pending);
-                self.upgrade_failed(&format!("cannot start the new worker: {e}"), None);
-            }
-        }
+        self.launch_upgrade(pending);
     }
 
     /// Why another upgrade cannot start now, if a canary runs.

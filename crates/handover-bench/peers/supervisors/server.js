@@ -1,0 +1,50 @@
+// The Node.js `http` server of the supervisor matrix (handover-bench --supervisors). The bench
+// writes a copy with @GREETING@ and @DRAIN@ filled in for each version:
+// - DRAIN `snippet`: the drain of crates/handover-cli/README.md ("Node.js"), for the socket
+//   that `handover run --listen` passes on fd 3;
+// - DRAIN `stock`: a plain `server.close()`, what a Node server does without help (behind
+//   `handover run --proxy`, under PM2).
+// It listens on fd 3 when LISTEN_FDS is set, else on 127.0.0.1:$PORT (PM2 cluster mode
+// shares that port between its workers).
+'use strict';
+const http = require('http');
+const net = require('net');
+
+const GREETING = '@GREETING@';
+const DRAIN = '@DRAIN@';
+const IDLE_GRACE_MS = 1000;
+
+let draining = false;
+const server = http.createServer((req, res) => {
+  // While draining (snippet), every answer closes its connection: a busy keep-alive client
+  // reconnects, to the new version, between two requests.
+  if (draining && DRAIN === 'snippet') res.setHeader('Connection', 'close');
+  res.end(`${GREETING} pid=${process.pid}\n`);
+});
+
+if (process.env.LISTEN_FDS) {
+  server.listen({ fd: 3 }, () => {
+    // `--ready http:/healthz`: readiness on a port of this worker alone.
+    http.createServer((req, res) => res.end('ok\n'))
+      .listen(Number(process.env.HANDOVER_HEALTH_PORT), '127.0.0.1')
+      .unref();
+  });
+} else {
+  server.listen(Number(process.env.PORT), '127.0.0.1');
+}
+
+// SIGTERM from handover, SIGINT from PM2 (its default kill signal).
+const stop = () => {
+  if (draining) return;
+  draining = true;
+  if (DRAIN !== 'snippet') {
+    server.close(() => process.exit(0));
+    return;
+  }
+  // Stop accepting without closing idle keep-alive connections at once (Node >= 19's
+  // `server.close()` does, and a request already on its way is lost).
+  net.Server.prototype.close.call(server, () => process.exit(0));
+  setTimeout(() => server.closeIdleConnections(), IDLE_GRACE_MS).unref();
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
