@@ -79,6 +79,7 @@
 //! | `drain` | serving phase, health ([`Health`]) and the count of live connections |
 //! | [`blocking`] | the listener and connections for a thread-per-connection server, with the same drain |
 //! | [`http`] | hyper/axum serving with the lossless drain; `http/health`: the `/healthz` answer ([`http::HealthCheck`]) |
+//! | `tls` | TLS (feature `tls`): PEM loading (`tls/pem`), the acceptor with the drain's handshake rules (`tls/accept`) |
 //! | `control_handler` | the library's answers to the control socket, mapped onto [`Running`] |
 //! | `control_socket` | the admin protocol: `protocol` (messages), `server`, `client` (feature `supervisor` makes it public) |
 //! | `pidfile`, `systemd` | PID file and `sd_notify` for process managers |
