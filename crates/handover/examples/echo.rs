@@ -27,8 +27,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("serving {}", listener.local_addr());
         tokio::spawn(async move {
             while let Some(accepted) = listener.accept().await {
-                let Ok((conn, _peer)) = accepted else {
-                    continue;
+                let (conn, _peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // EMFILE and friends persist until a connection closes: pause rather
+                        // than spin on an accept that fails again at once.
+                        tracing::warn!("accept failed: {e}; pausing 100 ms");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 tokio::spawn(echo(conn));
             }
