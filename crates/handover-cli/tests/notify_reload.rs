@@ -60,19 +60,6 @@ impl Unit {
     }
 }
 
-fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime with a valid out pointer.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
-        0
-    );
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-}
-
 /// Fake systemd: a notification socket and the unit's state.
 struct Systemd {
     socket: UnixDatagram,
@@ -102,7 +89,7 @@ impl Systemd {
     /// What `systemctl reload` does under Type=notify-reload: note the time, send SIGHUP.
     fn reload(&mut self, pid: i32) {
         self.unit = Unit::ReloadSignal {
-            since_usec: monotonic_usec(),
+            since_usec: handover::sys::monotonic_usec(),
         };
         signal(pid, libc::SIGHUP);
     }
