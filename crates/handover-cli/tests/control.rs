@@ -70,8 +70,7 @@ fn the_control_socket_refuses_garbage_and_strangers() {
     );
     assert_eq!(ctx.status()["state"], "running");
 
-    // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } == 0 {
+    if handover::sys::euid() == 0 {
         // Let uid 65534 reach the socket, so that only the peer check stands in its way.
         std::fs::set_permissions(ctx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o666)).unwrap();

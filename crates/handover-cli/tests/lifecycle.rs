@@ -204,8 +204,7 @@ fn systemd_hears_ready_reloading_stopping_and_sigterm_stops_gracefully() {
 /// that a worker leaves behind, and SIGTERM from outside stops it gracefully.
 #[test]
 fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
-    // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } != 0 || which("unshare").is_none() {
+    if handover::sys::euid() != 0 || which("unshare").is_none() {
         eprintln!("skipped: needs root and unshare(1) for a PID namespace");
         return;
     }
