@@ -2,9 +2,11 @@
 //! library's other examples, the frameworks' examples, and the binaries of the package under
 //! test.
 //!
-//! `hello` is built once per test run for every crate: each test process runs `cargo build`
-//! for it into `<target>/e2e/{v1,v2}` (a no-op once built), always with the same features, so
-//! the library's tests and the frameworks' tests find the same build.
+//! `hello` is built once per test run for every crate: each test process runs one `cargo build`
+//! of the `hello` and `hello_v2` examples (v1 and v2: the same server, two greetings) into
+//! `<target>/e2e/build` (a no-op once built), always with the same features, so the library's
+//! tests and the frameworks' tests find the same build, and a cold run compiles the
+//! dependencies once, not once per version.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -12,14 +14,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::thread;
 use std::time::{Duration, SystemTime};
 
 use crate::sys::lock_exclusive;
 
 /// The body `hello` v1 answers before ` pid=<pid>`.
 pub const V1_GREETING: &str = "Welcome Server";
-/// The body `hello` v2 answers before ` pid=<pid>` (its build sets `HELLO_GREETING`).
+/// The body `hello` v2 (the `hello_v2` example) answers before ` pid=<pid>`.
 pub const V2_GREETING: &str = "Welcome New Server";
 
 /// Immutable snapshots of the two builds of `hello`.
@@ -85,8 +86,8 @@ fn target_root() -> PathBuf {
     }
 }
 
-/// Builds (debug profile) v1 and v2 of the `hello` example, once per test process, and returns
-/// immutable snapshots of them.
+/// Builds (debug profile) v1 and v2 of `hello` (the `hello` and `hello_v2` examples, in one cargo
+/// build), once per test process, and returns immutable snapshots of them.
 ///
 /// Every test process runs `cargo build` (a no-op unless the sources changed), so while one
 /// process copies a binary another may be relinking it. The build and the snapshot are therefore
@@ -100,13 +101,12 @@ pub fn binaries() -> &'static Binaries {
         fs::create_dir_all(e2e.join("snap")).expect("create target/e2e/snap");
         let lock = fs::File::create(e2e.join(".lock")).expect("create target/e2e/.lock");
         lock_exclusive(&lock);
-        let v2 = thread::spawn(|| build_hello("v2", Some(V2_GREETING)));
-        let v1 = build_hello("v1", None);
-        let v2 = v2.join().expect("building v2 panicked");
+        let built = build_library_examples(&["hello", "hello_v2"]);
+        let (v1, v2) = (&built[0], &built[1]);
         prune_snapshots(&e2e.join("snap"));
         let bins = Binaries {
-            v1: snapshot(&v1, "v1"),
-            v2: snapshot(&v2, "v2"),
+            v1: snapshot(v1, "v1"),
+            v2: snapshot(v2, "v2"),
         };
         drop(lock);
         bins
@@ -114,7 +114,7 @@ pub fn binaries() -> &'static Binaries {
 }
 
 /// Builds (debug profile) another example of the `handover` crate, once per test process, next
-/// to `hello` v1 (same target directory and features, so only the example itself is compiled),
+/// to `hello` (same target directory and features, so only the example itself is compiled),
 /// and returns an immutable snapshot of it. Upgrades re-execute the same file: generations tell
 /// themselves apart by their PIDs.
 pub fn example_binary(example: &str) -> PathBuf {
@@ -127,50 +127,54 @@ pub fn example_binary(example: &str) -> PathBuf {
     fs::create_dir_all(e2e.join("snap")).expect("create target/e2e/snap");
     let lock = fs::File::create(e2e.join(".lock")).expect("create target/e2e/.lock");
     lock_exclusive(&lock);
-    let bin = build_library_example(example, "v1", None);
+    let bin = build_library_examples(&[example]).remove(0);
     let snap = snapshot(&bin, "v1");
     drop(lock);
     built.insert(example.to_string(), snap.clone());
     snap
 }
 
-fn build_hello(name: &str, greeting: Option<&str>) -> PathBuf {
-    build_library_example("hello", name, greeting)
-}
-
-/// Builds `--example example` of the `handover` crate into `<target>/e2e/<name>`.
-fn build_library_example(example: &str, name: &str, greeting: Option<&str>) -> PathBuf {
-    let target = target_root().join("e2e").join(name);
+/// Builds these examples of the `handover` crate with one cargo invocation into
+/// `<target>/e2e/build`, and returns their paths in the same order.
+fn build_library_examples(examples: &[&str]) -> Vec<PathBuf> {
+    let target = target_root().join("e2e").join("build");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "--example", example, "-p", "handover"])
-        // Always with TLS (the TLS tests start hello with --tls-cert): one build serves the
-        // library's tests with and without their `tls` feature, and the frameworks' tests.
-        .args(["--features", "tls"])
+        .args(["build", "-p", "handover"]);
+    for example in examples {
+        cmd.args(["--example", example]);
+    }
+    // Always with TLS (the TLS tests start hello with --tls-cert): one build serves the
+    // library's tests with and without their `tls` feature, and the frameworks' tests.
+    cmd.args(["--features", "tls"])
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("CARGO_BUILD_TARGET")
+        // Each example's own default greeting, whatever the caller's environment says.
+        .env_remove("HELLO_GREETING")
         .stdin(Stdio::null());
-    match greeting {
-        Some(g) => cmd.env("HELLO_GREETING", g),
-        None => cmd.env_remove("HELLO_GREETING"),
-    };
+    let names = examples.join(", ");
     let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build the {example} example: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the examples {names}: {e}"));
     assert!(
         out.status.success(),
-        "building {example} {name} failed ({}):\n{}",
+        "building the examples {names} failed ({}):\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let bin = target.join("debug").join("examples").join(example);
-    assert!(
-        bin.is_file(),
-        "{} missing after a successful build",
-        bin.display()
-    );
-    bin
+    examples
+        .iter()
+        .map(|example| {
+            let bin = target.join("debug").join("examples").join(example);
+            assert!(
+                bin.is_file(),
+                "{} missing after a successful build",
+                bin.display()
+            );
+            bin
+        })
+        .collect()
 }
 
 /// An immutable copy of a freshly built binary, named after its identity (inode, size, mtime).
