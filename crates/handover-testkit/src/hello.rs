@@ -14,7 +14,7 @@ use crate::binaries::{binaries, Binaries, Version};
 use crate::http::{get, get_timeout, hello_at, Addr, Response};
 use crate::logs::Log;
 use crate::proc::{describe, is_alive};
-use crate::reap::{live_processes, reap_all, tag, wait_exit, Exit};
+use crate::reap::{live_processes, reap_all, tag, wait_exit, wait_line_while_alive, Exit};
 use crate::scope::Scope;
 use crate::sys::signal;
 use crate::wait::{poll_until, LONG, SHORT};
@@ -170,24 +170,16 @@ impl Ctx {
         let mut addrs = Vec::new();
         let mut from = 0;
         while addrs.len() < listeners {
-            let pid = sp.pid;
-            let found = sp.log.wait_for_or(
-                from,
-                LONG,
-                |l| parse_serving(l).is_some(),
-                || !is_alive(pid),
-            );
+            let found =
+                wait_line_while_alive(&sp.log, sp.pid, from, LONG, |l| parse_serving(l).is_some());
             match found {
-                Some((i, line)) => {
+                Ok((i, line)) => {
                     addrs.push(parse_serving(&line).unwrap());
                     from = i + 1;
                 }
-                None => panic!(
-                    "hello (pid {}) did not log `serving ADDR` for {} listener(s) (alive: {}); log:\n{}",
-                    sp.pid,
-                    listeners,
-                    is_alive(sp.pid),
-                    sp.log.text()
+                Err(why) => panic!(
+                    "hello did not log `serving ADDR` for listener {} of {listeners} {why}",
+                    addrs.len() + 1,
                 ),
             }
         }

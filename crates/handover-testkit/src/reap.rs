@@ -11,9 +11,12 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::proc::{all_procs, descendants, describe, proc_stat, self_pid, tree, ProcInfo};
+use crate::logs::Log;
+use crate::proc::{
+    all_procs, descendants, describe, is_alive, proc_stat, self_pid, tree, ProcInfo,
+};
 use crate::sys::{reap_one, try_signal};
-use crate::wait::poll_until;
+use crate::wait::{poll_until, SHORT};
 
 /// A raw `waitpid` status.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -185,4 +188,44 @@ pub(crate) fn kill_all_descendants() {
         thread::sleep(Duration::from_millis(20));
     }
     reap_all();
+}
+
+/// How `pid` ended, for a panic message once it is gone: its exit status when the test process
+/// reaped it (what the kit spawns is its child, or reparented to it), or why there is none.
+pub fn how_it_ended(pid: i32) -> String {
+    if is_alive(pid) {
+        return "still running".to_string();
+    }
+    match wait_exit(pid, SHORT) {
+        Ok(Some(st)) => format!("{st:?}"),
+        Ok(None) => "exited, reaped by another process (status unknown)".to_string(),
+        Err(e) => e,
+    }
+}
+
+/// Waits up to `timeout` for the first line of `log` at index >= `from` matching `pred`, but
+/// only while `pid` runs: a start that crashed fails the test at once rather than at the
+/// deadline. `Err` names what happened instead (`pid`'s exit status, or the timeout) and
+/// carries the whole log.
+pub fn wait_line_while_alive(
+    log: &Log,
+    pid: i32,
+    from: usize,
+    timeout: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> Result<(usize, String), String> {
+    if let Some(found) = log.wait_for_or(from, timeout, &pred, || !is_alive(pid)) {
+        return Ok(found);
+    }
+    let ended = how_it_ended(pid);
+    if !is_alive(pid) {
+        // Its last words may still be in the pipes.
+        log.wait_eof(SHORT);
+    }
+    let why = if is_alive(pid) {
+        format!("within {timeout:?} (pid {pid} still running)")
+    } else {
+        format!("before pid {pid} ended ({ended})")
+    };
+    Err(format!("{why}; log:\n{}", log.text()))
 }

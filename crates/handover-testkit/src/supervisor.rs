@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::binaries::package_bin;
 use crate::logs::Log;
 use crate::proc::descendants;
-use crate::reap::wait_exit;
+use crate::reap::{wait_exit, wait_line_while_alive};
 use crate::scope::Scope;
 use crate::sys::try_signal;
 use crate::tools::python;
@@ -148,7 +148,9 @@ impl Ctx {
         let pid = child.id() as i32;
         // Reaped by `Supervisor::wait_exit` or the scope's drop, never by `Child::wait`.
         std::mem::forget(child);
-        let line = log.expect(0, "listening on ", LONG);
+        let line = wait_line_while_alive(&log, pid, 0, LONG, |l| l.contains("listening on "))
+            .map(|(_, line)| line)
+            .unwrap_or_else(|why| panic!("handover did not log `listening on` {why}"));
         let addr = line
             .split("listening on tcp://")
             .nth(1)

@@ -18,7 +18,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use crate::hello::{parse_serving, Ctx, Server};
 use crate::http::{read_response, request_bytes, Addr, Response};
 use crate::load::{Load, LoadMode, LoadStats, Tally};
-use crate::proc::is_alive;
+use crate::reap::wait_line_while_alive;
 use crate::sys::signal;
 use crate::wait::{poll_until, LONG, SHORT};
 
@@ -177,12 +177,8 @@ pub fn start_tls(ctx: &Ctx, pki: &Pki, extra: &[&str]) -> Server {
         .args(extra);
     let sp = ctx.spawn("hello", cmd);
     let pid = sp.pid;
-    let found = sp
-        .log
-        .wait_for_or(0, LONG, |l| parse_serving(l).is_some(), || !is_alive(pid));
-    let Some((_, line)) = found else {
-        panic!("hello over TLS did not start; log:\n{}", sp.log.text());
-    };
+    let (_, line) = wait_line_while_alive(&sp.log, pid, 0, LONG, |l| parse_serving(l).is_some())
+        .unwrap_or_else(|why| panic!("hello over TLS did not log `serving ADDR` {why}"));
     assert!(line.contains("over TLS"), "{line}");
     let server = Server {
         pid,
