@@ -314,3 +314,32 @@ fn replacing_the_watched_file_upgrades() {
     );
     assert_eq!(version_of(&get(sup.addr(), "/").unwrap()), "v2");
 }
+
+/// The kit's start helper gives up as soon as the supervisor is gone: a start that fails (here
+/// a malformed `--listen`) fails the test within seconds, not at the 30 s deadline, and the
+/// panic names the exit status and carries the supervisor's own error.
+#[test]
+fn a_start_that_fails_ends_the_wait_at_once_with_its_exit_status() {
+    let ctx = Ctx::new();
+    let worker = ctx.write_worker("worker.py", "v1", "serve");
+    let started = std::time::Instant::now();
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ctx.start(&[
+            "--listen",
+            "no-such-address",
+            "--",
+            worker.to_str().unwrap(),
+        ])
+    }));
+    let elapsed = started.elapsed();
+    let payload = failed
+        .err()
+        .expect("a supervisor with a malformed --listen started");
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(elapsed < LONG / 3, "the wait took {elapsed:?}: {msg}");
+    assert!(msg.contains("exit status "), "no exit status in: {msg}");
+    assert!(msg.contains("no-such-address"), "no log in: {msg}");
+}
