@@ -88,9 +88,9 @@
 //! | `os` | every system call outside `spawn` (with it, the only `unsafe`), and the one accept-error policy |
 //! | `sys` | building blocks for supervisors (feature `supervisor`) |
 //!
-//! The end-to-end tests (`tests/`) start the `hello` and `hello_v2` examples (v1 and v2, one build) with the
-//! workspace's test kit, `crates/handover-testkit` (`handover_testkit::hello_kit`, and
-//! `handover_testkit::tls` for `tests/tls.rs`).
+//! The end-to-end tests (`tests/`) start the `hello` and `hello_v2` examples (v1 and v2, one
+//! build) with the workspace's test kit, `crates/handover-testkit` (`handover_testkit::hello_kit`,
+//! and `handover_testkit::tls` for `tests/tls.rs`).
 //!
 //! # Features
 //!
