@@ -580,3 +580,43 @@ fn the_canary_survives_an_old_worker_crash_and_a_stop_drains_both() {
     assert_eq!(raw, 0, "the supervisor's wait status");
     assert!(sup.log.contains("generation 2 (pid"), "{}", sup.log.text());
 }
+
+/// A canary whose worker dies while it serves its share is rolled back: `handover upgrade`
+/// exits 1 naming the crash, the old generation serves everything again with no failure, and
+/// `last_upgrade` records the rollback.
+#[test]
+fn a_canary_worker_that_crashes_is_rolled_back() {
+    let ctx = Ctx::new();
+    let sup = start(&ctx, "http://127.0.0.1:0", "http");
+    write_app(&ctx, "v2", "http");
+    let up = Upgrade::start(
+        &ctx,
+        &["--canary", "50%", "--for", "60s", "--min-requests", "1"],
+    );
+    let s = wait_canary(&ctx);
+    let canary_pid = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["generation"] == 2)
+        .and_then(|w| w["pid"].as_i64())
+        .expect("generation 2 in status") as i32;
+    signal(canary_pid, libc::SIGKILL);
+    let (code, _, err) = up.finish();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("canary rolled back"), "{err}");
+    assert!(err.contains("the canary worker"), "{err}");
+    let after = requests(sup.addr(), None, 100);
+    assert!(after.failures.is_empty(), "{:?}", after.failures);
+    assert_eq!(after.ok.get("v1"), Some(&100), "{after:?}");
+    let s = ctx.status();
+    assert_eq!(s["state"], "running", "{s:#}");
+    assert_eq!(
+        s["last_upgrade"]["canary"]["decision"], "rolled_back",
+        "{s:#}"
+    );
+    assert_eq!(
+        s["restarts"], 0,
+        "a rolled-back canary is not restarted: {s:#}"
+    );
+}
