@@ -97,6 +97,17 @@ fn decide(ctx: &Ctx, what: &str) -> (i32, String) {
 // Clients
 // ---------------------------------------------------------------------------------------------
 
+/// After a decision: `winner` answers 200 more requests, and `loser` none of them, with no
+/// failure (whatever `loser` answered before the decision took effect is not counted).
+fn only_one_generation_answers_from_now(load: Load, winner: &str, loser: &str) {
+    load.wait_ok(winner, 200);
+    let before = load.seen().ok.get(loser).copied().unwrap_or(0);
+    load.wait_ok(winner, 200);
+    let seen = load.finish();
+    assert!(seen.failures.is_empty(), "{:?}", seen.failures);
+    assert_eq!(seen.ok.get(loser).copied().unwrap_or(0), before, "{seen:?}");
+}
+
 /// A keep-alive HTTP/1.1 connection, optionally from a given loopback address.
 struct KeepAlive {
     reader: BufReader<TcpStream>,
@@ -318,12 +329,7 @@ fn a_20_percent_canary_gets_a_fifth_of_the_requests_and_abort_loses_nothing() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("canary rolled back: aborted by hand"), "{err}");
     // From now on v1 answers everything.
-    load.wait_ok("v1", 200);
-    let before = load.seen().ok.get("v2").copied().unwrap_or(0);
-    load.wait_ok("v1", 200);
-    let seen = load.finish();
-    assert!(seen.failures.is_empty(), "{:?}", seen.failures);
-    assert_eq!(seen.ok.get("v2").copied().unwrap_or(0), before, "{seen:?}");
+    only_one_generation_answers_from_now(load, "v1", "v2");
     let s = ctx.status();
     assert_eq!(
         s["last_upgrade"]["canary"]["decision"], "rolled_back",
@@ -374,12 +380,7 @@ fn sticky_ip_keeps_each_client_on_one_generation_and_promote_loses_nothing() {
     let (code, out, err) = up.finish();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("canary promoted"), "{out}");
-    load.wait_ok("v2", 200);
-    let before = load.seen().ok.get("v1").copied().unwrap_or(0);
-    load.wait_ok("v2", 200);
-    let seen = load.finish();
-    assert!(seen.failures.is_empty(), "{:?}", seen.failures);
-    assert_eq!(seen.ok.get("v1").copied().unwrap_or(0), before, "{seen:?}");
+    only_one_generation_answers_from_now(load, "v2", "v1");
     // The promoted canary is the current generation; the old one drained away.
     let s = ctx.wait_status("one worker", |s| {
         s["workers"].as_array().unwrap().len() == 1
