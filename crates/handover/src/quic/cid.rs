@@ -5,8 +5,13 @@
 //! ```text
 //! byte 0       bytes 1..12                       bytes 12..16
 //! tag ^ h[0]   11 random bytes (fresh per CID)   h[1..5]
-//! h = HMAC-SHA256(cid_key, bytes 1..12)
+//! h = the first 5 bytes of AES-256(cid_key, bytes 1..12 || 5 zero bytes)
 //! ```
+//!
+//! The PRF is one AES block, ring's QUIC header-protection primitive (the computation every
+//! QUIC packet already pays for). The router runs it on every datagram: parse and tag take
+//! about 40 ns together (optimised build, loaded 2-core machine), where HMAC-SHA256 took
+//! about 350 ns.
 //!
 //! `tag` is the issuing generation's number modulo 256 ([`generation_tag`]); `cid_key` is
 //! derived from the lineage secret that every generation of one server shares (`quic/keys`), so
@@ -48,7 +53,9 @@
 
 use std::time::Duration;
 
-use ring::hmac;
+use std::sync::Arc;
+
+use ring::aead::quic::{HeaderProtectionKey, AES_256};
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// The length of every connection ID this server issues: 1 masked tag byte, 11 random bytes
@@ -69,20 +76,26 @@ pub(crate) fn generation_tag(generation: u64) -> u8 {
 /// The key that masks the tag byte, derived from the lineage secret (`Secrets::cid_key`).
 #[derive(Clone)]
 pub(crate) struct CidKey {
-    key: hmac::Key,
+    // Shared: every generator quinn makes (one per connection) holds a copy.
+    key: Arc<HeaderProtectionKey>,
 }
 
 impl CidKey {
     /// A key from raw key bytes (the lineage secret's CID subkey).
     pub(crate) fn new(bytes: &[u8; 32]) -> Self {
         CidKey {
-            key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            key: Arc::new(
+                HeaderProtectionKey::new(&AES_256, bytes).expect("a 32-byte AES-256 key"),
+            ),
         }
     }
 
     /// The tag mask (byte 0 of the result) and the check bytes (1..5) for these random bytes.
-    fn prf(&self, random: &[u8]) -> hmac::Tag {
-        hmac::sign(&self.key, random)
+    fn prf(&self, random: &[u8]) -> [u8; 5] {
+        let mut block = [0u8; 16];
+        block[..RANDOM_LEN].copy_from_slice(random);
+        // Cannot fail: the sample is the 16 bytes AES takes.
+        self.key.new_mask(&block).expect("a 16-byte sample")
     }
 
     /// The generation tag of `dcid`, or `None` unless it is a CID of this lineage: [`CID_LEN`]
@@ -92,7 +105,6 @@ impl CidKey {
             return None;
         }
         let h = self.prf(&dcid[RANDOM]);
-        let h = h.as_ref();
         // Every byte compared, whatever the first difference, so that the time taken does not
         // tell a prober how many check bytes it got right.
         let diff = dcid[RANDOM.end..]
@@ -105,7 +117,6 @@ impl CidKey {
     /// A CID carrying `tag`, with `random` as bytes 1..12.
     fn seal(&self, tag: u8, random: &[u8; RANDOM_LEN]) -> [u8; CID_LEN] {
         let h = self.prf(random);
-        let h = h.as_ref();
         let mut cid = [0u8; CID_LEN];
         cid[0] = tag ^ h[0];
         cid[RANDOM].copy_from_slice(random);
