@@ -8,6 +8,7 @@
 //! - A server of the next generation, built from the same secret, answers a packet of the
 //!   previous generation's connection with a stateless reset the client accepts; one built
 //!   from another secret does not even recognise the CID.
+//! - A Retry token issued by one generation validates the client's address at the next.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,6 +44,12 @@ struct Relay {
 
 impl Relay {
     async fn start(server: SocketAddr) -> Relay {
+        Relay::start_switching(server, None).await
+    }
+
+    /// A relay that switches to `then` by itself once it has passed the server's first
+    /// datagram to the client (before the client can answer it).
+    async fn start_switching(server: SocketAddr, mut then: Option<SocketAddr>) -> Relay {
         let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = front.local_addr().unwrap();
@@ -64,6 +71,9 @@ impl Relay {
                     got = back.recv_from(&mut b) => {
                         let (n, _) = got.unwrap();
                         log.lock().unwrap().push((Dir::ToClient, b[..n].to_vec()));
+                        if let Some(next) = then.take() {
+                            *to.lock().unwrap() = next;
+                        }
                         if let Some(client) = client {
                             front.send_to(&b[..n], client).await.unwrap();
                         }
@@ -132,9 +142,18 @@ fn client(pki: &handover_testkit::tls::Pki) -> quinn::Endpoint {
 
 /// Serves echo streams on `server` until it is closed.
 fn echo(server: &quinn::Endpoint) -> tokio::task::JoinHandle<()> {
+    echo_validating(server, false)
+}
+
+/// [`echo`]; with `retry`, a client whose address is not validated yet gets a Retry first.
+fn echo_validating(server: &quinn::Endpoint, retry: bool) -> tokio::task::JoinHandle<()> {
     let server = server.clone();
     tokio::spawn(async move {
         while let Some(incoming) = server.accept().await {
+            if retry && !incoming.remote_address_validated() {
+                incoming.retry().unwrap();
+                continue;
+            }
             tokio::spawn(async move {
                 let Ok(conn) = incoming.await else { return };
                 while let Ok((mut send, mut recv)) = conn.accept_bi().await {
@@ -308,4 +327,82 @@ async fn a_server_of_another_lineage_sends_no_reset() {
     let stranger = Secrets::random().unwrap();
     let end = after_switch_to(&first, &stranger).await;
     assert!(matches!(end, quinn::ConnectionError::TimedOut), "{end:?}");
+}
+
+/// Connects to a server of `first` that answers with a Retry; the relay hands the client's
+/// next Initial (with the token) to a server of `next`. Returns whether that server found the
+/// client's address validated (it read the token), and how the client's connection went.
+async fn retry_token_across(
+    first: &Secrets,
+    next: &Secrets,
+) -> (bool, Result<(), quinn::ConnectionError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = handover_testkit::tls::Pki::new(dir.path());
+    let old = generation(&pki, first, 1);
+    let new = generation(&pki, next, 2);
+    // Only the old one sends a Retry; the new one takes what comes and says whether the
+    // Initial's token validated the address.
+    let _old_serving = echo_validating(&old, true);
+    let new_serving = new.clone();
+    let validated = tokio::spawn(async move {
+        let incoming = new_serving.accept().await.unwrap();
+        let validated = incoming.remote_address_validated();
+        let server = new_serving.clone();
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            if let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                let got = recv.read_to_end(64).await.unwrap_or_default();
+                let _ = send.write_all(&got).await;
+                let _ = send.finish();
+                conn.closed().await;
+            }
+            drop(server);
+        });
+        validated
+    });
+    let relay =
+        Relay::start_switching(old.local_addr().unwrap(), Some(new.local_addr().unwrap())).await;
+    let client = client(&pki);
+    let run = async {
+        let conn = client.connect(relay.addr, "localhost").unwrap().await?;
+        ping(&conn).await.unwrap();
+        conn.close(0u32.into(), b"done");
+        Ok(())
+    };
+    let result = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the handshake ended within 20 s");
+    // The relay's record: the old server's one datagram was the Retry.
+    let from_old = relay.captured();
+    let first_reply = from_old
+        .iter()
+        .find(|(dir, _)| *dir == Dir::ToClient)
+        .unwrap();
+    assert_eq!(parse(&first_reply.1, 8).map(|h| h.kind), Some(Kind::Retry));
+    (validated.await.unwrap(), result)
+}
+
+#[tokio::test]
+async fn a_retry_token_from_one_generation_validates_at_the_next() {
+    let first = Secrets::random().unwrap();
+    let next = Secrets::from_bytes(first.to_bytes());
+    let (validated, result) = retry_token_across(&first, &next).await;
+    assert!(validated, "the next generation did not accept the token");
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn a_retry_token_from_another_lineage_is_not_understood() {
+    // The stranger cannot open the token, so it proceeds as if there were none (RFC 9000,
+    // 8.1.3) and does not echo the Retry's CID in its transport parameters: the client, which
+    // did get a Retry, refuses the handshake.
+    let first = Secrets::random().unwrap();
+    let stranger = Secrets::random().unwrap();
+    let (validated, result) = retry_token_across(&first, &stranger).await;
+    assert!(!validated);
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, quinn::ConnectionError::TransportError(_)),
+        "{err:?}"
+    );
 }
