@@ -49,11 +49,14 @@
 //! or whether two CIDs belong to one connection. What it could measure is timing: a datagram
 //! for a draining generation takes one extra local hop (a Unix datagram), which tells at most
 //! that an upgrade happened recently, something the server's behaviour reveals anyway. Nor can
-//! it forge a CID that routes anywhere on purpose without having seen one.
-
-use std::time::Duration;
+//! it forge a CID of this server without having seen one. The check does not cover byte 0, so
+//! an attacker who has seen a CID can change its tag: the packet then goes to another
+//! generation, which cannot decrypt it and drops it (or, for a dead tag, answers with a
+//! stateless reset whose token is bound to the altered CID, which the client ignores). That
+//! is no more than an on-path attacker can do by dropping the packet.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ring::aead::quic::{HeaderProtectionKey, AES_256};
 use ring::rand::{SecureRandom, SystemRandom};
