@@ -80,6 +80,7 @@
 //! | [`blocking`] | the listener and connections for a thread-per-connection server, with the same drain |
 //! | [`http`] | hyper/axum serving with the lossless drain; `http/health`: the `/healthz` answer ([`http::HealthCheck`]) |
 //! | `tls` | TLS (feature `tls`): PEM loading (`tls/pem`), the acceptor with the drain's handshake rules (`tls/accept`) |
+//! | `quic` | QUIC across upgrades (feature `quic`): `quic/cid` (generation-tagged connection IDs), `quic/packet` (a datagram's DCID and kind), `quic/keys` (the lineage secret's keys), `quic/wire` (messages between generations) |
 //! | `control_handler` | the library's answers to the control socket, mapped onto [`Running`] |
 //! | `control_socket` | the admin protocol: `protocol` (messages), `server`, `client` (feature `supervisor` makes it public) |
 //! | `pidfile`, `systemd` | PID file and `sd_notify` for process managers |
@@ -124,6 +125,8 @@ mod lineage;
 mod listener;
 mod os;
 mod pidfile;
+#[cfg(feature = "quic")]
+mod quic;
 mod running;
 mod spawn;
 #[cfg(feature = "supervisor")]
