@@ -22,5 +22,8 @@ mod route;
 mod socket;
 pub(crate) mod wire;
 
+#[cfg(test)]
+mod tests;
+
 pub use endpoint::{Endpoint, Options};
 pub use socket::RoutingStats;
