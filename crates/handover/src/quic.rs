@@ -106,8 +106,6 @@
 mod channel;
 pub(crate) mod cid;
 mod endpoint;
-// Until keys.rs and wire.rs are filled in (QA), some of their items are unused.
-#[allow(dead_code)]
 pub(crate) mod keys;
 pub(crate) mod packet;
 mod route;

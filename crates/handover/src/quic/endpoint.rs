@@ -159,10 +159,10 @@ impl Handover {
         let secrets = match inherited.parent {
             Some(p) => channel::read_keys(&inherited.peers[&p], name, p)
                 .map_err(|e| fail("no keys from the previous generation", &e))?,
-            None => temporary_random_secrets().map_err(|e| fail("cannot make keys", &e))?,
+            None => Secrets::random().map_err(|e| fail("cannot make keys", &e))?,
         };
         let tag = generation_tag(generation);
-        let cid_key = crate::quic::cid::CidKey::new(&secrets.to_bytes());
+        let cid_key = secrets.cid_key();
         let socket = Arc::new(
             RoutingSocket::new(
                 socket,
@@ -175,17 +175,15 @@ impl Handover {
             .map_err(|e| fail("cannot set up the socket", &e))?,
         );
 
-        // TODO(QA's keys.rs): EndpointConfig::new(secrets.reset_key()).
-        let mut config = quinn::EndpointConfig::default();
+        let mut config = quinn::EndpointConfig::new(secrets.reset_key());
         config.cid_generator(move || Box::new(TaggedCids::new(tag, cid_key.clone())));
-        // TODO(QA's keys.rs): tls.ticketer = secrets.ticketer();
+        tls.ticketer = secrets.ticketer();
         if tls.alpn_protocols.is_empty() {
             tls.alpn_protocols = vec![b"h3".to_vec()];
         }
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| fail("the TLS configuration cannot serve QUIC", &e))?;
-        // TODO(QA's keys.rs): ServerConfig::new(Arc::new(crypto), secrets.token_key()).
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut server = quinn::ServerConfig::new(Arc::new(crypto), secrets.token_key());
         if let Some(t) = options.transport {
             server.transport_config(t);
         }
@@ -220,14 +218,4 @@ impl Handover {
             shared,
         })
     }
-}
-
-/// TODO(QA's keys.rs): `Secrets::random()`.
-fn temporary_random_secrets() -> std::io::Result<Secrets> {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| std::io::Error::other("no system randomness"))?;
-    Ok(Secrets::from_bytes(b))
 }
