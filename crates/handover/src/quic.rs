@@ -110,7 +110,6 @@ pub(crate) mod keys;
 pub(crate) mod packet;
 mod route;
 mod socket;
-#[allow(dead_code)]
 pub(crate) mod wire;
 
 #[cfg(test)]

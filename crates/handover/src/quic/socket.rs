@@ -25,9 +25,10 @@ use crate::quic::wire::{self, Message};
 /// Buffers of one UDP read: with GRO each holds up to 64 KiB of same-sized datagrams.
 const SLOTS: usize = 4;
 const SLOT_LEN: usize = 64 * 1024;
-/// Room for a `Forward` message: a datagram of up to 64 KiB plus its header.
-const CHANNEL_MESSAGE_MAX: usize = SLOT_LEN + 64;
-/// `InFlight` entries per message, so that each stays well under a Unix datagram's limit.
+/// Room for the longest channel message.
+const CHANNEL_MESSAGE_MAX: usize = wire::MAX_MESSAGE;
+/// `InFlight` entries per message (at most `wire::MAX_IN_FLIGHT`), so that each stays well
+/// under a Unix datagram's limit.
 const IN_FLIGHT_PER_MESSAGE: usize = 512;
 
 /// Counters of the routing socket, from [`crate::quic::Endpoint::stats`].
