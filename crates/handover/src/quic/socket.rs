@@ -331,8 +331,9 @@ impl RoutingSocket {
             ready!(self.io.poll_recv_ready(cx))?;
             let mut metas = [RecvMeta::default(); SLOTS];
             let got = {
-                let mut bufs: Vec<IoSliceMut<'_>> =
-                    r.slots.iter_mut().map(|s| IoSliceMut::new(s)).collect();
+                let mut slots = r.slots.iter_mut();
+                let mut bufs: [IoSliceMut<'_>; SLOTS] =
+                    std::array::from_fn(|_| IoSliceMut::new(slots.next().expect("SLOTS slots")));
                 self.io.try_io(Interest::READABLE, || {
                     self.udp.recv((&self.io).into(), &mut bufs, &mut metas)
                 })
