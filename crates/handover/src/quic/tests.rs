@@ -258,3 +258,102 @@ fn cid_keys_of_one_secret_agree() {
     let key: CidKey = again.cid_key();
     assert_eq!(key.tag_of(&cid), Some(7));
 }
+
+/// Datagrams sent in one GSO batch (which loopback may hand over as one GRO batch) are
+/// routed one by one: the older generation's goes out on its channel with the client's
+/// address, this generation's two reach its endpoint, each alone.
+#[tokio::test]
+async fn a_batch_is_split_before_routing() {
+    use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+    use quinn::AsyncUdpSocket;
+    let secrets = Secrets::random().unwrap();
+    let key = secrets.cid_key();
+    let (udp, addr) = bound_udp();
+    let (to_old, old_end) = channel::pair().unwrap();
+    let socket = RoutingSocket::new(
+        udp,
+        "udp_test".into(),
+        2,
+        Table::new(2, key.clone()),
+        HashMap::from([(1, to_old)]),
+        true,
+    )
+    .unwrap();
+    socket.start_serving(None);
+
+    let cid = |g: u64| {
+        quinn::ConnectionIdGenerator::generate_cid(&mut TaggedCids::new(
+            generation_tag(g),
+            key.clone(),
+        ))
+    };
+    let packet = |g: u64, fill: u8| {
+        let mut p = vec![0x43];
+        p.extend_from_slice(&cid(g));
+        p.resize(1200, fill);
+        p
+    };
+    let (old, mine1, mine2) = (packet(1, 0xa1), packet(2, 0xb2), packet(2, 0xc3));
+    let batch = [&old[..], &mine1, &mine2].concat();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client_addr = client.local_addr().unwrap();
+    let state = UdpSocketState::new((&client).into()).unwrap();
+    let segment_size = (state.max_gso_segments() > 1).then_some(1200);
+    let datagrams: Vec<&[u8]> = match segment_size {
+        Some(_) => vec![&batch[..]],
+        None => batch.chunks(1200).collect(),
+    };
+    for contents in datagrams {
+        let t = Transmit {
+            destination: addr,
+            ecn: None,
+            contents,
+            segment_size: segment_size.filter(|_| contents.len() > 1200),
+            src_ip: None,
+        };
+        state.send((&client).into(), &t).unwrap();
+    }
+
+    let mut got: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+    let mut storage = vec![vec![0u8; 65536]; 8];
+    tokio::time::timeout(LIMIT, async {
+        while got.len() < 2 {
+            let mut bufs: Vec<std::io::IoSliceMut<'_>> = storage
+                .iter_mut()
+                .map(|b| std::io::IoSliceMut::new(b))
+                .collect();
+            let mut metas = [RecvMeta::default(); 8];
+            let n = std::future::poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut metas))
+                .await
+                .unwrap();
+            for (m, b) in metas[..n].iter().zip(&bufs) {
+                assert_eq!(m.stride, m.len, "one datagram per buffer");
+                got.push((b[..m.len].to_vec(), m.addr));
+            }
+        }
+    })
+    .await
+    .expect("this generation's datagrams were not delivered");
+    assert!(
+        got[0] == (mine1, client_addr),
+        "first delivered: {:?}",
+        got[0].1
+    );
+    assert!(
+        got[1] == (mine2, client_addr),
+        "second delivered: {:?}",
+        got[1].1
+    );
+
+    let mut buf = vec![0u8; crate::quic::wire::MAX_MESSAGE];
+    let n = old_end.recv(&mut buf).unwrap();
+    match crate::quic::wire::decode(&buf[..n]).unwrap() {
+        crate::quic::wire::Message::Forward { src, payload, .. } => {
+            assert!(payload == &old[..], "another datagram was forwarded");
+            assert_eq!(src, client_addr);
+        }
+        other => panic!("{other:?}"),
+    }
+    let s = socket.stats();
+    assert_eq!((s.forwarded_out, s.delivered), (1, 2), "{s:?}");
+}
