@@ -126,7 +126,7 @@ mod listener;
 mod os;
 mod pidfile;
 #[cfg(feature = "quic")]
-mod quic;
+pub mod quic;
 mod running;
 mod spawn;
 #[cfg(feature = "supervisor")]

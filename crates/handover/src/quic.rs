@@ -13,7 +13,14 @@
 // crate calls them but their tests.
 #![allow(dead_code)]
 
+mod channel;
 pub(crate) mod cid;
+mod endpoint;
 pub(crate) mod keys;
 pub(crate) mod packet;
+mod route;
+mod socket;
 pub(crate) mod wire;
+
+pub use endpoint::{Endpoint, Options};
+pub use socket::RoutingStats;
