@@ -13,9 +13,14 @@
 //! - [`Pinger`]: ONE connection kept for the whole test, a request every N ms; it never
 //!   reconnects, so its answers tell whether that connection survived.
 //! - [`H3Load`]: many connections, requests back to back (the counting of [`Load`]).
+//! - [`install_h3`], [`start_h3`], [`upgrade_h3`]: the library's `h3` example under test.
+//! - [`Relay`]: holds back a client's datagrams, to split a first flight around an upgrade.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -23,9 +28,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 
+use crate::binaries::example_binary_with;
+use crate::hello::{Ctx, Server};
 use crate::load::{Load, LoadStats, Tally};
+use crate::reap::wait_line_while_alive;
+use crate::sys::signal;
 use crate::tls::Pki;
-use crate::wait::{poll_until, LONG};
+use crate::wait::{poll_until, LONG, SHORT};
 
 /// How long one request may take before it counts as [`Kind::Timeout`].
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -663,4 +672,197 @@ async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> 
     out.into_iter()
         .map(|o| o.expect("every future completed"))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `h3` example: started, upgraded
+// ---------------------------------------------------------------------------------------------
+
+/// Installs the library's `h3` example (built with `quic`) as `<dir>/h3`, the start path its
+/// upgrades re-execute, and returns that path.
+pub fn install_h3(ctx: &Ctx) -> PathBuf {
+    let bin = example_binary_with("h3", "quic");
+    let path = ctx.path("h3");
+    let tmp = ctx.path("h3.tmp");
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(&bin, &tmp).is_err() {
+        fs::copy(&bin, &tmp).expect("copy h3");
+    }
+    fs::rename(&tmp, &path).expect("rename over h3");
+    path
+}
+
+/// `<dir>/h3 --listen udp://127.0.0.1:0 --tls-cert .. --tls-key .. <extra>`.
+pub fn h3_command(ctx: &Ctx, pki: &Pki, extra: &[&str]) -> Command {
+    let mut cmd = ctx.command(ctx.path("h3"));
+    cmd.args(["--listen", "udp://127.0.0.1:0", "--tls-cert"])
+        .arg(&pki.cert)
+        .arg("--tls-key")
+        .arg(&pki.key)
+        .args(extra);
+    cmd
+}
+
+/// Spawns `cmd` (some form of `h3`), waits for its `serving udp://IP:PORT` line and for
+/// `GET /` over HTTP/3 to be answered by it. The server and its UDP address.
+pub fn start_h3(ctx: &Ctx, cmd: Command, config: &quinn::ClientConfig) -> (Server, SocketAddr) {
+    let sp = ctx.spawn("h3", cmd);
+    let pid = sp.pid;
+    let (_, line) = wait_line_while_alive(&sp.log, pid, 0, LONG, |l| l.contains("serving udp://"))
+        .unwrap_or_else(|why| panic!("h3 did not log `serving udp://ADDR` {why}"));
+    let addr: SocketAddr = line
+        .split("serving udp://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse the address in {line:?}"));
+    let server = Server {
+        pid,
+        log: sp.log,
+        addrs: Vec::new(),
+    };
+    let (_, answered_by) = hello(addr, config)
+        .unwrap_or_else(|e| panic!("GET / over HTTP/3 failed: {e}; log:\n{}", server.log.text()));
+    assert_eq!(answered_by, pid, "GET / answered by an unexpected pid");
+    (server, addr)
+}
+
+/// `SIGUSR2` to the serving generation, the handover, and `GET /` on new connections answered
+/// by the new one (every answer meanwhile a 200). Returns (old pid, new pid); the old one may
+/// still be draining.
+pub fn upgrade_h3(
+    server: &mut Server,
+    addr: SocketAddr,
+    config: &quinn::ClientConfig,
+) -> (i32, i32) {
+    let old = server.pid;
+    let from = server.log.len();
+    signal(old, libc::SIGUSR2);
+    let new = server.wait_upgrade_complete(from, old);
+    assert_ne!(new, old, "the pid did not change");
+    server.pid = new;
+    let mut last = None;
+    let answered = poll_until(SHORT, || {
+        let (_, p) = hello(addr, config)
+            .unwrap_or_else(|e| panic!("GET / over HTTP/3: {e}; log:\n{}", server.log.text()));
+        last = Some(p);
+        p == new
+    });
+    assert!(
+        answered,
+        "new connections still answered by {last:?}, expected {new}"
+    );
+    (old, new)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A relay that holds a client's datagrams
+// ---------------------------------------------------------------------------------------------
+
+/// A loopback UDP relay between one client and a server that can hold back the client's
+/// datagrams: the first `pass` go through at once, the rest wait until [`Relay::release`].
+/// With a first flight of two datagrams and `pass = 1`, the server has begun a handshake it
+/// cannot finish until the test says so: the way to put an upgrade between the two halves.
+pub struct Relay {
+    /// Where the client sends (the relay's client-facing address).
+    pub addr: SocketAddr,
+    state: Arc<RelayState>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    stop: AtomicBool,
+    released: AtomicBool,
+    /// Datagrams client -> server forwarded, held; server -> client forwarded.
+    to_server: AtomicUsize,
+    held: AtomicUsize,
+    to_client: AtomicUsize,
+}
+
+impl Relay {
+    /// A relay to `server` letting the client's first `pass` datagrams through.
+    pub fn start(server: SocketAddr, pass: usize) -> Relay {
+        let front = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the relay");
+        let back = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the relay");
+        back.connect(server).expect("connect the relay");
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let state = Arc::new(RelayState::default());
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let up = {
+            let (front, back) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+            let (state, client) = (Arc::clone(&state), Arc::clone(&client));
+            thread::spawn(move || {
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                let mut buf = vec![0u8; 65_536];
+                let started = Instant::now();
+                while !state.stop.load(Ordering::SeqCst) && started.elapsed() < MAX_LOAD {
+                    if state.released.load(Ordering::SeqCst) {
+                        for d in held.drain(..) {
+                            let _ = back.send(&d);
+                            state.to_server.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    let Ok((n, from)) = front.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    *client.lock().unwrap() = Some(from);
+                    let sent = state.to_server.load(Ordering::SeqCst);
+                    if sent < pass || state.released.load(Ordering::SeqCst) {
+                        let _ = back.send(&buf[..n]);
+                        state.to_server.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        held.push(buf[..n].to_vec());
+                        state.held.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        };
+        let down = {
+            let (state, client) = (Arc::clone(&state), Arc::clone(&client));
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                let started = Instant::now();
+                while !state.stop.load(Ordering::SeqCst) && started.elapsed() < MAX_LOAD {
+                    let Ok(n) = back.recv(&mut buf) else { continue };
+                    if let Some(c) = *client.lock().unwrap() {
+                        let _ = front.send_to(&buf[..n], c);
+                        state.to_client.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        };
+        Relay {
+            addr,
+            state,
+            threads: vec![up, down],
+        }
+    }
+
+    /// Client datagrams held back so far.
+    pub fn held(&self) -> usize {
+        self.state.held.load(Ordering::SeqCst)
+    }
+
+    /// Server datagrams relayed to the client so far.
+    pub fn to_client(&self) -> usize {
+        self.state.to_client.load(Ordering::SeqCst)
+    }
+
+    /// Sends what was held, in order, and lets everything through from now on.
+    pub fn release(&self) {
+        self.state.released.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }

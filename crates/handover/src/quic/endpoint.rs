@@ -8,11 +8,11 @@ use crate::addr::ListenAddr;
 use crate::drain::{ConnGuard, DrainSignal, UpgradeHook};
 use crate::error::Error;
 use crate::handover::Handover;
+use crate::quic::channel;
 use crate::quic::cid::{generation_tag, TaggedCids};
 use crate::quic::keys::Secrets;
 use crate::quic::route::Table;
 use crate::quic::socket::{RoutingSocket, RoutingStats};
-use crate::quic::channel;
 use crate::tls::rustls;
 
 /// How [`Handover::quic`] sets up its endpoint.
@@ -99,8 +99,9 @@ struct Hook {
 
 impl UpgradeHook for Hook {
     fn prepare(&self, generation: u64) -> std::io::Result<Vec<(std::os::fd::OwnedFd, String)>> {
-        self.socket
-            .prepare(generation, &self.secret, |g| channel::fd_name(g, &self.name))
+        self.socket.prepare(generation, &self.secret, |g| {
+            channel::fd_name(g, &self.name)
+        })
     }
 
     fn paused(&self) {
