@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn keys_written_before_the_start_are_read_and_a_missing_one_is_named() {
         let (ours, theirs) = pair().unwrap();
-        let e = read_keys(&theirs, "udp_x", 1).unwrap_err().to_string();
+        let e = read_keys(&theirs, "udp_x", 1).err().unwrap().to_string();
         assert!(e.contains("udp_x") && e.contains("none were sent"), "{e}");
         let secret = [7u8; 32];
         let mut msg = Vec::new();

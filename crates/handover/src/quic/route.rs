@@ -110,7 +110,16 @@ impl Table {
         let Some(header) = packet::parse(datagram, CID_LEN) else {
             return Route::Drop;
         };
+        let tag = self.cid_key.tag_of(header.dcid);
         match header.kind {
+            // A CID of this lineage (an Initial too, once the client has the server's first
+            // Initial): its tag says who issued it.
+            Kind::Initial | Kind::ZeroRtt | Kind::Handshake | Kind::Short if tag.is_some() => {
+                match tag.and_then(|t| self.live.get(&t)) {
+                    Some(&g) => Route::Forward(g),
+                    None => Route::Deliver,
+                }
+            }
             Kind::Initial | Kind::ZeroRtt => {
                 // The client chose this DCID: it names no generation. Its handshake belongs to
                 // whoever saw it first.
@@ -125,13 +134,8 @@ impl Table {
                 }
                 Route::Deliver
             }
-            Kind::Handshake | Kind::Short => match self.cid_key.tag_of(header.dcid) {
-                Some(tag) if tag != generation_tag(self.generation) => match self.live.get(&tag) {
-                    Some(&g) => Route::Forward(g),
-                    None => Route::Deliver,
-                },
-                _ => Route::Deliver,
-            },
+            // Not a CID of this lineage: quinn drops it or answers with a stateless reset.
+            Kind::Handshake | Kind::Short => Route::Deliver,
             // quinn answers an unknown version with Version Negotiation, and drops what a
             // server never receives (Retry, Version Negotiation).
             Kind::Retry | Kind::VersionNegotiation | Kind::UnknownVersion => Route::Deliver,
@@ -191,5 +195,201 @@ pub(crate) fn dispatch(table: &mut Table, datagram: &[u8], now: Instant, sink: &
                 sink.deliver(datagram);
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quic::cid::TaggedCids;
+    use quinn::ConnectionIdGenerator;
+
+    const KEY: [u8; 32] = [9; 32];
+
+    fn cid(generation: u64) -> Vec<u8> {
+        TaggedCids::new(generation_tag(generation), CidKey::new(&KEY))
+            .generate_cid()
+            .to_vec()
+    }
+
+    /// A long-header packet of `kind_bits` (0 Initial, 1 0-RTT, 2 Handshake), QUIC v1,
+    /// padded like a client's first flight.
+    fn long(kind_bits: u8, dcid: &[u8]) -> Vec<u8> {
+        let mut p = vec![0xc0 | (kind_bits << 4) | 0x03, 0, 0, 0, 1];
+        p.push(dcid.len() as u8);
+        p.extend_from_slice(dcid);
+        p.push(8);
+        p.extend_from_slice(&[0x55; 8]);
+        if kind_bits == 0 {
+            p.push(0); // no token
+        }
+        let rest = 1200 - p.len() - 2;
+        p.extend_from_slice(&[0x40 | (rest >> 8) as u8, rest as u8]);
+        p.resize(1200, 0xaa);
+        p
+    }
+
+    fn initial(dcid: &[u8]) -> Vec<u8> {
+        long(0, dcid)
+    }
+
+    fn short(dcid: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x43];
+        p.extend_from_slice(dcid);
+        p.resize(60, 0xaa);
+        p
+    }
+
+    /// Generation 3, with 1 and 2 alive.
+    fn table() -> Table {
+        let mut t = Table::new(3, CidKey::new(&KEY));
+        t.add_live(1);
+        t.add_live(2);
+        t
+    }
+
+    #[derive(Default)]
+    struct Fake {
+        delivered: usize,
+        forwarded: Vec<u64>,
+        dropped: usize,
+        dead: Vec<u64>,
+        full: Vec<u64>,
+    }
+
+    impl Sink for Fake {
+        fn deliver(&mut self, _: &[u8]) {
+            self.delivered += 1;
+        }
+        fn forward(&mut self, g: u64, _: &[u8]) -> Result<(), ForwardError> {
+            if self.dead.contains(&g) {
+                return Err(ForwardError::Dead);
+            }
+            if self.full.contains(&g) {
+                return Err(ForwardError::Full);
+            }
+            self.forwarded.push(g);
+            Ok(())
+        }
+        fn dropped(&mut self) {
+            self.dropped += 1;
+        }
+    }
+
+    #[test]
+    fn server_cids_go_to_the_generation_that_issued_them() {
+        let mut t = table();
+        let now = Instant::now();
+        for g in [1, 2] {
+            assert_eq!(t.route(&short(&cid(g)), now), Route::Forward(g));
+            assert_eq!(
+                t.route(&long(2, &cid(g)), now),
+                Route::Forward(g),
+                "handshake"
+            );
+            // The client's Initial ACK, once it has the server's CID.
+            assert_eq!(
+                t.route(&initial(&cid(g)), now),
+                Route::Forward(g),
+                "initial"
+            );
+        }
+        assert_eq!(t.route(&short(&cid(3)), now), Route::Deliver);
+        // A dead or unknown generation's: delivered here (quinn resets them).
+        assert_eq!(t.route(&short(&cid(7)), now), Route::Deliver);
+        assert_eq!(t.route(&short(&[0x11; 16]), now), Route::Deliver);
+        assert_eq!(t.route(&[0x43, 1, 2], now), Route::Drop, "truncated");
+        assert_eq!(t.route(&[], now), Route::Drop, "empty");
+    }
+
+    #[test]
+    fn a_handshake_in_flight_stays_with_its_owner_for_the_window_only() {
+        let mut t = table();
+        let now = Instant::now();
+        let dcid = vec![0x42; 8];
+        t.inherit(vec![(dcid.clone(), 2), (vec![0x43; 20], 5)], now);
+        // A retransmit, and the rest of a two-datagram first flight.
+        assert_eq!(t.route(&initial(&dcid), now), Route::Forward(2));
+        assert_eq!(t.route(&long(1, &dcid), now), Route::Forward(2), "0-RTT");
+        // Generation 5 is not alive: its entry was not taken.
+        assert_eq!(t.route(&initial(&[0x43; 20]), now), Route::Deliver);
+        let later = now + HANDSHAKE_WINDOW;
+        assert_eq!(t.route(&initial(&dcid), later), Route::Deliver);
+        // Now this generation's own, handed on at the next upgrade.
+        assert_eq!(t.in_flight(later)[0], (dcid, 3));
+    }
+
+    #[test]
+    fn new_initials_are_delivered_and_remembered_for_the_next_generation() {
+        let mut t = table();
+        let now = Instant::now();
+        let a = vec![1u8; 20];
+        let b = vec![2u8; 8];
+        assert_eq!(t.route(&initial(&a), now), Route::Deliver);
+        assert_eq!(t.route(&initial(&a), now), Route::Deliver);
+        assert_eq!(t.route(&initial(&b), now), Route::Deliver);
+        t.inherit(vec![(vec![3u8; 8], 1)], now);
+        let handed = t.in_flight(now);
+        assert_eq!(
+            handed,
+            vec![(b, 3), (a, 3), (vec![3u8; 8], 1)],
+            "newest first, once each"
+        );
+        assert!(t.in_flight(now + HANDSHAKE_WINDOW).is_empty(), "expired");
+        // Server CIDs are no handshakes of their own.
+        let mut t = table();
+        t.route(&initial(&cid(3)), now);
+        assert!(t.in_flight(now).is_empty());
+    }
+
+    #[test]
+    fn at_most_a_bounded_number_is_remembered_and_handed_on() {
+        let mut t = Table::new(1, CidKey::new(&KEY));
+        let now = Instant::now();
+        for i in 0..(MAX_REMEMBERED as u32 + 10) {
+            t.route(&initial(&i.to_be_bytes().repeat(2)), now);
+        }
+        assert_eq!(t.remembered.len(), MAX_REMEMBERED);
+        assert_eq!(t.in_flight(now).len(), MAX_HANDED_ON);
+    }
+
+    #[test]
+    fn a_dead_generation_is_found_by_forwarding_and_its_datagrams_delivered_here() {
+        let mut t = table();
+        let now = Instant::now();
+        let mut sink = Fake {
+            dead: vec![1],
+            full: vec![2],
+            ..Fake::default()
+        };
+        dispatch(&mut t, &short(&cid(1)), now, &mut sink);
+        assert_eq!((sink.delivered, sink.forwarded.len()), (1, 0));
+        assert_eq!(t.route(&short(&cid(1)), now), Route::Deliver, "marked dead");
+        dispatch(&mut t, &short(&cid(2)), now, &mut sink);
+        assert_eq!(sink.dropped, 1, "a full channel loses the datagram");
+        assert_eq!(
+            t.route(&short(&cid(2)), now),
+            Route::Forward(2),
+            "still alive"
+        );
+        sink.full.clear();
+        dispatch(&mut t, &short(&cid(2)), now, &mut sink);
+        dispatch(&mut t, &[0xff], now, &mut sink);
+        assert_eq!((sink.forwarded, sink.dropped), (vec![2], 2));
+    }
+
+    #[test]
+    fn tags_that_collide_route_to_the_newest() {
+        // 256 generations apart: same tag. This generation's own wins; between two older
+        // ones the newer does.
+        let mut t = Table::new(300, CidKey::new(&KEY));
+        t.add_live(300 - 256);
+        t.add_live(2);
+        t.add_live(258);
+        assert_eq!(t.route(&short(&cid(300)), Instant::now()), Route::Deliver);
+        assert_eq!(
+            t.route(&short(&cid(2)), Instant::now()),
+            Route::Forward(258)
+        );
     }
 }

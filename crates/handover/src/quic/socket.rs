@@ -348,6 +348,7 @@ impl RoutingSocket {
                 slots,
                 queue,
                 scratch,
+                forwarding,
                 ..
             } = r;
             for (slot, meta) in metas[..n].iter().enumerate() {
@@ -363,6 +364,13 @@ impl RoutingSocket {
                         ecn: meta.ecn,
                         dst_ip: meta.dst_ip,
                     };
+                    start += len;
+                    if !*forwarding {
+                        // Without forwarding, everything read here is this generation's.
+                        queue.push_back(seg);
+                        bump(&self.stats.delivered);
+                        continue;
+                    }
                     let mut sink = SocketSink {
                         seg,
                         queue,
@@ -370,8 +378,8 @@ impl RoutingSocket {
                         scratch,
                         stats: &self.stats,
                     };
-                    route::dispatch(table, &slots[slot][start..start + len], now, &mut sink);
-                    start += len;
+                    let datagram = &slots[slot][seg.start..seg.start + len];
+                    route::dispatch(table, datagram, now, &mut sink);
                 }
             }
             return Poll::Ready(Ok(()));
@@ -440,13 +448,13 @@ fn recv_meta(
     ecn: Option<EcnCodepoint>,
     dst_ip: Option<IpAddr>,
 ) -> RecvMeta {
-    let mut m = RecvMeta::default();
-    m.addr = addr;
-    m.len = len;
-    m.stride = len;
-    m.ecn = ecn;
-    m.dst_ip = dst_ip;
-    m
+    RecvMeta {
+        addr,
+        len,
+        stride: len,
+        ecn,
+        dst_ip,
+    }
 }
 
 fn wake(r: &mut Router) {
