@@ -422,3 +422,135 @@ fn aioquic_python() -> Option<std::path::PathBuf> {
     eprintln!("skipped: aioquic is not installed in {}", python.display());
     None
 }
+
+// ---------------------------------------------------------------------------------------------
+// Figures (not a test: measurements for the README, run by hand)
+// ---------------------------------------------------------------------------------------------
+
+/// The README's QUIC figures, on whatever machine runs it:
+///
+/// ```text
+/// HANDOVER_E2E_RELEASE=1 cargo test --release -p handover --features quic --test quic \
+///     -- --ignored --nocapture figures
+/// ```
+///
+/// 1. steady HTTP/3 throughput and p99 latency, handover's endpoint (forwarding compiled in)
+///    against `--plain-quinn` on the same address, 5 interleaved pairs of runs;
+/// 2. the forwarding path's added latency: sequential requests on one connection before the
+///    switch (read by its own generation) and after it (every client datagram forwarded);
+/// 3. failed requests of the HTTP/3 load through 5 upgrades, with and without forwarding.
+#[test]
+#[ignore = "measurements for the README; run by hand (see the doc comment)"]
+fn figures() {
+    let secs = std::env::var("H3_FIGURES_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5u64);
+    let pairs = 5;
+    let mut runs: Vec<(f64, Duration, f64, Duration)> = Vec::new();
+    for _ in 0..pairs {
+        let (t_h, p_h) = steady(&[], secs);
+        let (t_p, p_p) = steady(&["--plain-quinn"], secs);
+        eprintln!(
+            "pair: handover {t_h:.0} req/s p99 {p_h:?}; plain quinn {t_p:.0} req/s p99 {p_p:?}"
+        );
+        runs.push((t_h, p_h, t_p, p_p));
+    }
+    let median_f = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let median_d = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let ratios: Vec<f64> = runs.iter().map(|r| r.0 / r.2).collect();
+    eprintln!(
+        "FIGURE steady: handover median {:.0} req/s (p99 {:?}), plain quinn median {:.0} req/s (p99 {:?}); median ratio of pairs {:.3} ({ratios:.3?})",
+        median_f(runs.iter().map(|r| r.0).collect()),
+        median_d(runs.iter().map(|r| r.1).collect()),
+        median_f(runs.iter().map(|r| r.2).collect()),
+        median_d(runs.iter().map(|r| r.3).collect()),
+        median_f(ratios.clone()),
+    );
+
+    let (before, after) = forwarded_latency(400);
+    eprintln!(
+        "FIGURE forwarding: sequential GET / on one connection, p50 {:?} -> {:?} (+{:?}), p99 {:?} -> {:?}",
+        quantile(&before, 0.5),
+        quantile(&after, 0.5),
+        quantile(&after, 0.5).saturating_sub(quantile(&before, 0.5)),
+        quantile(&before, 0.99),
+        quantile(&after, 0.99),
+    );
+
+    for extra in [&[][..], &["--no-quic-forwarding"][..]] {
+        let (report, _, _) = load_through_upgrades(extra, 5, Duration::from_secs(5));
+        eprintln!(
+            "FIGURE upgrades {extra:?}: 5 upgrades, {} ok, {} failed {:?}",
+            report.stats.ok,
+            report.stats.failures.len(),
+            handover_testkit::h3::failures_by_kind(&report.stats)
+        );
+    }
+}
+
+/// HTTP/3 load for `secs` against a fresh `h3 <extra>`: throughput and p99.
+fn steady(extra: &[&str], secs: u64) -> (f64, Duration) {
+    let ctx = Ctx::new();
+    let (pki, config) = setup(&ctx);
+    let (server, addr) = start_h3(&ctx, h3_command(&ctx, &pki, extra), &config);
+    // A warm-up, then the measured run (a fixed length: this is a measurement).
+    let warm = H3Load::start(addr, config.clone(), 1, 16);
+    warm.wait_more(200);
+    let warm = warm.finish();
+    assert!(warm.stats.failures.is_empty(), "{}", warm.summary());
+    let load = H3Load::start(addr, config, 1, 16);
+    std::thread::sleep(Duration::from_secs(secs));
+    let report = load.finish();
+    assert!(report.stats.failures.is_empty(), "{}", report.summary());
+    assert!(server.stop().success());
+    (report.throughput(), report.quantile(0.99))
+}
+
+/// `n` sequential requests on one connection before the switch and `n` after it.
+fn forwarded_latency(n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let ctx = Ctx::new();
+    let (pki, config) = setup(&ctx);
+    let cmd = h3_command(
+        &ctx,
+        &pki,
+        &["--goaway-after", "60s", "--drain-timeout", "60s"],
+    );
+    let (mut server, addr) = start_h3(&ctx, cmd, &config);
+    let first = server.pid;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let endpoint = rt.block_on(async { client_endpoint(addr) });
+    let mut conn = rt
+        .block_on(H3Conn::connect(&endpoint, addr, &config))
+        .unwrap();
+    let timed = |conn: &mut H3Conn| -> Vec<Duration> {
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                let (status, body) = rt.block_on(conn.get("/")).unwrap();
+                assert!(
+                    status == 200 && body.ends_with(&format!("pid={first}")),
+                    "{body}"
+                );
+                t.elapsed()
+            })
+            .collect()
+    };
+    let before = timed(&mut conn);
+    upgrade_h3(&mut server, addr, &config);
+    let after = timed(&mut conn);
+    drop(conn);
+    (before, after)
+}
+
+fn quantile(v: &[Duration], q: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
