@@ -93,13 +93,18 @@ pub(crate) async fn run(
     let listeners: Vec<_> = shared.listeners.lock().expect("not poisoned").clone();
     // Extra sockets (the control socket) travel after the listeners; duplicated so they stay
     // open while the child is being started.
-    let extras: Vec<(std::os::fd::OwnedFd, String)> = shared
+    let mut extras: Vec<(std::os::fd::OwnedFd, String)> = shared
         .extra_fds
         .lock()
         .expect("not poisoned")
         .iter()
         .filter_map(|(fd, name)| fd.try_clone().ok().map(|fd| (fd, name.clone())))
         .collect();
+    // The hooks' fds (QUIC's channels) come last; dropped with `extras` once the child has them.
+    let mut hooks = shared.upgrade_hooks();
+    extras.extend(hooks.prepare(generation).map_err(|e| {
+        UpgradeError::Spawn(format!("cannot prepare the new generation's channels: {e}"))
+    })?);
     let fds: Vec<(RawFd, String)> = listeners
         .iter()
         .map(|l| (l.raw_fd(), l.name.clone()))
@@ -188,6 +193,7 @@ pub(crate) async fn run(
     if !shared.pause_accepting().await {
         return Err(UpgradeError::Draining);
     }
+    hooks.paused();
     let duration = start.t0.elapsed();
     let mut go = vec![GO_AHEAD];
     go.extend(
@@ -201,8 +207,10 @@ pub(crate) async fn run(
     if channel.write_all(&go).await.is_err() {
         // It died between READY and our answer: take the listeners back.
         shared.resume_accepting();
+        hooks.resumed();
         return Err(why_gone(&mut child, sigchld).await);
     }
+    hooks.handed_over();
     // Told to go ahead: from here on it is the successor, even if this future is dropped.
     // Accepting stays paused; the caller starts the drain once it has recorded the handover.
     child.armed = false;

@@ -67,6 +67,8 @@ pub(crate) struct ServingState {
     pub listeners: Mutex<Vec<Arc<ListenerInner>>>,
     /// Other sockets handed to the next generation after the listeners (name, fd).
     pub extra_fds: Mutex<Vec<(std::os::fd::OwnedFd, String)>>,
+    /// Told of each step of an upgrade attempt (see [`UpgradeHook`]).
+    hooks: Mutex<Vec<Arc<dyn UpgradeHook>>>,
     /// One wake-up per open connection, told when the drain starts (see [`DrainNotice`]).
     notices: Mutex<NoticeBoard>,
     /// The phase as threads outside the runtime see it (the blocking listener): bells they
@@ -120,10 +122,25 @@ impl ServingState {
             tls_handshake_timeout,
             listeners: Mutex::new(Vec::new()),
             extra_fds: Mutex::new(Vec::new()),
+            hooks: Mutex::new(Vec::new()),
             notices: Mutex::new(NoticeBoard::default()),
             blocking: Mutex::new(None),
             phase_cv: Condvar::new(),
         })
+    }
+
+    /// Registers `hook` for every upgrade attempt from now on.
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    pub(crate) fn add_upgrade_hook(&self, hook: Arc<dyn UpgradeHook>) {
+        self.hooks.lock().expect("not poisoned").push(hook);
+    }
+
+    /// The hooks registered so far, for one attempt (see [`UpgradeHooks`]).
+    pub(crate) fn upgrade_hooks(&self) -> UpgradeHooks {
+        UpgradeHooks {
+            hooks: self.hooks.lock().expect("not poisoned").clone(),
+            step: HookStep::Idle,
+        }
     }
 
     /// Ready to accept: called once `ready()` has completed the handshake.
@@ -344,6 +361,96 @@ impl ServingState {
     }
 }
 
+/// Something that takes part in each upgrade attempt besides the listeners: the QUIC
+/// routing socket (`quic/socket.rs`), which needs a channel to the new generation and must stop
+/// reading the shared UDP socket exactly when accepting stops.
+///
+/// The attempt calls, in order: [`UpgradeHook::prepare`] before the fork; then either
+/// [`UpgradeHook::abandoned`] (the attempt failed before accepting paused) or
+/// [`UpgradeHook::paused`] (accepting has paused, the go-ahead is about to be sent). After
+/// `paused`, [`UpgradeHook::resumed`] means this process serves again: the go-ahead could not
+/// be sent, or the successor crashed later and this process took the listeners back.
+pub(crate) trait UpgradeHook: Send + Sync {
+    /// The fds (with their `LISTEN_FDNAMES` names) to pass to the new generation `generation`,
+    /// after the listeners and the other extra fds. An error fails the attempt before the fork.
+    fn prepare(&self, generation: u64) -> std::io::Result<Vec<(std::os::fd::OwnedFd, String)>>;
+    /// Accepting has paused and no accept is in progress; the go-ahead follows.
+    fn paused(&self);
+    /// This process serves again after `paused`.
+    fn resumed(&self);
+    /// The attempt ended before `paused`: forget what `prepare` made.
+    fn abandoned(&self);
+}
+
+/// Where an attempt is with its hooks, so that a failure (or a cancelled attempt) tells them
+/// the right thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HookStep {
+    Idle,
+    Prepared,
+    Paused,
+    Done,
+}
+
+/// The hooks of one upgrade attempt. Dropped unfinished, it tells them the attempt ended:
+/// `abandoned` after `prepare`, `resumed` after `paused`.
+pub(crate) struct UpgradeHooks {
+    hooks: Vec<Arc<dyn UpgradeHook>>,
+    step: HookStep,
+}
+
+impl UpgradeHooks {
+    /// [`UpgradeHook::prepare`] on every hook: all their fds, in order. On an error the hooks
+    /// prepared so far are abandoned (when this is dropped).
+    pub(crate) fn prepare(
+        &mut self,
+        generation: u64,
+    ) -> std::io::Result<Vec<(std::os::fd::OwnedFd, String)>> {
+        self.step = HookStep::Prepared;
+        let mut fds = Vec::new();
+        for h in &self.hooks {
+            fds.extend(h.prepare(generation)?);
+        }
+        Ok(fds)
+    }
+
+    /// [`UpgradeHook::paused`] on every hook.
+    pub(crate) fn paused(&mut self) {
+        self.step = HookStep::Paused;
+        self.hooks.iter().for_each(|h| h.paused());
+    }
+
+    /// [`UpgradeHook::resumed`] on every hook (the go-ahead failed).
+    pub(crate) fn resumed(&mut self) {
+        self.step = HookStep::Done;
+        self.hooks.iter().for_each(|h| h.resumed());
+    }
+
+    /// The go-ahead was sent: the hooks stay as `paused` left them.
+    pub(crate) fn handed_over(&mut self) {
+        self.step = HookStep::Done;
+    }
+}
+
+impl Drop for UpgradeHooks {
+    fn drop(&mut self) {
+        match self.step {
+            HookStep::Prepared => self.hooks.iter().for_each(|h| h.abandoned()),
+            HookStep::Paused => self.hooks.iter().for_each(|h| h.resumed()),
+            HookStep::Idle | HookStep::Done => {}
+        }
+    }
+}
+
+impl ServingState {
+    /// [`UpgradeHook::resumed`] on every hook: this process took the listeners back from a
+    /// successor that crashed.
+    pub(crate) fn resume_hooks(&self) {
+        let hooks = self.hooks.lock().expect("not poisoned").clone();
+        hooks.iter().for_each(|h| h.resumed());
+    }
+}
+
 /// What a health check of this process says, for load balancers and orchestrators: healthy
 /// once [`crate::Handover::ready`] has completed and through every upgrade, unhealthy from the
 /// first stop request on (through the lame duck, [`crate::Builder::lame_duck`], and the
@@ -494,5 +601,77 @@ impl Drop for DrainNotice {
             .expect("not poisoned")
             .open
             .remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the calls it gets.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl UpgradeHook for Recorder {
+        fn prepare(&self, g: u64) -> std::io::Result<Vec<(std::os::fd::OwnedFd, String)>> {
+            self.0.lock().unwrap().push(format!("prepare {g}"));
+            Ok(Vec::new())
+        }
+        fn paused(&self) {
+            self.0.lock().unwrap().push("paused".into());
+        }
+        fn resumed(&self) {
+            self.0.lock().unwrap().push("resumed".into());
+        }
+        fn abandoned(&self) {
+            self.0.lock().unwrap().push("abandoned".into());
+        }
+    }
+
+    fn calls(r: &Recorder) -> Vec<String> {
+        std::mem::take(&mut *r.0.lock().unwrap())
+    }
+
+    /// However an attempt ends, or is dropped, each hook hears the matching call once.
+    #[test]
+    fn hooks_hear_how_each_attempt_ends() {
+        let shared = ServingState::new(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        );
+        let r = Arc::new(Recorder::default());
+        shared.add_upgrade_hook(Arc::clone(&r) as Arc<dyn UpgradeHook>);
+
+        drop(shared.upgrade_hooks());
+        assert!(calls(&r).is_empty(), "an attempt that never prepared");
+
+        let mut h = shared.upgrade_hooks();
+        h.prepare(2).unwrap();
+        drop(h); // failed (or cancelled) before the pause
+        assert_eq!(calls(&r), ["prepare 2", "abandoned"]);
+
+        let mut h = shared.upgrade_hooks();
+        h.prepare(3).unwrap();
+        h.paused();
+        drop(h); // cancelled after the pause
+        assert_eq!(calls(&r), ["prepare 3", "paused", "resumed"]);
+
+        let mut h = shared.upgrade_hooks();
+        h.prepare(4).unwrap();
+        h.paused();
+        h.resumed(); // the go-ahead failed
+        drop(h);
+        assert_eq!(calls(&r), ["prepare 4", "paused", "resumed"]);
+
+        let mut h = shared.upgrade_hooks();
+        h.prepare(5).unwrap();
+        h.paused();
+        h.handed_over();
+        drop(h);
+        assert_eq!(calls(&r), ["prepare 5", "paused"]);
+        shared.resume_hooks(); // its successor crashed later
+        assert_eq!(calls(&r), ["resumed"]);
     }
 }

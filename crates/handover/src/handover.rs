@@ -162,8 +162,18 @@ impl Builder {
             // Sound here: documented to run before other threads exist.
             std::env::remove_var(var);
         }
+        let mut channels = Vec::new();
         let (inherited, readiness) = match parsed {
-            Parsed::Inherited(inh) => {
+            Parsed::Inherited(mut inh) => {
+                // The previous generation's QUIC channels are Unix datagram sockets, not
+                // listeners: kept apart, for `Handover::quic`.
+                let (chans, fds): (Vec<_>, Vec<_>) = inh.fds.into_iter().partition(|f| {
+                    f.name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(CHANNEL_FD_PREFIX))
+                });
+                inh.fds = fds;
+                channels = adopt_channel_fds(chans)?;
                 let sockets = listener::adopt_inherited(&inh.fds, &inh.owned)?;
                 let readiness = match inh.readiness_fd {
                     Some(fd) => Some(adopt_readiness_fd(fd)?),
@@ -206,6 +216,7 @@ impl Builder {
                 self.lame_duck,
             ),
             inherited,
+            channels,
             readiness,
             backlog: self.backlog,
             names: HashSet::new(),
@@ -221,6 +232,35 @@ impl Builder {
             notifier: Notifier::from_env(|k| std::env::var_os(k)),
         })
     }
+}
+
+/// The `LISTEN_FDNAMES` prefix of the channels between generations that QUIC forwarding uses
+/// (`quic/channel.rs` names them; a build without the `quic` feature closes them).
+pub(crate) const CHANNEL_FD_PREFIX: &str = "quicfwd_g";
+
+/// Claims the inherited channel fds: each must be an open socket; made close-on-exec.
+fn adopt_channel_fds(
+    fds: Vec<env::InheritedFd>,
+) -> Result<Vec<(std::os::fd::OwnedFd, String)>, Error> {
+    let mut out = Vec::with_capacity(fds.len());
+    for f in fds {
+        let bad = |reason: String| Error::Inherited {
+            fd: f.fd,
+            name: f.name.clone(),
+            reason,
+        };
+        match os::is_socket(f.fd) {
+            Err(e) => return Err(bad(format!("is not open ({e})"))),
+            Ok(false) => return Err(bad("is not a socket".into())),
+            Ok(true) => {}
+        }
+        let fd: std::os::fd::OwnedFd = os::claim_inherited(f.fd);
+        socket2::SockRef::from(&fd)
+            .set_cloexec(true)
+            .map_err(|e| bad(format!("cannot set close-on-exec: {e}")))?;
+        out.push((fd, f.name.clone().unwrap_or_default()));
+    }
+    Ok(out)
 }
 
 fn adopt_readiness_fd(fd: i32) -> Result<std::os::unix::net::UnixStream, Error> {
@@ -258,6 +298,9 @@ fn resolve_executable(cwd: &Path, argv0: Option<&OsString>) -> std::io::Result<P
 pub struct Handover {
     shared: Arc<ServingState>,
     inherited: Vec<InheritedSocket>,
+    /// Channels to older generations (`quicfwd_g<N>_<socket>`), claimed by `Handover::quic`.
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    channels: Vec<(std::os::fd::OwnedFd, String)>,
     readiness: Option<std::os::unix::net::UnixStream>,
     backlog: i32,
     names: HashSet<String>,
@@ -380,6 +423,22 @@ impl Handover {
         name: &str,
         addr: &ListenAddr,
     ) -> Result<crate::Datagram, Error> {
+        let socket = self.shared_udp_socket(name, addr)?;
+        crate::datagram::Datagram::new(socket, name.to_string(), Arc::clone(&self.shared)).map_err(
+            |source| Error::Bind {
+                addr: addr.clone(),
+                source,
+            },
+        )
+    }
+
+    /// The UDP socket for `addr` under `name` (inherited, else bound), registered to be passed
+    /// to the next generation.
+    pub(crate) fn shared_udp_socket(
+        &mut self,
+        name: &str,
+        addr: &ListenAddr,
+    ) -> Result<socket2::Socket, Error> {
         let ListenAddr::Udp(sa) = addr else {
             return Err(Error::Bind {
                 addr: addr.clone(),
@@ -406,8 +465,25 @@ impl Handover {
             .lock()
             .expect("not poisoned")
             .push((dup.into(), name.to_string()));
-        crate::datagram::Datagram::new(socket, name.to_string(), Arc::clone(&self.shared))
-            .map_err(bind_err)
+        Ok(socket)
+    }
+
+    /// The state this process's listeners and connections share.
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    pub(crate) fn shared(&self) -> &Arc<ServingState> {
+        &self.shared
+    }
+
+    /// This process's generation (1 for the first).
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    pub(crate) fn generation(&self) -> u64 {
+        self.upgrade.generation
+    }
+
+    /// The inherited channels to older generations not claimed yet (see `quic/channel.rs`).
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    pub(crate) fn channels(&mut self) -> &mut Vec<(std::os::fd::OwnedFd, String)> {
+        &mut self.channels
     }
 
     /// Reserves `name` and takes the inherited socket that matches it, by name, else by
@@ -478,6 +554,9 @@ impl Handover {
             Some(path) => Some(self.open_control_socket(&path)?),
             None => None,
         };
+        for (_, name) in self.channels.drain(..) {
+            tracing::info!("closing inherited channel {name}, which no QUIC endpoint claimed");
+        }
         for s in self.inherited.drain(..) {
             tracing::info!(
                 "closing inherited socket {} ({}) that this version does not use",

@@ -576,6 +576,7 @@ fn after_successor_exit(
                 );
                 return;
             }
+            shared.resume_hooks();
             tracing::error!(
                 "{who} {status} after it was ready; resuming: pid {me} (generation {}) accepts connections again",
                 finish.generation
