@@ -354,10 +354,7 @@ impl RoutingSocket {
                 ..
             } = r;
             for (slot, meta) in metas[..n].iter().enumerate() {
-                let stride = meta.stride.max(1);
-                let mut start = 0;
-                while start < meta.len {
-                    let len = stride.min(meta.len - start);
+                for (start, len) in split(meta.len, meta.stride) {
                     let seg = Segment {
                         slot,
                         start,
@@ -366,7 +363,6 @@ impl RoutingSocket {
                         ecn: meta.ecn,
                         dst_ip: meta.dst_ip,
                     };
-                    start += len;
                     if !*forwarding {
                         // Without forwarding, everything read here is this generation's.
                         queue.push_back(seg);
@@ -442,6 +438,16 @@ impl RoutingSocket {
         }
         Poll::Ready(Ok(filled))
     }
+}
+
+/// The datagrams of one read of `len` bytes, as (start, length): with GRO, datagrams of
+/// `stride` bytes each, the last one possibly shorter (a stride of 0 is read as 1, so that a
+/// bad value cannot loop forever).
+fn split(len: usize, stride: usize) -> impl Iterator<Item = (usize, usize)> {
+    let stride = stride.max(1);
+    (0..len)
+        .step_by(stride)
+        .map(move |start| (start, stride.min(len - start)))
 }
 
 fn recv_meta(
@@ -608,3 +614,6 @@ impl quinn::UdpPoller for Writable {
         r
     }
 }
+
+#[cfg(test)]
+mod gro;
