@@ -228,12 +228,14 @@ fn a_killed_generations_connection_is_reset_by_the_serving_one() {
     let ended = rt.block_on(async {
         // A request, besides the keep-alive PINGs: the next packet is what is answered.
         let request = conn.get("/");
-        let closed = tokio::time::timeout(RESET_WITHIN, quic.closed());
-        let (answer, closed) = tokio::join!(request, closed);
+        let closed = async {
+            let closed = tokio::time::timeout(RESET_WITHIN, quic.closed()).await;
+            (closed, dead_at.elapsed())
+        };
+        let (answer, (closed, took)) = tokio::join!(request, closed);
+        eprintln!("the killed generation's connection: {closed:?} {took:?} after the kill");
         (answer.is_err(), closed)
     });
-    let took = dead_at.elapsed();
-    eprintln!("the killed generation's connection ended {took:?} after the kill: {ended:?}");
     match ended.1 {
         Ok(quinn::ConnectionError::Reset) => {}
         Ok(other) => panic!(
