@@ -106,7 +106,12 @@
 //!   next Initial to its own DCID (a retransmission, the second datagram of a large first
 //!   flight) then reaches the new generation, as without the table. A retransmission before
 //!   the upgrade makes it the newest again, and a flood after the upgrade cannot evict what was
-//!   handed on (unit tests in `quic/route/flood.rs`).
+//!   handed on (unit tests in `quic/route/flood.rs`). Once the client has the server's first
+//!   Initial (its ACK of the first datagram), it sends its retransmissions to the server's CID,
+//!   which routes by tag: in `tests/quic_hostile.rs` a first flight of two datagrams split by
+//!   the switch, with 5,000 Initials flooded between its halves, still completes with the old
+//!   generation. Only a client that has heard nothing from the server by the switch starts
+//!   over with the new generation.
 //! - **Version negotiation and Retry** are answered by the serving generation, statelessly;
 //!   a Retry token from before the upgrade is accepted after it (shared token key).
 //! - **0-RTT** is accepted only if the application's TLS configuration enables early data;

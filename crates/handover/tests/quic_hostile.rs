@@ -7,14 +7,17 @@
 //!   Initials: no request fails, the connection stays, every process exits normally, and the
 //!   routers' counters show the garbage dropped and nothing of it forwarded;
 //! - a generation killed (SIGKILL) with a connection open: the client gets a stateless reset
-//!   from the serving generation at its next packet, not an idle timeout.
+//!   from the serving generation at its next packet, not an idle timeout;
+//! - a first flight split by the switch, with a flood of Initials between its halves,
+//!   completes with the old generation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use handover_testkit::h3::{
-    client_config, h3_command, hello, install_h3, start_h3, upgrade_h3, H3Conn, Pinger,
+    client_config, client_config_alpn, client_endpoint, h3_command, hello, install_h3, start_h3,
+    upgrade_h3, H3Conn, Pinger, Relay,
 };
 use handover_testkit::hello_kit::*;
 use handover_testkit::spray::Spray;
@@ -195,7 +198,7 @@ fn a_killed_generations_connection_is_reset_by_the_serving_one() {
         .build()
         .unwrap();
     let (endpoint, mut conn) = rt.block_on(async {
-        let endpoint = handover_testkit::h3::client_endpoint(addr);
+        let endpoint = client_endpoint(addr);
         let conn = H3Conn::connect(&endpoint, addr, &patient)
             .await
             .expect("connect");
@@ -254,4 +257,85 @@ fn a_killed_generations_connection_is_reset_by_the_serving_one() {
     assert_eq!(pid, second);
     rt.block_on(endpoint.wait_idle());
     assert!(server.stop().success(), "{}", server.log.text());
+}
+
+/// A first flight of two datagrams split by the switch (the rest held by a relay until the
+/// upgrade is done), with a flood of 5,000 Initials between the two halves: more than the
+/// 4,096 newest handshakes an upgrade hands on, so the client's own DCID is no longer among
+/// them (`quic/route/flood.rs`). The handshake still completes with the old generation: the
+/// client has the server's first Initial (its ACK) and sends its retransmission to the
+/// server's CID, which names the old generation.
+#[test]
+fn a_split_first_flight_completes_with_the_old_generation_despite_a_flood() {
+    let ctx = Ctx::new();
+    let (pki, config) = setup(&ctx);
+    // The new generation may be left a half handshake (the client's second datagram alone):
+    // a short drain, so that the stop does not wait out quinn's handshake timeout.
+    let cmd = h3_command(
+        &ctx,
+        &pki,
+        &["--goaway-after", "60s", "--drain-timeout", "5s"],
+    );
+    let (mut server, addr) = start_h3(&ctx, cmd, &config);
+    let old = server.pid;
+    let relay = Relay::start(addr, 1);
+    let big = big_first_flight(&pki);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let endpoint = rt.block_on(async { client_endpoint(addr) });
+    let relay_addr = relay.addr;
+    let handshake = rt.spawn(async move {
+        let mut conn = H3Conn::connect(&endpoint, relay_addr, &big).await?;
+        let answer = conn.get("/").await.map_err(|e| format!("{e:?}"))?;
+        Ok::<_, String>((answer, Instant::now()))
+    });
+    // The second datagram held, the server's answer to the first relayed.
+    assert!(
+        poll_until(LONG, || relay.held() >= 1 && relay.to_client() >= 1),
+        "no split first flight: held {}, to the client {}",
+        relay.held(),
+        relay.to_client()
+    );
+    let drops_before = udp_drops(addr).expect("the server's socket in /proc/net/udp");
+    let spray = Spray::start(addr, 10_000);
+    spray.wait_initials(5_000);
+    let (sent, took) = spray.finish();
+    // Enough of them reached the router to push the genuine one out (the kernel drops a
+    // datagram when it arrives, so none is dropped after this).
+    let dropped = udp_drops(addr).unwrap() - drops_before;
+    assert!(
+        sent.initials.saturating_sub(dropped) > 4_096,
+        "{sent:?}, {dropped} dropped by the kernel: too few Initials read"
+    );
+    let (_, new) = upgrade_h3(&mut server, addr, &config);
+    // A retransmission by the client is held too (its loss timer fired meanwhile).
+    assert!(
+        poll_until(LONG, || relay.held() >= 2),
+        "the client retransmitted nothing"
+    );
+    let held = relay.held();
+    let released = Instant::now();
+    relay.release();
+    let outcome = rt.block_on(handshake).unwrap();
+    eprintln!("flood {sent:?} in {took:?}; {held} held; {outcome:?} (old {old}, new {new})");
+    let ((status, body), at) =
+        outcome.unwrap_or_else(|e| panic!("the handshake failed: {e}\n{}", server.log.text()));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.ends_with(&format!("pid={old}")),
+        "answered {body:?}, not by the old generation {old}"
+    );
+    eprintln!(
+        "answered {:?} after the release",
+        at.duration_since(released)
+    );
+    drop(relay);
+    assert!(server.stop().success(), "{}", server.log.text());
+}
+
+/// A ClientHello that spans two datagrams: many long ALPN entries after `h3`.
+fn big_first_flight(pki: &Pki) -> quinn::ClientConfig {
+    let filler: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'a' + i; 200]).collect();
+    let mut alpn: Vec<&[u8]> = vec![b"h3"];
+    alpn.extend(filler.iter().map(|f| f.as_slice()));
+    client_config_alpn(pki, &alpn)
 }
