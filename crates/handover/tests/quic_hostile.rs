@@ -316,7 +316,7 @@ fn a_split_first_flight_completes_with_the_old_generation_despite_a_flood() {
     let released = Instant::now();
     relay.release();
     let outcome = rt.block_on(handshake).unwrap();
-    eprintln!("flood {sent:?} in {took:?}; {held} held; {outcome:?} (old {old}, new {new})");
+    eprintln!("flood {sent:?} in {took:?}; {held} client datagrams held; old {old}, new {new}");
     let ((status, body), at) =
         outcome.unwrap_or_else(|e| panic!("the handshake failed: {e}\n{}", server.log.text()));
     assert_eq!(status, 200, "{body}");
