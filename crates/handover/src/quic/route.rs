@@ -16,6 +16,9 @@ pub(crate) const HANDSHAKE_WINDOW: Duration = Duration::from_secs(10);
 pub(crate) const MAX_REMEMBERED: usize = 65_536;
 /// The most in-flight handshakes told to the next generation at one upgrade (the newest).
 pub(crate) const MAX_HANDED_ON: usize = 4_096;
+/// The most CIDs whose tag is remembered (a connection sends many datagrams to one CID, and
+/// checking a CID's MAC costs far more than a lookup); the memo starts afresh when full.
+const MAX_MEMO: usize = 8_192;
 
 /// What to do with one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,8 @@ pub(crate) struct Table {
     inherited: HashMap<Vec<u8>, (u64, Instant)>,
     /// Initial DCIDs this generation delivered to its own endpoint, newest last.
     remembered: VecDeque<(Instant, Vec<u8>)>,
+    /// The tags of CIDs seen lately (`None`: not a CID of this lineage).
+    memo: HashMap<[u8; CID_LEN], Option<u8>>,
 }
 
 impl Table {
@@ -69,6 +74,7 @@ impl Table {
             live: HashMap::new(),
             inherited: HashMap::new(),
             remembered: VecDeque::new(),
+            memo: HashMap::new(),
         }
     }
 
@@ -115,7 +121,7 @@ impl Table {
             // (the cost of routing is then the header parse alone).
             return Route::Deliver;
         }
-        let tag = self.cid_key.tag_of(header.dcid);
+        let tag = self.tag_of(header.dcid);
         match header.kind {
             // A CID of this lineage (an Initial too, once the client has the server's first
             // Initial): its tag says who issued it.
@@ -145,6 +151,22 @@ impl Table {
             // server never receives (Retry, Version Negotiation).
             Kind::Retry | Kind::VersionNegotiation | Kind::UnknownVersion => Route::Deliver,
         }
+    }
+
+    /// [`CidKey::tag_of`], remembered.
+    fn tag_of(&mut self, dcid: &[u8]) -> Option<u8> {
+        let Ok(key) = <[u8; CID_LEN]>::try_from(dcid) else {
+            return None; // not this server's length: not one of its CIDs
+        };
+        if let Some(&tag) = self.memo.get(&key) {
+            return tag;
+        }
+        if self.memo.len() >= MAX_MEMO {
+            self.memo.clear();
+        }
+        let tag = self.cid_key.tag_of(dcid);
+        self.memo.insert(key, tag);
+        tag
     }
 
     fn remember(&mut self, dcid: &[u8], now: Instant) {
