@@ -101,7 +101,7 @@ pub fn binaries() -> &'static Binaries {
         fs::create_dir_all(e2e.join("snap")).expect("create target/e2e/snap");
         let lock = fs::File::create(e2e.join(".lock")).expect("create target/e2e/.lock");
         lock_exclusive(&lock);
-        let built = build_library_examples(&["hello", "hello_v2"]);
+        let built = build_library_examples(&["hello", "hello_v2"], "tls");
         let (v1, v2) = (&built[0], &built[1]);
         prune_snapshots(&e2e.join("snap"));
         let bins = Binaries {
@@ -118,25 +118,39 @@ pub fn binaries() -> &'static Binaries {
 /// and returns an immutable snapshot of it. Upgrades re-execute the same file: generations tell
 /// themselves apart by their PIDs.
 pub fn example_binary(example: &str) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    example_binary_with(example, "tls")
+}
+
+/// [`example_binary`] for an example that needs more of the library's features than `tls`
+/// (e.g. `h3`, with `quic`): built with `features` (comma-separated) in the same target
+/// directory, where cargo keeps the builds of each feature set apart. With
+/// `HANDOVER_E2E_RELEASE=1` in the environment it is a release build (for measurements).
+pub fn example_binary_with(example: &str, features: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<(String, String), PathBuf>> = Mutex::new(BTreeMap::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.get(example) {
+    let key = (example.to_string(), features.to_string());
+    if let Some(p) = built.get(&key) {
         return p.clone();
     }
     let e2e = target_root().join("e2e");
     fs::create_dir_all(e2e.join("snap")).expect("create target/e2e/snap");
     let lock = fs::File::create(e2e.join(".lock")).expect("create target/e2e/.lock");
     lock_exclusive(&lock);
-    let bin = build_library_examples(&[example]).remove(0);
+    let release = std::env::var_os("HANDOVER_E2E_RELEASE").is_some_and(|v| v == "1");
+    let bin = if release {
+        build_release_example(example, features)
+    } else {
+        build_library_examples(&[example], features).remove(0)
+    };
     let snap = snapshot(&bin, "v1");
     drop(lock);
-    built.insert(example.to_string(), snap.clone());
+    built.insert(key, snap.clone());
     snap
 }
 
 /// Builds these examples of the `handover` crate with one cargo invocation into
-/// `<target>/e2e/build`, and returns their paths in the same order.
-fn build_library_examples(examples: &[&str]) -> Vec<PathBuf> {
+/// `<target>/e2e/build`, with `features`, and returns their paths in the same order.
+fn build_library_examples(examples: &[&str], features: &str) -> Vec<PathBuf> {
     let target = target_root().join("e2e").join("build");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(cargo);
@@ -145,9 +159,9 @@ fn build_library_examples(examples: &[&str]) -> Vec<PathBuf> {
     for example in examples {
         cmd.args(["--example", example]);
     }
-    // Always with TLS (the TLS tests start hello with --tls-cert): one build serves the
-    // library's tests with and without their `tls` feature, and the frameworks' tests.
-    cmd.args(["--features", "tls"])
+    // `hello` always with TLS (the TLS tests start hello with --tls-cert): one build serves
+    // the library's tests with and without their `tls` feature, and the frameworks' tests.
+    cmd.args(["--features", features])
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("CARGO_BUILD_TARGET")
         // Each example's own default greeting, whatever the caller's environment says.
@@ -175,6 +189,28 @@ fn build_library_examples(examples: &[&str]) -> Vec<PathBuf> {
             bin
         })
         .collect()
+}
+
+/// A release build of one example of the `handover` crate into `<target>/e2e/build`.
+fn build_release_example(example: &str, features: &str) -> PathBuf {
+    let target = target_root().join("e2e").join("build");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let out = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--release", "-p", "handover", "--example", example])
+        .args(["--features", features])
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the example {example}: {e}"));
+    assert!(
+        out.status.success(),
+        "building the example {example} (release) failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join("release").join("examples").join(example)
 }
 
 /// An immutable copy of a freshly built binary, named after its identity (inode, size, mtime).

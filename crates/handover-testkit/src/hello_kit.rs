@@ -1,7 +1,9 @@
 //! Everything the library's old kit (`crates/handover/tests/support/mod.rs`) exported, for a
 //! test that said `use support::*;` (see the crate doc for where each item lives now).
 
-pub use crate::binaries::{binaries, example_binary, Binaries, Version, V1_GREETING, V2_GREETING};
+pub use crate::binaries::{
+    binaries, example_binary, example_binary_with, Binaries, Version, V1_GREETING, V2_GREETING,
+};
 pub use crate::hello::{parse_serving, Ctx, Server, Spawned};
 pub use crate::http::{
     get, get_timeout, hello_at, read_response, request_bytes, Addr, PendingRequest, ReadError,

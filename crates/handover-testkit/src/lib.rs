@@ -25,6 +25,7 @@
 //! | [`notify`] | a stand-in for systemd's `NOTIFY_SOCKET` |
 //! | [`udp`] | the UDP request/response load: datagrams unanswered, answered twice, stale |
 //! | [`tls`] | a test CA (rcgen), the verifying rustls clients, HTTPS and HTTP/2 loads, `hello` over TLS |
+//! | `h3` | (feature `h3`) the HTTP/3 clients (quinn + h3): one request, one connection kept with a request every N ms, a load of many connections; failures by kind |
 //! | [`hello`] | the library's harness: `hello` started, upgraded and stopped, its `serving` lines |
 //! | [`supervisor`] | the supervisor's harness: `handover run`, its client commands, the Python workers |
 //! | [`hello_kit`] | re-exports: what the library's old `support` module exported |
@@ -97,6 +98,8 @@
 
 pub mod binaries;
 pub mod cli_kit;
+#[cfg(feature = "h3")]
+pub mod h3;
 pub mod hello;
 pub mod hello_kit;
 pub mod http;

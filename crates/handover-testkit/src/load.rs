@@ -39,7 +39,7 @@ pub struct LoadStats {
 }
 
 impl LoadStats {
-    fn merge(&mut self, o: LoadStats) {
+    pub(crate) fn merge(&mut self, o: LoadStats) {
         self.ok += o.ok;
         self.failures.extend(o.failures);
         for (k, v) in o.by_pid {
