@@ -132,8 +132,10 @@ impl Handover {
     /// A QUIC endpoint on the UDP socket at `addr` under `name`, inherited or bound as
     /// [`Handover::datagram_named`] does. Must run inside a tokio runtime.
     ///
-    /// `tls` must allow TLS 1.3 (QUIC's only version). Its session-ticket encrypter is
-    /// replaced by one every generation shares, and its ALPN list, if empty, becomes `h3`.
+    /// `tls` must allow TLS 1.3 (QUIC's only version) with the ring provider's
+    /// `TLS13_AES_128_GCM_SHA256`, and its `max_early_data_size` must be 0 (no 0-RTT) or
+    /// `u32::MAX`. Its session-ticket encrypter is replaced by one every generation shares,
+    /// and its ALPN list, if empty, becomes `h3`.
     /// The endpoint reads nothing until [`Handover::ready`] has completed.
     pub fn quic_named(
         &mut self,
@@ -146,6 +148,16 @@ impl Handover {
             addr: addr.clone(),
             source: std::io::Error::other(format!("QUIC endpoint {name}: {what}: {e}")),
         };
+        // Checked before the socket is claimed, so that a refusal leaves nothing behind.
+        if tls.max_early_data_size != 0 && tls.max_early_data_size != u32::MAX {
+            let m = tls.max_early_data_size;
+            return Err(fail(
+                "the TLS configuration cannot serve QUIC",
+                &format!("max_early_data_size is {m}; QUIC allows 0 (no 0-RTT) or u32::MAX"),
+            ));
+        }
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls.clone())
+            .map_err(|e| fail("the TLS configuration cannot serve QUIC", &e))?;
         let socket: std::net::UdpSocket = self.shared_udp_socket(name, addr)?.into();
         let local = socket
             .local_addr()
