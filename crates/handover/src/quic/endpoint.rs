@@ -90,6 +90,26 @@ impl Endpoint {
     }
 }
 
+/// What the shared socket's receive buffer is asked to hold: datagrams queue there while no
+/// generation reads (the switch itself, or a serving process starved of CPU), and the default
+/// (about 200 KiB) is a fraction of a second of a busy server's traffic. The kernel caps it at
+/// `net.core.rmem_max`.
+const RECV_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Best effort: a smaller buffer works, only with more loss under bursts.
+fn grow_receive_buffer(socket: &std::net::UdpSocket, name: &str) {
+    let s = socket2::SockRef::from(socket);
+    if s.recv_buffer_size().is_ok_and(|n| n >= RECV_BUFFER) {
+        return;
+    }
+    if let Err(e) = s.set_recv_buffer_size(RECV_BUFFER) {
+        tracing::debug!("{name}: cannot grow the receive buffer: {e}");
+    }
+    if let Ok(n) = s.recv_buffer_size() {
+        tracing::debug!("{name}: receive buffer {n} bytes");
+    }
+}
+
 /// Tells the routing socket of each step of an upgrade attempt.
 struct Hook {
     socket: Arc<RoutingSocket>,
@@ -162,6 +182,7 @@ impl Handover {
         let local = socket
             .local_addr()
             .map_err(|e| fail("no local address", &e))?;
+        grow_receive_buffer(&socket, name);
         let generation = self.generation();
         let inherited = if options.forwarding {
             channel::claim(self.channels(), name, generation)?
