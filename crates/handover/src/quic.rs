@@ -68,7 +68,9 @@
 //! - **The switch.** When the new generation is ready, the old one pauses accepting, stops
 //!   reading the socket (a read in progress finishes first: both take one lock), sends the
 //!   handshakes in flight, then the go-ahead; only then does the new one read. No datagram is
-//!   read twice. If the go-ahead fails, or the new generation crashes later and this one
+//!   read twice; what arrives meanwhile waits in the socket's receive buffer, which
+//!   `Handover::quic` raises to 4 MiB (capped by `net.core.rmem_max`; the default, about
+//!   200 KiB, overflowed under the tests' load on a busy machine). If the go-ahead fails, or the new generation crashes later and this one
 //!   takes the listeners back, it reads the socket again.
 //! - **Keys that must not change** travel with the lineage: one 32-byte secret, written by
 //!   the old process into the new channel before the fork (never in the environment or on a

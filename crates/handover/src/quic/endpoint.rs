@@ -90,6 +90,26 @@ impl Endpoint {
     }
 }
 
+/// What the shared socket's receive buffer is asked to hold: datagrams queue there while no
+/// generation reads (the switch itself, or a serving process starved of CPU), and the default
+/// (about 200 KiB) is a fraction of a second of a busy server's traffic. The kernel caps it at
+/// `net.core.rmem_max`.
+const RECV_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Best effort: a smaller buffer works, only with more loss under bursts.
+fn grow_receive_buffer(socket: &std::net::UdpSocket, name: &str) {
+    let s = socket2::SockRef::from(socket);
+    if s.recv_buffer_size().is_ok_and(|n| n >= RECV_BUFFER) {
+        return;
+    }
+    if let Err(e) = s.set_recv_buffer_size(RECV_BUFFER) {
+        tracing::debug!("{name}: cannot grow the receive buffer: {e}");
+    }
+    if let Ok(n) = s.recv_buffer_size() {
+        tracing::debug!("{name}: receive buffer {n} bytes");
+    }
+}
+
 /// Tells the routing socket of each step of an upgrade attempt.
 struct Hook {
     socket: Arc<RoutingSocket>,
@@ -132,8 +152,10 @@ impl Handover {
     /// A QUIC endpoint on the UDP socket at `addr` under `name`, inherited or bound as
     /// [`Handover::datagram_named`] does. Must run inside a tokio runtime.
     ///
-    /// `tls` must allow TLS 1.3 (QUIC's only version). Its session-ticket encrypter is
-    /// replaced by one every generation shares, and its ALPN list, if empty, becomes `h3`.
+    /// `tls` must allow TLS 1.3 (QUIC's only version) with the ring provider's
+    /// `TLS13_AES_128_GCM_SHA256`, and its `max_early_data_size` must be 0 (no 0-RTT) or
+    /// `u32::MAX`. Its session-ticket encrypter is replaced by one every generation shares,
+    /// and its ALPN list, if empty, becomes `h3`.
     /// The endpoint reads nothing until [`Handover::ready`] has completed.
     pub fn quic_named(
         &mut self,
@@ -146,10 +168,21 @@ impl Handover {
             addr: addr.clone(),
             source: std::io::Error::other(format!("QUIC endpoint {name}: {what}: {e}")),
         };
+        // Checked before the socket is claimed, so that a refusal leaves nothing behind.
+        if tls.max_early_data_size != 0 && tls.max_early_data_size != u32::MAX {
+            let m = tls.max_early_data_size;
+            return Err(fail(
+                "the TLS configuration cannot serve QUIC",
+                &format!("max_early_data_size is {m}; QUIC allows 0 (no 0-RTT) or u32::MAX"),
+            ));
+        }
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls.clone())
+            .map_err(|e| fail("the TLS configuration cannot serve QUIC", &e))?;
         let socket: std::net::UdpSocket = self.shared_udp_socket(name, addr)?.into();
         let local = socket
             .local_addr()
             .map_err(|e| fail("no local address", &e))?;
+        grow_receive_buffer(&socket, name);
         let generation = self.generation();
         let inherited = if options.forwarding {
             channel::claim(self.channels(), name, generation)?

@@ -357,3 +357,33 @@ async fn a_batch_is_split_before_routing() {
     let s = socket.stats();
     assert_eq!((s.forwarded_out, s.delivered), (1, 2), "{s:?}");
 }
+
+/// What `Handover::quic` refuses says what and where.
+#[tokio::test]
+async fn errors_name_the_socket_and_the_fault() {
+    let mut handover = crate::Handover::builder().build().unwrap();
+    let mut tls = certs().server;
+    tls.max_early_data_size = 1000; // QUIC allows 0 or u32::MAX
+    let addr: crate::ListenAddr = "udp://127.0.0.1:0".parse().unwrap();
+    let e = handover
+        .quic(&addr, tls, crate::quic::Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("QUIC endpoint udp_127.0.0.1_0")
+            && e.contains("the TLS configuration cannot serve QUIC"),
+        "{e}"
+    );
+    let tcp: crate::ListenAddr = "127.0.0.1:0".parse().unwrap();
+    let e = handover
+        .quic(&tcp, certs().server, crate::quic::Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("udp://IP:PORT"), "{e}");
+    // A good one, on a free port, with its real address; the refusals left the name free.
+    let ok = handover
+        .quic(&addr, certs().server, crate::quic::Options::default())
+        .unwrap();
+    assert!(matches!(ok.local_addr(), crate::ListenAddr::Udp(a) if a.port() != 0));
+    assert_eq!(ok.generation(), 1);
+}
