@@ -446,7 +446,10 @@ fn figures() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5u64);
-    let pairs = 5;
+    let pairs = std::env::var("H3_FIGURES_PAIRS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5usize);
     let mut runs: Vec<(f64, Duration, f64, Duration)> = Vec::new();
     for _ in 0..pairs {
         let (t_h, p_h) = steady(&[], secs);
