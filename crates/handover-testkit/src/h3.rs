@@ -300,6 +300,8 @@ pub struct PingStats {
     pub pings_sent: u64,
     /// UDP datagrams received on the connection.
     pub datagrams_received: u64,
+    /// UDP datagrams sent on the connection (what a router can have forwarded of it).
+    pub datagrams_sent: u64,
 }
 
 /// ONE HTTP/3 connection, `GET /` on it every `every` until [`Pinger::finish`]; it never
@@ -410,6 +412,7 @@ async fn ping_loop(
     let stats = conn.quic.stats();
     st.pings_sent = stats.frame_tx.ping;
     st.datagrams_received = stats.udp_rx.datagrams;
+    st.datagrams_sent = stats.udp_tx.datagrams;
     st.stable_ids = (first_id, conn.quic.stable_id());
     st.open_at_end = conn.quic.close_reason().is_none();
     conn.quic.close(H3_NO_ERROR.try_into().unwrap(), b"");

@@ -14,7 +14,7 @@ pub use crate::logs::Log;
 pub use crate::notify::Notify;
 pub use crate::proc::{
     children_of, descendants, describe, fd_targets, is_alive, proc_stat, self_pid,
-    settled_fd_count, socket_inodes, tcp_inode, ProcInfo,
+    settled_fd_count, socket_inodes, tcp_inode, udp_drops, ProcInfo,
 };
 pub use crate::reap::{
     assert_no_zombies, assert_only_processes, live_processes, reap_all, reaped_statuses, wait_exit,

@@ -23,6 +23,7 @@
 //! | [`http10`] | the supervisor tests' HTTP/1.0 client and its load, counted per worker version |
 //! | [`load`] | continuous load: the client-thread engine, its counts, the HTTP/1.1 load |
 //! | [`notify`] | a stand-in for systemd's `NOTIFY_SOCKET` |
+//! | [`spray`] | hostile datagrams for a QUIC port (garbage, truncated headers, forged CIDs, an Initial flood), counted by kind |
 //! | [`udp`] | the UDP request/response load: datagrams unanswered, answered twice, stale |
 //! | [`tls`] | a test CA (rcgen), the verifying rustls clients, HTTPS and HTTP/2 loads, `hello` over TLS |
 //! | `h3` | (feature `h3`) the HTTP/3 clients (quinn + h3): one request, one connection kept with a request every N ms, a load of many connections; failures by kind |
@@ -110,6 +111,7 @@ pub mod notify;
 pub mod proc;
 pub mod reap;
 pub mod scope;
+pub mod spray;
 pub mod supervisor;
 pub mod sys;
 pub mod tls;

@@ -182,3 +182,15 @@ pub fn tcp_inode(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
         }
     })
 }
+
+/// Datagrams the kernel dropped on the IPv4 UDP socket bound to `local` (its receive buffer
+/// was full), from the `drops` column of `/proc/net/udp`; `None` if no such socket is listed.
+/// A flood test needs it to account for every datagram it sent.
+pub fn udp_drops(local: SocketAddr) -> Option<u64> {
+    let l = proc_net_addr(local)?;
+    let table = fs::read_to_string("/proc/net/udp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&l.as_str())).then(|| fields.last()?.parse().ok())?
+    })
+}

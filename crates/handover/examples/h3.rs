@@ -180,7 +180,8 @@ async fn run(
     tokio::spawn(async move {
         drain.await;
         let stats = endpoint.stats();
-        tracing::info!("connections gone; routing {stats:?}");
+        let generation = endpoint.generation();
+        tracing::info!("connections gone; routing of generation {generation}: {stats:?}");
         drop(endpoint);
     });
     let exit = running.wait().await;

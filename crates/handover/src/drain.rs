@@ -603,3 +603,75 @@ impl Drop for DrainNotice {
             .remove(&self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the calls it gets.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl UpgradeHook for Recorder {
+        fn prepare(&self, g: u64) -> std::io::Result<Vec<(std::os::fd::OwnedFd, String)>> {
+            self.0.lock().unwrap().push(format!("prepare {g}"));
+            Ok(Vec::new())
+        }
+        fn paused(&self) {
+            self.0.lock().unwrap().push("paused".into());
+        }
+        fn resumed(&self) {
+            self.0.lock().unwrap().push("resumed".into());
+        }
+        fn abandoned(&self) {
+            self.0.lock().unwrap().push("abandoned".into());
+        }
+    }
+
+    fn calls(r: &Recorder) -> Vec<String> {
+        std::mem::take(&mut *r.0.lock().unwrap())
+    }
+
+    /// However an attempt ends, or is dropped, each hook hears the matching call once.
+    #[test]
+    fn hooks_hear_how_each_attempt_ends() {
+        let shared = ServingState::new(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        );
+        let r = Arc::new(Recorder::default());
+        shared.add_upgrade_hook(Arc::clone(&r) as Arc<dyn UpgradeHook>);
+
+        drop(shared.upgrade_hooks());
+        assert!(calls(&r).is_empty(), "an attempt that never prepared");
+
+        let mut h = shared.upgrade_hooks();
+        h.prepare(2).unwrap();
+        drop(h); // failed (or cancelled) before the pause
+        assert_eq!(calls(&r), ["prepare 2", "abandoned"]);
+
+        let mut h = shared.upgrade_hooks();
+        h.prepare(3).unwrap();
+        h.paused();
+        drop(h); // cancelled after the pause
+        assert_eq!(calls(&r), ["prepare 3", "paused", "resumed"]);
+
+        let mut h = shared.upgrade_hooks();
+        h.prepare(4).unwrap();
+        h.paused();
+        h.resumed(); // the go-ahead failed
+        drop(h);
+        assert_eq!(calls(&r), ["prepare 4", "paused", "resumed"]);
+
+        let mut h = shared.upgrade_hooks();
+        h.prepare(5).unwrap();
+        h.paused();
+        h.handed_over();
+        drop(h);
+        assert_eq!(calls(&r), ["prepare 5", "paused"]);
+        shared.resume_hooks(); // its successor crashed later
+        assert_eq!(calls(&r), ["resumed"]);
+    }
+}

@@ -80,7 +80,7 @@
 //! | [`blocking`] | the listener and connections for a thread-per-connection server, with the same drain |
 //! | [`http`] | hyper/axum serving with the lossless drain; `http/health`: the `/healthz` answer ([`http::HealthCheck`]) |
 //! | `tls` | TLS (feature `tls`): PEM loading (`tls/pem`), the acceptor with the drain's handshake rules (`tls/accept`) |
-//! | `quic` | QUIC across upgrades (feature `quic`): `quic/endpoint` (`Handover::quic`, `quic::Endpoint`), `quic/socket` (the routing `AsyncUdpSocket`), `quic/route` (the routing decision, pure), `quic/channel` (socketpairs between generations), `quic/cid` (generation-tagged connection IDs), `quic/packet` (a datagram's DCID and kind), `quic/keys` (the lineage secret's keys), `quic/wire` (messages between generations) |
+//! | `quic` | QUIC across upgrades (feature `quic`): `quic/endpoint` (`Handover::quic`, `quic::Endpoint`), `quic/socket` (the routing `AsyncUdpSocket`), `quic/route` (the routing decision, pure), `quic/channel` (socketpairs between generations), `quic/cid` (generation-tagged connection IDs), `quic/packet` (a datagram's DCID and kind), `quic/keys` (the lineage secret's keys), `quic/wire` (messages between generations); tests: `quic/tests` (generations in one process), `quic/route/flood` (the in-flight table under an Initial flood), `quic/socket/gro` (GRO batches of mixed owners) |
 //! | `control_handler` | the library's answers to the control socket, mapped onto [`Running`] |
 //! | `control_socket` | the admin protocol: `protocol` (messages), `server`, `client` (feature `supervisor` makes it public) |
 //! | `pidfile`, `systemd` | PID file and `sd_notify` for process managers |

@@ -124,6 +124,25 @@ pub(crate) fn read_keys(parent: &UnixDatagram, socket: &str, from: u64) -> io::R
 mod tests {
     use super::*;
 
+    /// std's pair is close-on-exec (so no channel leaks into an unrelated child) and ours is
+    /// non-blocking: read from the kernel's own account of the fds.
+    #[test]
+    fn channels_are_close_on_exec_and_non_blocking() {
+        use std::os::fd::AsRawFd;
+        let (a, b) = pair().unwrap();
+        for s in [&a, &b] {
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", s.as_raw_fd())).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+                .unwrap();
+            assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "{info}");
+            assert_ne!(flags & libc::O_NONBLOCK as u32, 0, "{info}");
+        }
+    }
+
     #[test]
     fn fd_names_round_trip_and_parse_strictly() {
         let n = fd_name(42, "udp_127.0.0.1_4433");

@@ -5,8 +5,13 @@
 //! ```text
 //! byte 0       bytes 1..12                       bytes 12..16
 //! tag ^ h[0]   11 random bytes (fresh per CID)   h[1..5]
-//! h = HMAC-SHA256(cid_key, bytes 1..12)
+//! h = the first 5 bytes of AES-256(cid_key, bytes 1..12 || 5 zero bytes)
 //! ```
+//!
+//! The PRF is one AES block, ring's QUIC header-protection primitive (the computation every
+//! QUIC packet already pays for). The router runs it on every datagram: parse and tag take
+//! about 40 ns together (optimised build, loaded 2-core machine), where HMAC-SHA256 took
+//! about 350 ns.
 //!
 //! `tag` is the issuing generation's number modulo 256 ([`generation_tag`]); `cid_key` is
 //! derived from the lineage secret that every generation of one server shares (`quic/keys`), so
@@ -44,11 +49,16 @@
 //! or whether two CIDs belong to one connection. What it could measure is timing: a datagram
 //! for a draining generation takes one extra local hop (a Unix datagram), which tells at most
 //! that an upgrade happened recently, something the server's behaviour reveals anyway. Nor can
-//! it forge a CID that routes anywhere on purpose without having seen one.
+//! it forge a CID of this server without having seen one. The check does not cover byte 0, so
+//! an attacker who has seen a CID can change its tag: the packet then goes to another
+//! generation, which cannot decrypt it and drops it (or, for a dead tag, answers with a
+//! stateless reset whose token is bound to the altered CID, which the client ignores). That
+//! is no more than an on-path attacker can do by dropping the packet.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use ring::hmac;
+use ring::aead::quic::{HeaderProtectionKey, AES_256};
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// The length of every connection ID this server issues: 1 masked tag byte, 11 random bytes
@@ -69,20 +79,26 @@ pub(crate) fn generation_tag(generation: u64) -> u8 {
 /// The key that masks the tag byte, derived from the lineage secret (`Secrets::cid_key`).
 #[derive(Clone)]
 pub(crate) struct CidKey {
-    key: hmac::Key,
+    // Shared: every generator quinn makes (one per connection) holds a copy.
+    key: Arc<HeaderProtectionKey>,
 }
 
 impl CidKey {
     /// A key from raw key bytes (the lineage secret's CID subkey).
     pub(crate) fn new(bytes: &[u8; 32]) -> Self {
         CidKey {
-            key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            key: Arc::new(
+                HeaderProtectionKey::new(&AES_256, bytes).expect("a 32-byte AES-256 key"),
+            ),
         }
     }
 
     /// The tag mask (byte 0 of the result) and the check bytes (1..5) for these random bytes.
-    fn prf(&self, random: &[u8]) -> hmac::Tag {
-        hmac::sign(&self.key, random)
+    fn prf(&self, random: &[u8]) -> [u8; 5] {
+        let mut block = [0u8; 16];
+        block[..RANDOM_LEN].copy_from_slice(random);
+        // Cannot fail: the sample is the 16 bytes AES takes.
+        self.key.new_mask(&block).expect("a 16-byte sample")
     }
 
     /// The generation tag of `dcid`, or `None` unless it is a CID of this lineage: [`CID_LEN`]
@@ -92,7 +108,6 @@ impl CidKey {
             return None;
         }
         let h = self.prf(&dcid[RANDOM]);
-        let h = h.as_ref();
         // Every byte compared, whatever the first difference, so that the time taken does not
         // tell a prober how many check bytes it got right.
         let diff = dcid[RANDOM.end..]
@@ -105,7 +120,6 @@ impl CidKey {
     /// A CID carrying `tag`, with `random` as bytes 1..12.
     fn seal(&self, tag: u8, random: &[u8; RANDOM_LEN]) -> [u8; CID_LEN] {
         let h = self.prf(random);
-        let h = h.as_ref();
         let mut cid = [0u8; CID_LEN];
         cid[0] = tag ^ h[0];
         cid[RANDOM].copy_from_slice(random);

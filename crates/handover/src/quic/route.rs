@@ -199,6 +199,9 @@ pub(crate) fn dispatch(table: &mut Table, datagram: &[u8], now: Instant, sink: &
 }
 
 #[cfg(test)]
+mod flood;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::quic::cid::TaggedCids;

@@ -25,9 +25,10 @@ use crate::quic::wire::{self, Message};
 /// Buffers of one UDP read: with GRO each holds up to 64 KiB of same-sized datagrams.
 const SLOTS: usize = 4;
 const SLOT_LEN: usize = 64 * 1024;
-/// Room for a `Forward` message: a datagram of up to 64 KiB plus its header.
-const CHANNEL_MESSAGE_MAX: usize = SLOT_LEN + 64;
-/// `InFlight` entries per message, so that each stays well under a Unix datagram's limit.
+/// Room for the longest channel message.
+const CHANNEL_MESSAGE_MAX: usize = wire::MAX_MESSAGE;
+/// `InFlight` entries per message (at most `wire::MAX_IN_FLIGHT`), so that each stays well
+/// under a Unix datagram's limit.
 const IN_FLIGHT_PER_MESSAGE: usize = 512;
 
 /// Counters of the routing socket, from [`crate::quic::Endpoint::stats`].
@@ -330,8 +331,9 @@ impl RoutingSocket {
             ready!(self.io.poll_recv_ready(cx))?;
             let mut metas = [RecvMeta::default(); SLOTS];
             let got = {
-                let mut bufs: Vec<IoSliceMut<'_>> =
-                    r.slots.iter_mut().map(|s| IoSliceMut::new(s)).collect();
+                let mut slots = r.slots.iter_mut();
+                let mut bufs: [IoSliceMut<'_>; SLOTS] =
+                    std::array::from_fn(|_| IoSliceMut::new(slots.next().expect("SLOTS slots")));
                 self.io.try_io(Interest::READABLE, || {
                     self.udp.recv((&self.io).into(), &mut bufs, &mut metas)
                 })
@@ -352,10 +354,7 @@ impl RoutingSocket {
                 ..
             } = r;
             for (slot, meta) in metas[..n].iter().enumerate() {
-                let stride = meta.stride.max(1);
-                let mut start = 0;
-                while start < meta.len {
-                    let len = stride.min(meta.len - start);
+                for (start, len) in split(meta.len, meta.stride) {
                     let seg = Segment {
                         slot,
                         start,
@@ -364,7 +363,6 @@ impl RoutingSocket {
                         ecn: meta.ecn,
                         dst_ip: meta.dst_ip,
                     };
-                    start += len;
                     if !*forwarding {
                         // Without forwarding, everything read here is this generation's.
                         queue.push_back(seg);
@@ -440,6 +438,16 @@ impl RoutingSocket {
         }
         Poll::Ready(Ok(filled))
     }
+}
+
+/// The datagrams of one read of `len` bytes, as (start, length): with GRO, datagrams of
+/// `stride` bytes each, the last one possibly shorter (a stride of 0 is read as 1, so that a
+/// bad value cannot loop forever).
+fn split(len: usize, stride: usize) -> impl Iterator<Item = (usize, usize)> {
+    let stride = stride.max(1);
+    (0..len)
+        .step_by(stride)
+        .map(move |start| (start, stride.min(len - start)))
 }
 
 fn recv_meta(
@@ -606,3 +614,6 @@ impl quinn::UdpPoller for Writable {
         r
     }
 }
+
+#[cfg(test)]
+mod gro;

@@ -61,6 +61,7 @@ fn generation(
     secrets: &Secrets,
     peers: HashMap<u64, std::os::unix::net::UnixDatagram>,
     tls: rustls::ServerConfig,
+    forwarding: bool,
 ) -> Generation {
     let key = secrets.cid_key();
     let socket = Arc::new(
@@ -70,7 +71,7 @@ fn generation(
             number,
             Table::new(number, key.clone()),
             peers,
-            true,
+            forwarding,
         )
         .unwrap(),
     );
@@ -147,7 +148,7 @@ async fn one_generation_serves_once_started() {
     let certs = certs();
     let (udp, addr) = bound_udp();
     let secrets = Secrets::random().unwrap();
-    let g1 = generation(udp, 1, &secrets, HashMap::new(), certs.server);
+    let g1 = generation(udp, 1, &secrets, HashMap::new(), certs.server, true);
     echo(g1.endpoint.clone(), "g1:");
     let early = tokio::spawn(client_to(addr, certs.client.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -159,37 +160,60 @@ async fn one_generation_serves_once_started() {
     assert_eq!(g1.socket.stats().forwarded_out, 0);
 }
 
-/// An upgrade in one process: generation 2 becomes the only reader of the shared socket, and
-/// a connection made with generation 1 keeps working through it, its datagrams forwarded;
-/// a new connection goes to generation 2.
-#[tokio::test]
-async fn a_connection_survives_the_switch_of_reader() {
+/// An upgrade in one process, as attempt.rs drives it: the channel (`prepare`), the pause,
+/// then generation 2 reads the shared socket. Returns the client's connection to generation 1
+/// and both generations.
+async fn upgrade_in_process(
+    forwarding: bool,
+) -> (quinn::Connection, Generation, Generation, SocketAddr, Certs) {
     let certs = certs();
     let (udp, addr) = bound_udp();
     let udp2 = udp.try_clone().unwrap();
     let secrets = Secrets::random().unwrap();
-    let g1 = generation(udp, 1, &secrets, HashMap::new(), certs.server.clone());
+    let g1 = generation(
+        udp,
+        1,
+        &secrets,
+        HashMap::new(),
+        certs.server.clone(),
+        forwarding,
+    );
     echo(g1.endpoint.clone(), "g1:");
     g1.socket.start_serving(None);
     let old = client_to(addr, certs.client.clone()).await;
     assert_eq!(ask(&old, "before").await, "g1:before");
 
-    // The upgrade: the channel, then the pause, then the new generation starts reading.
-    let fds = g1
+    let mut fds = g1
         .socket
         .prepare(2, &secrets.to_bytes(), |g| channel::fd_name(g, "udp_test"))
         .unwrap();
-    let mut fds: Vec<_> = fds.into_iter().collect();
     let inherited = channel::claim(&mut fds, "udp_test", 2).unwrap();
-    assert_eq!(inherited.parent, Some(1));
-    let parent = &inherited.peers[&1];
-    let keys = channel::read_keys(parent, "udp_test", 1).unwrap();
+    assert_eq!(inherited.parent, forwarding.then_some(1));
+    let keys = match inherited.parent {
+        Some(p) => channel::read_keys(&inherited.peers[&p], "udp_test", p).unwrap(),
+        None => Secrets::from_bytes(secrets.to_bytes()),
+    };
     assert_eq!(keys.to_bytes(), secrets.to_bytes());
-    let g2 = generation(udp2, 2, &keys, inherited.peers, certs.server);
+    let g2 = generation(
+        udp2,
+        2,
+        &keys,
+        inherited.peers,
+        certs.server.clone(),
+        forwarding,
+    );
     echo(g2.endpoint.clone(), "g2:");
     g1.socket.paused();
-    g2.socket.start_serving(Some(1));
+    g2.socket.start_serving(inherited.parent);
+    (old, g1, g2, addr, certs)
+}
 
+/// Generation 2 becomes the only reader of the shared socket, and a connection made with
+/// generation 1 keeps working through it, its datagrams forwarded; a new connection goes to
+/// generation 2.
+#[tokio::test]
+async fn a_connection_survives_the_switch_of_reader() {
+    let (old, g1, g2, addr, certs) = upgrade_in_process(true).await;
     for i in 0..20 {
         let q = format!("after {i}");
         assert_eq!(ask(&old, &q).await, format!("g1:{q}"));
@@ -201,6 +225,30 @@ async fn a_connection_survives_the_switch_of_reader() {
     assert!(s1.forwarded_in >= 20, "{s1:?}");
 }
 
+/// The same without forwarding (the baseline): the old connection's datagrams reach
+/// generation 2, which does not know it, and its next request fails.
+#[tokio::test]
+async fn without_forwarding_the_old_connection_is_lost() {
+    let (old, _g1, g2, addr, certs) = upgrade_in_process(false).await;
+    assert!(ask_fails(&old).await, "the old connection still answered");
+    let new = client_to(addr, certs.client.clone()).await;
+    assert_eq!(ask(&new, "new").await, "g2:new");
+    assert_eq!(g2.socket.stats().forwarded_out, 0);
+}
+
+/// Whether a request on `conn` fails (reset, closed or timed out) within [`LIMIT`].
+async fn ask_fails(conn: &quinn::Connection) -> bool {
+    let r = tokio::time::timeout(LIMIT, async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(b"x").await?;
+        send.finish()?;
+        recv.read_to_end(16).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+    .await;
+    matches!(r, Ok(Err(_)) | Err(_))
+}
+
 #[test]
 fn cid_keys_of_one_secret_agree() {
     let s = Secrets::random().unwrap();
@@ -209,4 +257,103 @@ fn cid_keys_of_one_secret_agree() {
     let cid = quinn::ConnectionIdGenerator::generate_cid(&mut gen);
     let key: CidKey = again.cid_key();
     assert_eq!(key.tag_of(&cid), Some(7));
+}
+
+/// Datagrams sent in one GSO batch (which loopback may hand over as one GRO batch) are
+/// routed one by one: the older generation's goes out on its channel with the client's
+/// address, this generation's two reach its endpoint, each alone.
+#[tokio::test]
+async fn a_batch_is_split_before_routing() {
+    use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+    use quinn::AsyncUdpSocket;
+    let secrets = Secrets::random().unwrap();
+    let key = secrets.cid_key();
+    let (udp, addr) = bound_udp();
+    let (to_old, old_end) = channel::pair().unwrap();
+    let socket = RoutingSocket::new(
+        udp,
+        "udp_test".into(),
+        2,
+        Table::new(2, key.clone()),
+        HashMap::from([(1, to_old)]),
+        true,
+    )
+    .unwrap();
+    socket.start_serving(None);
+
+    let cid = |g: u64| {
+        quinn::ConnectionIdGenerator::generate_cid(&mut TaggedCids::new(
+            generation_tag(g),
+            key.clone(),
+        ))
+    };
+    let packet = |g: u64, fill: u8| {
+        let mut p = vec![0x43];
+        p.extend_from_slice(&cid(g));
+        p.resize(1200, fill);
+        p
+    };
+    let (old, mine1, mine2) = (packet(1, 0xa1), packet(2, 0xb2), packet(2, 0xc3));
+    let batch = [&old[..], &mine1, &mine2].concat();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client_addr = client.local_addr().unwrap();
+    let state = UdpSocketState::new((&client).into()).unwrap();
+    let segment_size = (state.max_gso_segments() > 1).then_some(1200);
+    let datagrams: Vec<&[u8]> = match segment_size {
+        Some(_) => vec![&batch[..]],
+        None => batch.chunks(1200).collect(),
+    };
+    for contents in datagrams {
+        let t = Transmit {
+            destination: addr,
+            ecn: None,
+            contents,
+            segment_size: segment_size.filter(|_| contents.len() > 1200),
+            src_ip: None,
+        };
+        state.send((&client).into(), &t).unwrap();
+    }
+
+    let mut got: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+    let mut storage = vec![vec![0u8; 65536]; 8];
+    tokio::time::timeout(LIMIT, async {
+        while got.len() < 2 {
+            let mut bufs: Vec<std::io::IoSliceMut<'_>> = storage
+                .iter_mut()
+                .map(|b| std::io::IoSliceMut::new(b))
+                .collect();
+            let mut metas = [RecvMeta::default(); 8];
+            let n = std::future::poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut metas))
+                .await
+                .unwrap();
+            for (m, b) in metas[..n].iter().zip(&bufs) {
+                assert_eq!(m.stride, m.len, "one datagram per buffer");
+                got.push((b[..m.len].to_vec(), m.addr));
+            }
+        }
+    })
+    .await
+    .expect("this generation's datagrams were not delivered");
+    assert!(
+        got[0] == (mine1, client_addr),
+        "first delivered: {:?}",
+        got[0].1
+    );
+    assert!(
+        got[1] == (mine2, client_addr),
+        "second delivered: {:?}",
+        got[1].1
+    );
+
+    let mut buf = vec![0u8; crate::quic::wire::MAX_MESSAGE];
+    let n = old_end.recv(&mut buf).unwrap();
+    match crate::quic::wire::decode(&buf[..n]).unwrap() {
+        crate::quic::wire::Message::Forward { src, payload, .. } => {
+            assert!(payload == &old[..], "another datagram was forwarded");
+            assert_eq!(src, client_addr);
+        }
+        other => panic!("{other:?}"),
+    }
+    let s = socket.stats();
+    assert_eq!((s.forwarded_out, s.delivered), (1, 2), "{s:?}");
 }
