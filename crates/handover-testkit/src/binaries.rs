@@ -201,6 +201,7 @@ fn build_release_example(example: &str, features: &str) -> PathBuf {
         .args(["--features", features])
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("HELLO_GREETING")
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run cargo to build the example {example}: {e}"));

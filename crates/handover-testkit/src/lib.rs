@@ -34,7 +34,8 @@
 //!
 //! The Python workers are `fixtures/worker.py` (socket from fd 3), `fixtures/port_worker.py`
 //! (proxy mode, binds the port it is given) and `fixtures/udp_worker.py` (a UDP socket from
-//! fd 3).
+//! fd 3). `fixtures/h3_client.py` is not a worker but a client: aioquic's HTTP/3, the QUIC
+//! tests' second implementation.
 //!
 //! # Porting a test written against an old kit
 //!

@@ -14,8 +14,8 @@
 //! At a handover the old generation keeps serving its connections for `--goaway-after`
 //! (default 0s), then sends HTTP/3 GOAWAY on each, answers every request below the GOAWAY's
 //! stream ID, and closes the connection with `H3_NO_ERROR` once no request has been in
-//! progress for a short quiet time (a request the client sent just before it read the GOAWAY
-//! is still on its way). It keeps accepting on its endpoint meanwhile: a handshake that was in
+//! progress for `--goaway-grace` (default 1s: a request the client sent just before it read
+//! the GOAWAY is still on its way). It keeps accepting on its endpoint meanwhile: a handshake that was in
 //! flight at the switch still reaches it. It exits when its connections are gone, or at the
 //! drain deadline.
 //!
@@ -75,6 +75,11 @@ struct Args {
     /// (for long-lived connections; bounded by the drain timeout).
     #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "0s")]
     goaway_after: Duration,
+    /// How long a connection sent GOAWAY must be quiet (no request in progress, none
+    /// arriving) before it is closed: a request the client sent before it read the GOAWAY is
+    /// still on its way, later on a starved machine (at least 4 round trips are waited).
+    #[arg(long, value_name = "DUR", value_parser = handover::parse_duration, default_value = "1s")]
+    goaway_grace: Duration,
     /// What `GET /` answers before ` pid=<pid>`.
     #[arg(long, default_value = DEFAULT_GREETING)]
     greeting: String,
@@ -147,6 +152,7 @@ async fn run(
     let app = App {
         body: Arc::new(format!("{} pid={}", args.greeting, std::process::id())),
         goaway_after: args.goaway_after,
+        goaway_grace: args.goaway_grace,
         drain: handover.drain_signal(),
         connections: Arc::new(watch::Sender::new(0)),
     };
@@ -243,6 +249,7 @@ struct App {
     /// `<greeting> pid=<pid>`.
     body: Arc<String>,
     goaway_after: Duration,
+    goaway_grace: Duration,
     drain: handover::DrainSignal,
     /// Connections being served (a handshake counts from its first datagram).
     connections: Arc<watch::Sender<usize>>,
@@ -304,12 +311,12 @@ async fn connection(incoming: quinn::Incoming, app: &App) -> Result<(), String> 
                 // MAX_STREAMS: none is refused, each gets its answer.
                 h3.shutdown(MAX_STREAMS as usize).await.map_err(|e| format!("GOAWAY: {e}"))?;
                 if requests.is_empty() {
-                    quiet_until = Some(quiet_deadline(&quic));
+                    quiet_until = Some(quiet_deadline(&quic, app.goaway_grace));
                 }
             }
             Some(_) = requests.join_next() => {
                 if sent_goaway && requests.is_empty() {
-                    quiet_until = Some(quiet_deadline(&quic));
+                    quiet_until = Some(quiet_deadline(&quic, app.goaway_grace));
                 }
             }
             () = sleep_until(quiet_until), if quiet_until.is_some() => {
@@ -324,10 +331,9 @@ async fn connection(incoming: quinn::Incoming, app: &App) -> Result<(), String> 
 }
 
 /// After GOAWAY and the last answer: a request the client sent before it read the GOAWAY
-/// takes about one round trip to arrive; wait a few (at least 200 ms) before closing.
-fn quiet_deadline(quic: &quinn::Connection) -> tokio::time::Instant {
-    let wait = (quic.rtt() * 4).max(Duration::from_millis(200));
-    tokio::time::Instant::now() + wait
+/// takes about one round trip to arrive; wait `grace`, and at least 4 round trips.
+fn quiet_deadline(quic: &quinn::Connection, grace: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + (quic.rtt() * 4).max(grace)
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
