@@ -523,8 +523,11 @@ async fn control_loop(
                         tracing::info!(
                             "graceful stop requested by {source}; draining (a second signal exits at once)"
                         );
-                        finish.notify("STOPPING=1");
                         shared.stop_accepting(DrainReason::Stopped).await;
+                        // After, not before: a supervisor (`handover run`) lets the next
+                        // generation accept once this one has said it stopped, so that no
+                        // fresh connection reaches the old version after the new one answered.
+                        finish.notify("STOPPING=1");
                     }
                 }
             }
