@@ -23,6 +23,13 @@ pub enum Event {
     Exited { pid: u32, status: ExitStatus },
     /// A worker proved it is ready.
     Ready { id: WorkerId, how: String },
+    /// A worker using the library said READY on its handshake channel: it is ready, and waits
+    /// for the go-ahead before it accepts ([`crate::worker::Worker::let_go`]).
+    HandshakeReady { id: WorkerId },
+    /// A worker said `STOPPING=1` on its notification socket: it has stopped accepting.
+    StoppedAccepting { id: WorkerId },
+    /// The new worker `id` has waited long enough for the older ones to stop accepting.
+    HandoffDue { id: WorkerId },
     /// A worker was not ready within `--ready-timeout`.
     ReadyTimeout { id: WorkerId },
     /// Proxy mode: a retired worker has nothing in flight any more (or its drain deadline

@@ -10,6 +10,7 @@
 //! | `run` | start-up order and clean-up of `handover run` |
 //! | `supervisor` | the state machine: upgrade, rollback, restart, drain, stop |
 //! | `supervisor::canary` | the grey release's transitions: start, promote, roll back, by rule or by hand |
+//! | `supervisor::handoff` | socket mode: the old workers stop accepting before a library worker's successor accepts |
 //! | `supervisor::stop` | the stop: lame duck, then every worker drains; a second signal kills |
 //! | `supervisor::report` | the supervisor's `status` answer |
 //! | `events` | what the supervisor reacts to |

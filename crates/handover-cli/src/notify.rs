@@ -30,9 +30,11 @@ impl NotifySocket {
         &self.path
     }
 
-    /// Reads notifications until dropped, calling `ready` at the first `READY=1`. Reading
-    /// goes on afterwards so that a worker sending more (`STATUS=...`) never blocks.
-    pub async fn run(self, ready: impl FnOnce()) {
+    /// Reads notifications until dropped, calling `ready` at the first `READY=1` and
+    /// `stopping` at the first `STOPPING=1`. Reading goes on afterwards so that a worker
+    /// sending more (`STATUS=...`) never blocks.
+    pub async fn run(self, ready: impl FnOnce(), stopping: impl FnOnce()) {
+        let mut stopping = Some(stopping);
         let mut ready = Some(ready);
         let mut buf = vec![0u8; 4096];
         loop {
@@ -46,6 +48,10 @@ impl NotifySocket {
             for line in String::from_utf8_lossy(&buf[..n]).lines() {
                 if line == "READY=1" {
                     if let Some(f) = ready.take() {
+                        f();
+                    }
+                } else if line == "STOPPING=1" {
+                    if let Some(f) = stopping.take() {
                         f();
                     }
                 } else if let Some(status) = line.strip_prefix("STATUS=") {

@@ -266,7 +266,12 @@ impl Prepared {
             let _ = events.send(Event::Ready { id, how });
         };
         match self.check {
-            Check::Notify(socket) => socket.run(|| ready("READY=1".into())).await,
+            Check::Notify(socket) => {
+                let stopped = || {
+                    let _ = events.send(Event::StoppedAccepting { id });
+                };
+                socket.run(|| ready("READY=1".into()), stopped).await
+            }
             Check::Delay(d) => {
                 tokio::time::sleep(d).await;
                 ready(format!("still running after {d:?}"));

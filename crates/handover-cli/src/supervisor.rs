@@ -70,6 +70,8 @@ pub struct Supervisor {
     upgrade: Option<PendingUpgrade>,
     /// A canary serving its share (`handover upgrade --canary`).
     canary: Option<canary::CanaryRun>,
+    /// A new worker held back until the old ones have stopped accepting.
+    handoff: Option<handoff::Handoff>,
     next_id: u64,
     next_generation: u64,
     backoff: Backoff,
@@ -109,6 +111,7 @@ impl Supervisor {
             current: None,
             upgrade: None,
             canary: None,
+            handoff: None,
             next_id: 1,
             next_generation: 1,
             backoff,
@@ -172,7 +175,8 @@ impl Supervisor {
         self.handle_event(event);
         self.health.set(if self.stopping {
             Health::Stopping
-        } else if self.current.is_some() {
+        } else if self.current.is_some() || self.handoff.is_some() {
+            // A hand-off lasts until the old workers have stopped accepting: someone serves.
             Health::Ready
         } else {
             Health::NoWorker
@@ -184,6 +188,16 @@ impl Supervisor {
         match event {
             Event::Exited { pid, status } => self.on_exit(pid, status),
             Event::Ready { id, how } => self.on_ready(id, &how),
+            Event::HandshakeReady { id } => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    if w.state == WorkerState::Starting {
+                        w.awaiting_go = true;
+                    }
+                }
+                self.on_ready(id, "READY on its handshake channel");
+            }
+            Event::StoppedAccepting { id } => self.stopped_accepting(id),
+            Event::HandoffDue { id } => self.on_handoff_due(id),
             Event::ReadyTimeout { id } => self.on_ready_timeout(id),
             Event::DrainTimeout { id } => self.on_drain_timeout(id),
             Event::Drained { id, left } => self.on_drained(id, left),
@@ -266,6 +280,7 @@ impl Supervisor {
         match self.current {
             None => {
                 self.current = Some(id);
+                w.let_go();
                 self.route(id);
                 let first = !self.ever_ready;
                 self.ever_ready = true;
@@ -384,9 +399,9 @@ impl Supervisor {
     }
 
     fn upgrade_succeeded(&mut self, new: WorkerId) {
-        let Some(pending) = self.upgrade.take() else {
+        if self.upgrade.is_none() {
             return;
-        };
+        }
         let older: Vec<WorkerId> = self
             .workers
             .iter()
@@ -395,15 +410,20 @@ impl Supervisor {
             })
             .map(|(id, _)| *id)
             .collect();
-        let previous_pids = older.iter().map(|id| self.workers[id].pid).collect();
-        let (generation, pid, what) = {
-            let w = &self.workers[&new];
-            (w.generation, w.pid, w.describe())
+        self.hand_off(new, older);
+    }
+
+    /// The new worker `new` serves: it is let go, and everyone waiting is answered.
+    fn upgrade_complete(&mut self, new: WorkerId, previous_pids: Vec<u32>) {
+        let Some(pending) = self.upgrade.take() else {
+            return;
         };
+        let Some(w) = self.workers.get_mut(&new) else {
+            return;
+        };
+        w.let_go();
+        let (generation, pid, what) = (w.generation, w.pid, w.describe());
         self.route(new);
-        for id in older {
-            self.begin_drain(id, &format!("replaced by generation {generation}"));
-        }
         self.current = Some(new);
         self.ever_ready = true;
         tracing::info!("upgrade complete: {what} serves new connections");
@@ -417,6 +437,7 @@ impl Supervisor {
         let Some(pending) = self.upgrade.take() else {
             return;
         };
+        self.handoff = None;
         let kept = match self.current.and_then(|id| self.workers.get(&id)) {
             _ if self.stopping => "the server is stopping".to_string(),
             Some(w) => format!("{} keeps serving", w.describe()),
@@ -541,6 +562,14 @@ impl Supervisor {
             self.canary_worker_exited(id, &what, &status.to_string());
         }
         let is_upgrade = self.upgrade.as_ref().and_then(|u| u.worker) == Some(id);
+        if self.handoff_lost(id) {
+            self.upgrade_failed(
+                &format!("the new worker ({what}) {status} while the old one stopped accepting"),
+                Some((w.generation, w.pid)),
+            );
+            return;
+        }
+        self.stopped_accepting(id);
         match w.state {
             WorkerState::Draining => {
                 tracing::info!("{what} {status} after draining");
@@ -634,6 +663,7 @@ impl Supervisor {
 }
 
 mod canary;
+mod handoff;
 mod report;
 mod stop;
 #[cfg(test)]

@@ -12,10 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use handover::control_socket::{WorkerState, WorkerStatus};
 use handover::sys;
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::events::{Events, WorkerId};
+use crate::events::{Event, Events, WorkerId};
 use crate::readiness::{self, ReadyMode};
 
 /// Why a worker was started.
@@ -46,6 +47,11 @@ pub struct Worker {
     pub restart_when_reaped: bool,
     /// The last failed readiness probe, for the timeout message.
     pub last_probe_error: Arc<Mutex<Option<String>>>,
+    /// Socket mode with `--ready notify`: the go-ahead of its handshake channel, for a worker
+    /// using the library (it accepts only once it has it).
+    pub go: Option<oneshot::Sender<()>>,
+    /// It said READY on the handshake channel and has not been let go yet.
+    pub awaiting_go: bool,
     /// Its readiness check and timers, cancelled when it is reaped.
     tasks: Vec<AbortHandle>,
 }
@@ -64,6 +70,8 @@ impl Worker {
             port,
             restart_when_reaped: false,
             last_probe_error: Arc::new(Mutex::new(None)),
+            go: None,
+            awaiting_go: false,
             tasks: Vec::new(),
         }
     }
@@ -71,6 +79,15 @@ impl Worker {
     /// Ties a task (a timer, the readiness check) to this worker's life.
     pub fn add_task(&mut self, task: AbortHandle) {
         self.tasks.push(task);
+    }
+
+    /// Lets a worker that waits in its handshake accept; nothing for any other.
+    pub fn let_go(&mut self) {
+        if std::mem::take(&mut self.awaiting_go) {
+            if let Some(go) = self.go.take() {
+                let _ = go.send(());
+            }
+        }
     }
 
     /// `generation N (pid P)`, for messages.
@@ -150,9 +167,27 @@ impl Launch for ProcessLauncher {
         let prepared = readiness::prepare(&self.ready, &self.runtime_dir, id, port)
             .map_err(|e| format!("cannot prepare the readiness check ({}): {e}", self.ready))?;
         program.env.extend(prepared.env.iter().cloned());
-        let pid =
-            sys::spawn_with_listeners(&program, &self.listeners).map_err(|e| e.to_string())?;
+        // A library worker says READY on the handshake channel and accepts only once told to,
+        // so that the supervisor can stop the old worker's accepting first. Only where READY is
+        // what the worker itself says (notify): a probe of a worker waiting there would wait
+        // for ever.
+        let handshake = !self.listeners.is_empty() && self.ready == ReadyMode::Notify;
+        let (pid, handshake) = if handshake {
+            let (pid, hs) = sys::spawn_with_handshake(&program, &self.listeners, generation)
+                .map_err(|e| e.to_string())?;
+            (pid, Some(hs))
+        } else {
+            let pid =
+                sys::spawn_with_listeners(&program, &self.listeners).map_err(|e| e.to_string())?;
+            (pid, None)
+        };
         let mut worker = Worker::new(id, pid, generation, port);
+        if let Some(hs) = handshake {
+            let (go, told) = oneshot::channel();
+            worker.go = Some(go);
+            let gate = tokio::spawn(run_handshake(hs, id, self.events.clone(), told));
+            worker.add_task(gate.abort_handle());
+        }
         let check = tokio::spawn(prepared.run(
             id,
             self.events.clone(),
@@ -173,6 +208,29 @@ impl Launch for ProcessLauncher {
     fn readiness(&self) -> String {
         self.ready.to_string()
     }
+}
+
+/// The supervisor's side of a worker's handshake: its READY is an [`Event::HandshakeReady`];
+/// the go-ahead follows when `told` fires (never, if the worker is stopped unneeded). The
+/// channel then stays open for the worker's life.
+async fn run_handshake(
+    mut hs: sys::WorkerHandshake,
+    id: WorkerId,
+    events: Events,
+    told: oneshot::Receiver<()>,
+) {
+    if !hs.ready().await {
+        return; // not a library worker (it never speaks on the channel), or it exited
+    }
+    let _ = events.send(Event::HandshakeReady { id });
+    if told.await.is_err() {
+        return;
+    }
+    if let Err(e) = hs.go().await {
+        tracing::debug!("the go-ahead did not reach the worker: {e}");
+        return;
+    }
+    hs.closed().await;
 }
 
 /// Proxy mode: `var=port` in the environment (replacing any), `{port}` in the arguments.

@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use crate::wait::{poll_until, LONG, SHORT};
 
@@ -74,6 +75,58 @@ pub struct Stats {
     pub failures: Vec<String>,
     /// Answers per version.
     pub versions: BTreeMap<String, usize>,
+    /// Every answer, timed.
+    pub answers: Vec<Answer>,
+}
+
+/// One answered request of a [`Load`].
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    /// Taken just before the connect: the connection reached the listen backlog after this.
+    pub before_connect: Instant,
+    /// Taken just after the whole answer was read: the server had answered before this.
+    pub answered: Instant,
+    /// The `pid=` of the answer.
+    pub pid: i32,
+}
+
+impl Stats {
+    /// The stale answers: requests whose connection was made after a newer generation had
+    /// already answered one, yet answered by an older one. `generations` lists the worker
+    /// PIDs oldest first; answers from other PIDs are left out. Both instants err on the safe
+    /// side (the connection reached the backlog after `before_connect`, the newer answer was
+    /// given before `answered`), so an answer listed here is stale for certain.
+    pub fn stale(&self, generations: &[i32]) -> Vec<String> {
+        let rank = |pid: i32| generations.iter().position(|&p| p == pid);
+        // The first answer of each generation, then the earliest from that one or a newer one.
+        let mut first: Vec<Option<Instant>> = vec![None; generations.len()];
+        for a in &self.answers {
+            if let Some(i) = rank(a.pid) {
+                first[i] = Some(first[i].map_or(a.answered, |t| t.min(a.answered)));
+            }
+        }
+        let mut newer_from: Vec<Option<Instant>> = vec![None; generations.len() + 1];
+        for i in (0..generations.len()).rev() {
+            newer_from[i] = match (first[i], newer_from[i + 1]) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        self.answers
+            .iter()
+            .filter_map(|a| {
+                let i = rank(a.pid)?;
+                let newer = newer_from[i + 1]?;
+                (a.before_connect > newer).then(|| {
+                    format!(
+                        "pid {} answered a connection made {:?} after a newer generation had answered",
+                        a.pid,
+                        a.before_connect - newer
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 impl Load {
@@ -87,12 +140,25 @@ impl Load {
                 let stats = Arc::clone(&stats);
                 thread::spawn(move || {
                     while !stop.load(Ordering::SeqCst) {
+                        let before_connect = Instant::now();
                         let r = get(addr, "/");
+                        let answered = Instant::now();
                         let mut s = stats.lock().unwrap();
                         match r {
                             Ok(body) => {
                                 s.ok += 1;
                                 *s.versions.entry(version_of(&body)).or_default() += 1;
+                                if let Some(pid) = body
+                                    .split_whitespace()
+                                    .find_map(|w| w.strip_prefix("pid="))
+                                    .and_then(|p| p.parse().ok())
+                                {
+                                    s.answers.push(Answer {
+                                        before_connect,
+                                        answered,
+                                        pid,
+                                    });
+                                }
                             }
                             Err(e) => s.failures.push(format!("{e:?}")),
                         }
@@ -114,14 +180,30 @@ impl Load {
 
     /// Waits until `n` more answers of `version` have arrived.
     pub fn wait_answers(&self, version: &str, n: usize) {
-        let base = self.stats().versions.get(version).copied().unwrap_or(0);
-        let ok = poll_until(LONG, || {
-            self.stats().versions.get(version).copied().unwrap_or(0) >= base + n
-        });
+        // Read in place: a clone would copy every timed answer at each poll.
+        let count = || {
+            let s = self.stats.lock().unwrap();
+            s.versions.get(version).copied().unwrap_or(0)
+        };
+        let base = count();
+        let ok = poll_until(LONG, || count() >= base + n);
         assert!(
             ok,
             "fewer than {n} answers from {version}: {:?}",
             self.stats()
+        );
+    }
+
+    /// Waits until `pid` has answered `n` more requests.
+    pub fn wait_pid(&self, pid: i32, n: usize) {
+        let count = || {
+            let s = self.stats.lock().unwrap();
+            s.answers.iter().filter(|a| a.pid == pid).count()
+        };
+        let base = count();
+        assert!(
+            poll_until(LONG, || count() >= base + n),
+            "fewer than {n} answers from pid {pid}"
         );
     }
 

@@ -19,7 +19,8 @@ pub(crate) enum Phase {
     /// Accepting connections.
     Serving,
     /// Handing over: not accepting while the successor is told to go ahead. Becomes
-    /// `Draining` once it has been told, or `Serving` again if it died first.
+    /// `Draining` once it has been told, or `Serving` again if it died first. A stop passes
+    /// through it too, on its way to `Draining`: accepting stops before the drain begins.
     Paused,
     /// No longer accepting; live connections finish until `deadline`. After a handover this
     /// can still turn back into `Serving`, if the successor crashes (see

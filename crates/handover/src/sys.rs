@@ -150,13 +150,95 @@ pub fn spawn_with_listeners(program: &Program, listeners: &[(RawFd, String)]) ->
         generation: None,
     })
     .map(|s| s.pid as u32)
-    .map_err(|e| match e {
+    .map_err(spawn_error)
+}
+
+/// A supervisor's end of a worker's readiness handshake: the handshake a new generation of the
+/// library has with its predecessor ([`crate::Handover::ready`]: it says READY, then waits for
+/// the go-ahead before its listeners accept), with the supervisor in the predecessor's place.
+/// Made by [`spawn_with_handshake`].
+///
+/// A worker that does not use the library never speaks on it: [`WorkerHandshake::ready`]
+/// then only ends when the worker exits.
+#[derive(Debug)]
+pub struct WorkerHandshake {
+    channel: tokio::net::UnixStream,
+}
+
+impl WorkerHandshake {
+    /// Waits for the worker's READY: `true` once it is ready and waits for
+    /// [`WorkerHandshake::go`] before it accepts; `false` if the channel closed first (the
+    /// worker exited, or closed an fd it does not use).
+    pub async fn ready(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        loop {
+            match self.channel.read(&mut byte).await {
+                Ok(1) if byte[0] == crate::attempt::READY => return true,
+                Ok(1) => tracing::debug!(
+                    "unexpected byte {:#04x} on a worker's readiness channel; ignored",
+                    byte[0]
+                ),
+                _ => return false,
+            }
+        }
+    }
+
+    /// Lets the worker accept (the go-ahead, without an upgrade record). An error means it is
+    /// gone.
+    pub async fn go(&mut self) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.channel.write_all(&[crate::attempt::GO_AHEAD]).await
+    }
+
+    /// Keeps the channel open until the worker closes it (it exits), reading and dropping
+    /// the notices it sends its predecessor (it is stopping, it handed over).
+    pub async fn closed(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        while matches!(self.channel.read(&mut buf).await, Ok(n) if n > 0) {}
+    }
+}
+
+/// [`spawn_with_listeners`], with a readiness channel at the fd after the listeners
+/// (`HANDOVER_SYNC_FD`) and `HANDOVER_GENERATION=generation`, as a handover generation starts
+/// its successor: a worker using the library then waits in [`crate::Handover::ready`] for
+/// [`WorkerHandshake::go`] before it accepts. Must run inside a tokio runtime.
+pub fn spawn_with_handshake(
+    program: &Program,
+    listeners: &[(RawFd, String)],
+    generation: u64,
+) -> io::Result<(u32, WorkerHandshake)> {
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let pid = spawn::spawn(SpawnRequest {
+        exe: &program.path,
+        args: &program.args,
+        cwd: &program.cwd,
+        env: program.env.clone(),
+        listeners,
+        owned: &[],
+        readiness: Some(theirs.as_raw_fd()),
+        block_upgrade_signals: false,
+        generation: Some(generation),
+    })
+    .map(|s| s.pid as u32)
+    .map_err(spawn_error)?;
+    // Only the worker holds its end now, so its exit closes the channel.
+    drop(theirs);
+    ours.set_nonblocking(true)?;
+    let channel = tokio::net::UnixStream::from_std(ours)?;
+    Ok((pid, WorkerHandshake { channel }))
+}
+
+fn spawn_error(e: SpawnFailure) -> io::Error {
+    match e {
         SpawnFailure::Exec { path, source } => io::Error::new(
             source.kind(),
             format!("cannot execute {}: {source}", path.display()),
         ),
         SpawnFailure::Prepare(e) => e,
-    })
+    }
 }
 
 /// Finds a program the way a shell does: a name with a `/` is a path (made absolute against

@@ -23,7 +23,9 @@ const server = http.createServer((req, res) => {
 });
 
 if (process.env.LISTEN_FDS) {
-  server.listen({ fd: 3 }, () => {
+  // backlog: Node's listen() on fd 3 sets the shared socket's backlog again, to 511 unless
+  // told (the CLI README: a burst of reconnects beyond it waits seconds for SYN-ACK retries).
+  server.listen({ fd: 3 }, 1024, () => {
     // `--ready http:/healthz`: readiness on a port of this worker alone.
     http.createServer((req, res) => res.end('ok\n'))
       .listen(Number(process.env.HANDOVER_HEALTH_PORT), '127.0.0.1')

@@ -34,6 +34,8 @@ struct FakeLauncher {
     calls: Arc<Mutex<Vec<Call>>>,
     /// Launches fail (the program cannot be executed) while set.
     broken: Arc<Mutex<bool>>,
+    /// Each worker's go-ahead, as its handshake task would receive it.
+    gos: Arc<Mutex<std::collections::BTreeMap<u64, oneshot::Receiver<()>>>>,
 }
 
 impl Launch for FakeLauncher {
@@ -42,7 +44,11 @@ impl Launch for FakeLauncher {
             return Err("cannot execute /bin/app: No such file or directory".into());
         }
         self.calls.lock().unwrap().push(Call::Launch(id.0));
-        Ok(Worker::new(id, pid(id.0), generation, None))
+        let mut w = Worker::new(id, pid(id.0), generation, None);
+        let (go, told) = oneshot::channel();
+        w.go = Some(go);
+        self.gos.lock().unwrap().insert(id.0, told);
+        Ok(w)
     }
 
     fn signal(&self, pid: u32, signal: i32) {
@@ -104,6 +110,17 @@ impl Harness {
             id: WorkerId(id),
             how: "test".into(),
         });
+    }
+
+    /// Worker `id` (a library worker) said READY on its handshake channel.
+    fn handshake_ready(&mut self, id: u64) {
+        self.sup.handle(Event::HandshakeReady { id: WorkerId(id) });
+    }
+
+    /// Whether worker `id` has been let go (told to accept).
+    fn went(&self, id: u64) -> bool {
+        let mut gos = self.launcher.gos.lock().unwrap();
+        gos.get_mut(&id).is_some_and(|rx| rx.try_recv().is_ok())
     }
 
     fn exited(&mut self, id: u64, status: ExitStatus) {
@@ -412,4 +429,68 @@ async fn health_stays_ready_through_an_upgrade_and_fails_while_no_worker_is_read
     assert_eq!(health(&h), Health::Ready);
     h.exited(2, ExitStatus::Signal(KILL));
     assert_eq!(health(&h), Health::NoWorker, "a crash: nobody is ready");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_library_worker_accepts_only_once_the_old_one_has_stopped_accepting() {
+    let mut h = Harness::new(4);
+    h.handshake_ready(1);
+    assert!(h.went(1), "the first worker goes at once");
+    h.calls();
+    let mut rx = h.upgrade();
+    h.handshake_ready(2);
+    assert_eq!(h.calls(), [Call::Launch(2), Call::Signal(1001, TERM)]);
+    assert!(!h.went(2), "held back while the old one may still accept");
+    assert!(rx.try_recv().is_err(), "the upgrade is not over yet");
+    assert_eq!(h.state(), ServerState::Upgrading);
+    // Its STOPPING=1 (or a repeat from the new one) lets the new one go.
+    h.sup.handle(Event::StoppedAccepting { id: WorkerId(2) });
+    assert!(!h.went(2));
+    h.sup.handle(Event::StoppedAccepting { id: WorkerId(1) });
+    assert!(h.went(2));
+    let report = reply(rx).unwrap();
+    assert_eq!((report.pid, report.previous_pids), (1002, vec![1001]));
+    assert_eq!(h.state(), ServerState::Running);
+    // A READY=1 the library sends after the go-ahead changes nothing.
+    h.ready(2);
+    assert_eq!(h.calls(), []);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_old_worker_holds_the_new_one_back_at_most_the_handoff_wait() {
+    let mut h = Harness::serving();
+    let rx = h.upgrade();
+    h.handshake_ready(2);
+    assert!(!h.went(2));
+    // The ready timeout is further off than the hand-off's wait.
+    assert_eq!(h.next_timer().await, super::handoff::HANDOFF_WAIT);
+    assert!(h.went(2));
+    assert_eq!(reply(rx).unwrap().pid, 1002);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_old_worker_that_exits_lets_the_new_one_go() {
+    let mut h = Harness::serving();
+    let rx = h.upgrade();
+    h.handshake_ready(2);
+    h.exited(1, ExitStatus::Code(0));
+    assert!(h.went(2));
+    assert_eq!(reply(rx).unwrap().previous_pids, [1001]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_worker_that_dies_while_held_back_fails_the_upgrade_and_is_replaced() {
+    let mut h = Harness::serving();
+    let rx = h.upgrade();
+    h.handshake_ready(2);
+    h.exited(2, ExitStatus::Code(101));
+    let err = reply(rx).unwrap_err();
+    assert!(
+        err.contains("exited with status 101 while the old one stopped accepting"),
+        "{err}"
+    );
+    // The old one was told to stop already: a replacement starts after the backoff.
+    h.calls();
+    assert_eq!(h.next_timer().await, BACKOFF);
+    assert_eq!(h.calls(), [Call::Launch(3)]);
 }

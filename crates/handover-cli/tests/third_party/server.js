@@ -22,7 +22,9 @@ const server = http.createServer((req, res) => {
 const ready = () => console.log(`node ${VERSION} pid ${process.pid}: serving`);
 if (process.env.LISTEN_FDS) {
   // fd 3 is the listening socket `handover run --listen` passes (LISTEN_FDS=1).
-  server.listen({ fd: 3 }, () => {
+  // backlog: Node's listen() on fd 3 sets the shared socket's backlog again, to 511 unless
+  // told (the README: a burst of reconnects beyond it waits seconds for SYN-ACK retries).
+  server.listen({ fd: 3 }, 1024, () => {
     // Ready once we accept: `--ready http:/healthz` asks this port, ours alone.
     http.createServer((req, res) => res.end('ok\n'))
       .listen(Number(process.env.HANDOVER_HEALTH_PORT), '127.0.0.1', ready)

@@ -1,0 +1,92 @@
+//! Socket-mode upgrades of a worker that uses the library (`hello`): the supervisor holds the
+//! new worker in its handshake until the old one has stopped accepting, so no fresh connection
+//! is answered by the old version once the new one has answered anyone.
+
+use std::fs;
+
+use handover_testkit::binaries::binaries;
+use handover_testkit::cli_kit::*;
+use handover_testkit::sys::free_port;
+
+const UPGRADES: usize = 10;
+
+/// Puts `from` in place as `<dir>/hello` the way a deploy does: copied beside it, renamed over.
+fn install(ctx: &Ctx, from: &std::path::Path) -> std::path::PathBuf {
+    let next = ctx.path("hello.next");
+    fs::copy(from, &next).unwrap();
+    let path = ctx.path("hello");
+    fs::rename(&next, &path).unwrap();
+    path
+}
+
+/// Ten upgrades of `hello` under `handover run --listen` while eight clients open a connection
+/// per request without pause: no request fails, and not one connection made after the new
+/// worker's first answer is answered by an older one (the timing is taken on the safe side,
+/// see `Stats::stale`). Without the hand-off (the new worker accepting from its READY on, the
+/// old one until it has acted on its SIGTERM) the old workers answer some of them.
+#[test]
+fn a_library_worker_takes_over_without_a_stale_answer() {
+    let ctx = Ctx::new();
+    let bins = binaries();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let hello = install(&ctx, &bins.v1);
+    let sup = ctx.start(&[
+        "--listen",
+        &addr,
+        "--",
+        hello.to_str().unwrap(),
+        "--listen",
+        &addr,
+    ]);
+    sup.log.expect(0, "is ready (", LONG);
+    let control = ctx.control().to_str().unwrap().to_string();
+    let serving = |ctx: &Ctx| -> i32 {
+        let s = ctx.status();
+        s["workers"][0]["pid"].as_i64().expect("a worker pid") as i32
+    };
+    let mut pids = vec![serving(&ctx)];
+    let load = Load::start(sup.addr(), 8);
+    load.wait_pid(pids[0], 50);
+    for i in 0..UPGRADES {
+        let version = if i % 2 == 0 { &bins.v2 } else { &bins.v1 };
+        install(&ctx, version);
+        let out = ctx.handover(&["upgrade", "--control", &control]);
+        assert!(
+            out.status.success(),
+            "upgrade {} failed: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let new = serving(&ctx);
+        let old = *pids.last().unwrap();
+        assert_ne!(new, old, "upgrade {} started no new worker", i + 1);
+        pids.push(new);
+        load.wait_pid(new, 50);
+        // The old one has drained and exited before the next upgrade (at most 3 drain).
+        assert!(
+            poll_until(LONG, || proc_stat(old).is_none()),
+            "pid {old} did not exit after its drain"
+        );
+    }
+    let stats = load.finish();
+    assert!(
+        stats.failures.is_empty(),
+        "requests failed: {:?}",
+        stats.failures
+    );
+    let stale = stats.stale(&pids);
+    assert!(
+        stale.is_empty(),
+        "{} stale answers of {} over {UPGRADES} upgrades; first: {:?}",
+        stale.len(),
+        stats.ok,
+        &stale[..stale.len().min(5)]
+    );
+    let handed_off = sup
+        .log
+        .lines()
+        .iter()
+        .filter(|l| l.contains("is ready (READY on its handshake channel)"))
+        .count();
+    assert_eq!(handed_off, UPGRADES + 1, "every worker used the handshake");
+}
