@@ -127,7 +127,11 @@ fn unannounced_close_loses_the_next_request() {
     let s = load(addr, Mode::Keepalive, Duration::from_secs(2));
     let t = s.total();
     let lost = failed(&s, Failure::Read) + failed(&s, Failure::Write);
-    assert_eq!(u64::from(t.ok[0]), sent.load(Ordering::SeqCst));
+    // Every answer read was sent; an answer still on its way when the run ends is sent but
+    // never read, at most one per connection (4).
+    let sent = sent.load(Ordering::SeqCst);
+    let ok = u64::from(t.ok[0]);
+    assert!(ok <= sent && sent - ok <= 4, "{ok} read, {sent} sent");
     assert_eq!(lost, t.failed_total(), "only read/write failures: {t:?}");
     // Each connection carries one answer, then its next request fails (the last few
     // connections may end with the run instead).
