@@ -178,7 +178,9 @@ mod tests {
         assert_eq!(&buf[..n], b"early");
         d.send_to(b"answer", peer).await.unwrap();
 
-        assert!(shared.pause_accepting().await);
+        let pauser = Arc::clone(&shared);
+        let paused = tokio::task::spawn_blocking(move || pauser.pause_accepting_blocking());
+        assert!(paused.await.unwrap());
         client.send_to(b"queued", addr).await.unwrap();
         assert!(pending_for_a_moment(&d).await, "read while paused");
         shared.resume_accepting();

@@ -591,6 +591,7 @@ async fn handshake(
         tracing::warn!("previous generation is gone ({e}); serving alone");
         return Ok(None);
     }
+    tracing::debug!("handshake: READY sent");
     // The go-ahead byte and the record line are sent in one write, so they arrive together.
     let mut buf = [0u8; MAX_RECORD + 1];
     let n = match readiness.read(&mut buf).await {
@@ -600,6 +601,7 @@ async fn handshake(
         }
         Ok(n) => n,
     };
+    tracing::debug!("handshake: go-ahead read");
     if buf[0] != GO_AHEAD {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

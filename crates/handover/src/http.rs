@@ -115,7 +115,7 @@ pub(crate) async fn accept_until_drained(
 
 async fn wait_drained(shared: &ServingState) {
     let (deadline, _) = shared.draining().await;
-    drop(shared.accept_gate.write().await);
+    shared.accepts_stopped().await;
     let _ = tokio::time::timeout_at(deadline, shared.conns.all_closed()).await;
 }
 

@@ -238,39 +238,47 @@ impl Listener {
             if matches!(now, Phase::Draining { .. }) {
                 return None;
             }
-            let _gate = self.shared.accept_gate.read().await;
-            if !matches!(*phase.borrow_and_update(), Phase::Serving) {
-                continue;
-            }
-            // Leaving `Serving` (pause or drain) cancels the accept in progress; the gate then
-            // lets the pauser know no accept is running.
+            // Leaving `Serving` (pause or drain) ends the wait for a connection, so that a
+            // stop's `None` comes at once; the gate in `poll_accept_gated`, not this, is what
+            // keeps a paused process from accepting.
             let leave = phase.wait_for(|p| !matches!(p, Phase::Serving));
-            tokio::select! {
+            let accepted = tokio::select! {
                 biased;
                 _ = leave => continue,
-                r = self.accept_raw() => {
-                    return Some(r.map(|(io, peer)| {
-                        let guard = self.shared.track();
-                        (Connection { io, guard }, peer)
-                    }));
-                }
-            }
+                r = std::future::poll_fn(|cx| self.poll_accept_gated(cx)) => r,
+            };
+            let Some(r) = accepted else { continue };
+            return Some(r.map(|(io, peer)| {
+                self.shared.note_accepted();
+                let guard = self.shared.track();
+                (Connection { io, guard }, peer)
+            }));
         }
     }
 
-    async fn accept_raw(&self) -> io::Result<(ConnIo, Peer)> {
-        match &self.inner.io {
-            ListenerIo::Tcp(l) => {
-                let (s, peer) = l.accept().await?;
+    /// One `accept(2)` attempt, only while serving: the phase is checked under the accept
+    /// gate, which is held for this poll alone (see [`ServingState::accepts_stopped`]).
+    /// `Ready(None)`: not serving (any more).
+    fn poll_accept_gated(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<(ConnIo, Peer)>>> {
+        let _gate = self
+            .shared
+            .accept_poll
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(*self.shared.phase.borrow(), Phase::Serving) {
+            return Poll::Ready(None);
+        }
+        let r = match &self.inner.io {
+            ListenerIo::Tcp(l) => l.poll_accept(cx).map_ok(|(s, peer)| {
                 // Small responses should not wait for Nagle's algorithm.
                 let _ = s.set_nodelay(true);
-                Ok((ConnIo::Tcp(s), Peer::Tcp(peer)))
-            }
-            ListenerIo::Unix(l) => {
-                let (s, _) = l.accept().await?;
-                Ok((ConnIo::Unix(s), Peer::Unix))
-            }
-        }
+                (ConnIo::Tcp(s), Peer::Tcp(peer))
+            }),
+            ListenerIo::Unix(l) => l
+                .poll_accept(cx)
+                .map_ok(|(s, _)| (ConnIo::Unix(s), Peer::Unix)),
+        };
+        r.map(Some)
     }
 }
 

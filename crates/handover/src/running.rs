@@ -262,7 +262,7 @@ impl Running {
         let (clean, reason) = loop {
             let (deadline, reason) = self.shared.draining().await;
             // No accept is in progress after this, so the count below only goes down.
-            drop(self.shared.accept_gate.write().await);
+            self.shared.accepts_stopped().await;
             let clean = tokio::select! {
                 r = tokio::time::timeout_at(deadline, self.shared.conns.all_closed()) => r.is_ok(),
                 _ = self.shared.serving() => continue,
