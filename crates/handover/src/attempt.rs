@@ -214,6 +214,7 @@ pub(crate) async fn run(
     let t0 = start.t0.into_std();
     let record = (start.trigger, start.started);
     let thread = tokio::task::spawn_blocking(move || {
+        tracing::debug!("upgrade: forking");
         let theirs_fd = theirs.as_raw_fd();
         let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
         let r = spawn::spawn(SpawnRequest {

@@ -62,8 +62,8 @@ pub(crate) struct ServingState {
     /// which a loaded runtime would make the handover wait for (see
     /// [`ServingState::accepts_stopped`]).
     pub accept_poll: std::sync::RwLock<()>,
-    /// The same for accepts that wait while holding it: a blocking accept (in `poll(2)`,
-    /// until its bell rings) and a datagram read.
+    /// The same for an accept that waits while holding it: a blocking accept (in `poll(2)`,
+    /// until its bell rings). Datagram reads take `accept_poll`, as async accepts do.
     pub accept_gate: RwLock<()>,
     /// Whether the first connection of this process was accepted (for the debug log that
     /// times a handover).
@@ -235,9 +235,9 @@ impl ServingState {
 
     /// Returns once no accept (nor datagram read) is in progress. Call after the phase left
     /// `Serving`: every accept that starts later sees that and does not accept. The async
-    /// accepts hold their gate only inside one poll, so the wait for it is a brief
-    /// synchronous one; the async gate is free at once unless a blocking accept or a
-    /// datagram read holds it.
+    /// accepts and datagram reads hold their gate only inside one poll, so the wait for it is
+    /// a brief synchronous one; the async gate is free at once unless a blocking accept
+    /// holds it (it lets go once its bell, rung by the phase change, wakes it).
     pub(crate) async fn accepts_stopped(&self) {
         drop(
             self.accept_poll

@@ -464,6 +464,7 @@ impl Handover {
     /// ([`Error::Stopped`]). Inherited sockets nobody asked for are closed. Then the PID file
     /// is written, systemd is notified and the upgrade/stop signals are handled.
     pub async fn ready(mut self) -> Result<Running, Error> {
+        tracing::debug!("ready() called");
         let take_hup = !spawn::sighup_ignored();
         if !take_hup {
             tracing::info!("SIGHUP is ignored (started under nohup?); upgrade with SIGUSR2");

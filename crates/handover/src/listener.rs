@@ -402,3 +402,68 @@ impl AsyncWrite for Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A pause must not wait for the accepting task to be scheduled: on a loaded runtime that
+    /// wait was most of the handover time. Here the runtime is not driven at all while the
+    /// pause runs, so only a gate the parked accept does not hold lets it return.
+    #[test]
+    fn a_pause_returns_while_the_accepting_task_is_not_running() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let shared = ServingState::new(
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            Duration::ZERO,
+        );
+        let (socket, _) = bind(&"127.0.0.1:0".parse::<ListenAddr>().unwrap(), 16).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let listener = {
+            let _enter = rt.enter();
+            let inner = ListenerInner::from_socket(socket, ListenAddr::Tcp(addr), "t".into(), None)
+                .unwrap();
+            Listener {
+                inner: Arc::new(inner),
+                shared: Arc::clone(&shared),
+            }
+        };
+        shared.start_serving();
+        let accepting = rt.spawn(async move { listener.accept().await.map(|r| r.is_ok()) });
+        // Long enough for the task to run up to its wait for a connection; then nothing
+        // drives the runtime until the pause has returned.
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        assert!(
+            !accepting.is_finished(),
+            "accept returned with no connection"
+        );
+
+        let (tx, rx) = mpsc::channel();
+        let pauser = Arc::clone(&shared);
+        std::thread::spawn(move || tx.send(pauser.pause_accepting_blocking()));
+        let paused = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the pause waited for the parked accept task to run");
+        assert!(paused, "the pause found the process not serving");
+
+        // Paused: a connection waits in the backlog and the accept takes nothing.
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+        assert!(!accepting.is_finished(), "accepted while paused");
+        shared.resume_accepting();
+        let accepted =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), accepting).await });
+        assert_eq!(
+            accepted.expect("no accept after the resume").unwrap(),
+            Some(true)
+        );
+    }
+}
