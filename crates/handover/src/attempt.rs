@@ -148,6 +148,21 @@ impl Drop for JobGuard {
     }
 }
 
+/// Ends `Answering` however the answer ends, a panic included, so that dropping the attempt
+/// never waits for it forever.
+struct Answering<'a>(&'a Job);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        if st.step == Step::Answering {
+            st.step = Step::Finished;
+        }
+        drop(st);
+        self.0.answered.notify_all();
+    }
+}
+
 /// How the handshake thread ended.
 enum Outcome {
     /// Told to go ahead, after this long since the trigger.
@@ -360,6 +375,7 @@ fn handshake(
         }
         st.step = Step::Answering;
     }
+    let _answering = Answering(job);
     // Ready. Stop accepting first, then let it accept: from here on only the new generation
     // takes connections from the shared backlog.
     if !shared.pause_accepting_blocking() {
