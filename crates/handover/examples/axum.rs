@@ -23,10 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::runtime::Runtime::new()?.block_on(async move {
         let listener = handover.listen(&addr)?;
         let running = handover.ready().await?;
-        let app = Router::new().route(
-            "/",
-            get(|| async { format!("hello from pid {}\n", std::process::id()) }),
-        );
+        let app = Router::new()
+            .route(
+                "/",
+                get(|| async { format!("hello from pid {}\n", std::process::id()) }),
+            )
+            // Routes built once, not per request (what `axum::serve` does too).
+            .with_state(());
         tracing::info!("serving {}", listener.local_addr());
         tokio::spawn(handover::http::serve(listener, app));
         let exit = running.wait().await;

@@ -106,18 +106,41 @@ impl Datagram {
             if matches!(now, Phase::Draining { .. }) {
                 return None;
             }
-            // The same gate as `accept`: once a pause or drain holds it, no read is running.
-            let _gate = shared.accept_gate.read().await;
-            if !matches!(*phase.borrow_and_update(), Phase::Serving) {
-                continue;
-            }
+            // As in `Listener::accept`: leaving `Serving` ends the wait, and the gate checked in
+            // `poll_recv_gated` is what keeps a paused process from reading.
             let leave = phase.wait_for(|p| !matches!(p, Phase::Serving));
-            tokio::select! {
+            let received = tokio::select! {
                 biased;
                 _ = leave => continue,
-                r = self.inner.socket.recv_from(buf) => return Some(r),
+                r = std::future::poll_fn(|cx| self.poll_recv_gated(cx, buf)) => r,
+            };
+            match received {
+                Some(r) => return Some(r),
+                None => continue,
             }
         }
+    }
+
+    /// One `recvfrom(2)` attempt, only while serving, under the same gate as an accept (held
+    /// for this poll alone). `Ready(None)`: not serving (any more).
+    fn poll_recv_gated(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<Option<io::Result<(usize, SocketAddr)>>> {
+        let shared = &self.inner.shared;
+        let _gate = shared
+            .accept_poll
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(*shared.phase.borrow(), Phase::Serving) {
+            return std::task::Poll::Ready(None);
+        }
+        let mut read = tokio::io::ReadBuf::new(buf);
+        self.inner
+            .socket
+            .poll_recv_from(cx, &mut read)
+            .map(|r| Some(r.map(|peer| (read.filled().len(), peer))))
     }
 
     /// Sends `buf` to `target`. Works in every phase, until the process exits, so that the
@@ -178,7 +201,9 @@ mod tests {
         assert_eq!(&buf[..n], b"early");
         d.send_to(b"answer", peer).await.unwrap();
 
-        assert!(shared.pause_accepting().await);
+        let pauser = Arc::clone(&shared);
+        let paused = tokio::task::spawn_blocking(move || pauser.pause_accepting_blocking());
+        assert!(paused.await.unwrap());
         client.send_to(b"queued", addr).await.unwrap();
         assert!(pending_for_a_moment(&d).await, "read while paused");
         shared.resume_accepting();

@@ -56,9 +56,19 @@ pub(crate) struct ServingState {
     /// How long a stop keeps serving with failing health checks before the drain
     /// ([`crate::Builder::lame_duck`]; zero: the drain starts at once).
     pub lame_duck: Duration,
-    /// `accept` holds a read guard while it waits; stopping takes the write guard, so once it
-    /// is held no accept is in progress and none will start.
+    /// [`crate::Listener::accept`] holds a read guard only while one `poll_accept` runs (a
+    /// few microseconds, never across an await) and checks the phase under it; leaving
+    /// `Serving` changes the phase first, then takes the write guard: once it has, no accept
+    /// is in progress and none will start. No accepting task has to be scheduled for that,
+    /// which a loaded runtime would make the handover wait for (see
+    /// [`ServingState::accepts_stopped`]).
+    pub accept_poll: std::sync::RwLock<()>,
+    /// The same for an accept that waits while holding it: a blocking accept (in `poll(2)`,
+    /// until its bell rings). Datagram reads take `accept_poll`, as async accepts do.
     pub accept_gate: RwLock<()>,
+    /// Whether the first connection of this process was accepted (for the debug log that
+    /// times a handover).
+    first_accept: AtomicBool,
     pub conns: ConnTracker,
     pub drain_timeout: Duration,
     pub idle_grace: Duration,
@@ -116,7 +126,9 @@ impl ServingState {
             finished: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
             lame_duck,
+            accept_poll: std::sync::RwLock::new(()),
             accept_gate: RwLock::new(()),
+            first_accept: AtomicBool::new(false),
             conns: ConnTracker::default(),
             drain_timeout,
             idle_grace,
@@ -214,12 +226,34 @@ impl ServingState {
             n.notify_one();
         }
         self.phase_changed();
-        drop(self.accept_gate.write().await);
+        self.accepts_stopped().await;
     }
 
     /// Stops accepting without starting a drain (see [`Phase::Paused`]). Returns once no
-    /// accept is in progress. `false` if the process is not serving (e.g. already stopping).
+    /// accept is in progress; blocking (briefly: an accept holds its gate for one poll), for
+    /// the upgrade's handshake thread, which must not wait for a task of the runtime to be
+    /// scheduled. `false` if the process is not serving (e.g. already stopping).
+    pub(crate) fn pause_accepting_blocking(&self) -> bool {
+        let paused = self.enter_pause();
+        drop(
+            self.accept_poll
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        drop(self.accept_gate.blocking_write());
+        paused
+    }
+
+    /// [`ServingState::pause_accepting_blocking`] for async code: a graceful stop pauses
+    /// accepting this way, says `STOPPING=1`, and only then starts the drain.
     pub(crate) async fn pause_accepting(&self) -> bool {
+        let paused = self.enter_pause();
+        self.accepts_stopped().await;
+        paused
+    }
+
+    /// `Serving` becomes `Paused` (`false`, and nothing changes, in any other phase).
+    fn enter_pause(&self) -> bool {
         let paused = self.phase.send_if_modified(|p| match p {
             Phase::Serving => {
                 *p = Phase::Paused;
@@ -228,8 +262,31 @@ impl ServingState {
             _ => false,
         });
         self.phase_changed();
-        drop(self.accept_gate.write().await);
         paused
+    }
+
+    /// Returns once no accept (nor datagram read) is in progress. Call after the phase left
+    /// `Serving`: every accept that starts later sees that and does not accept. The async
+    /// accepts and datagram reads hold their gate only inside one poll, so the wait for it is
+    /// a brief synchronous one; the async gate is free at once unless a blocking accept
+    /// holds it (it lets go once its bell, rung by the phase change, wakes it).
+    pub(crate) async fn accepts_stopped(&self) {
+        drop(
+            self.accept_poll
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        drop(self.accept_gate.write().await);
+    }
+
+    /// Notes an accepted connection; the first one is logged (at debug level, with the
+    /// handshake's steps, to time a handover).
+    pub(crate) fn note_accepted(&self) {
+        if !self.first_accept.load(Ordering::Relaxed)
+            && !self.first_accept.swap(true, Ordering::Relaxed)
+        {
+            tracing::debug!("first connection accepted");
+        }
     }
 
     /// Accepts again after [`ServingState::pause_accepting`], when the successor died before it was

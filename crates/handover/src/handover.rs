@@ -540,6 +540,7 @@ impl Handover {
     /// ([`Error::Stopped`]). Inherited sockets nobody asked for are closed. Then the PID file
     /// is written, systemd is notified and the upgrade/stop signals are handled.
     pub async fn ready(mut self) -> Result<Running, Error> {
+        tracing::debug!("ready() called");
         let take_hup = !spawn::sighup_ignored();
         if !take_hup {
             tracing::info!("SIGHUP is ignored (started under nohup?); upgrade with SIGUSR2");
@@ -670,6 +671,7 @@ async fn handshake(
         tracing::warn!("previous generation is gone ({e}); serving alone");
         return Ok(None);
     }
+    tracing::debug!("handshake: READY sent");
     // The go-ahead byte and the record line are sent in one write, so they arrive together.
     let mut buf = [0u8; MAX_RECORD + 1];
     let n = match readiness.read(&mut buf).await {
@@ -679,6 +681,7 @@ async fn handshake(
         }
         Ok(n) => n,
     };
+    tracing::debug!("handshake: go-ahead read");
     if buf[0] != GO_AHEAD {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

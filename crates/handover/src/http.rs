@@ -48,6 +48,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serves a tower service, such as an axum `Router`, on `listener` with the lossless drain.
 ///
+/// Give an axum `Router` its state first (`router.with_state(())` for a router without one),
+/// as `axum::serve` does internally: a `Router` called as a plain service builds each
+/// handler's route again for every request (measured with callgrind: one more allocation and
+/// about 1 % more instructions per keep-alive request for `hello`).
+///
 /// Returns once a graceful stop's drain is over (every connection closed, or the drain
 /// deadline passed). After a handover it does not return: the process may take over again if
 /// its successor crashes, and ends when [`crate::Running::wait`] returns.
@@ -115,7 +120,7 @@ pub(crate) async fn accept_until_drained(
 
 async fn wait_drained(shared: &ServingState) {
     let (deadline, _) = shared.draining().await;
-    drop(shared.accept_gate.write().await);
+    shared.accepts_stopped().await;
     let _ = tokio::time::timeout_at(deadline, shared.conns.all_closed()).await;
 }
 

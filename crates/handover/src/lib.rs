@@ -54,7 +54,9 @@
 //!         let addr: ListenAddr = "127.0.0.1:8080".parse()?;
 //!         let listener = handover.listen(&addr)?;
 //!         let running = handover.ready().await?;
-//!         let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+//!         let app = axum::Router::new()
+//!             .route("/", axum::routing::get(|| async { "hello" }))
+//!             .with_state(()); // routes built once, not per request
 //!         tokio::spawn(handover::http::serve(listener, app));
 //!         running.wait().await;
 //!         Ok(())

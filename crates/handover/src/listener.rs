@@ -238,39 +238,47 @@ impl Listener {
             if matches!(now, Phase::Draining { .. }) {
                 return None;
             }
-            let _gate = self.shared.accept_gate.read().await;
-            if !matches!(*phase.borrow_and_update(), Phase::Serving) {
-                continue;
-            }
-            // Leaving `Serving` (pause or drain) cancels the accept in progress; the gate then
-            // lets the pauser know no accept is running.
+            // Leaving `Serving` (pause or drain) ends the wait for a connection, so that a
+            // stop's `None` comes at once; the gate in `poll_accept_gated`, not this, is what
+            // keeps a paused process from accepting.
             let leave = phase.wait_for(|p| !matches!(p, Phase::Serving));
-            tokio::select! {
+            let accepted = tokio::select! {
                 biased;
                 _ = leave => continue,
-                r = self.accept_raw() => {
-                    return Some(r.map(|(io, peer)| {
-                        let guard = self.shared.track();
-                        (Connection { io, guard }, peer)
-                    }));
-                }
-            }
+                r = std::future::poll_fn(|cx| self.poll_accept_gated(cx)) => r,
+            };
+            let Some(r) = accepted else { continue };
+            return Some(r.map(|(io, peer)| {
+                self.shared.note_accepted();
+                let guard = self.shared.track();
+                (Connection { io, guard }, peer)
+            }));
         }
     }
 
-    async fn accept_raw(&self) -> io::Result<(ConnIo, Peer)> {
-        match &self.inner.io {
-            ListenerIo::Tcp(l) => {
-                let (s, peer) = l.accept().await?;
+    /// One `accept(2)` attempt, only while serving: the phase is checked under the accept
+    /// gate, which is held for this poll alone (see [`ServingState::accepts_stopped`]).
+    /// `Ready(None)`: not serving (any more).
+    fn poll_accept_gated(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<(ConnIo, Peer)>>> {
+        let _gate = self
+            .shared
+            .accept_poll
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(*self.shared.phase.borrow(), Phase::Serving) {
+            return Poll::Ready(None);
+        }
+        let r = match &self.inner.io {
+            ListenerIo::Tcp(l) => l.poll_accept(cx).map_ok(|(s, peer)| {
                 // Small responses should not wait for Nagle's algorithm.
                 let _ = s.set_nodelay(true);
-                Ok((ConnIo::Tcp(s), Peer::Tcp(peer)))
-            }
-            ListenerIo::Unix(l) => {
-                let (s, _) = l.accept().await?;
-                Ok((ConnIo::Unix(s), Peer::Unix))
-            }
-        }
+                (ConnIo::Tcp(s), Peer::Tcp(peer))
+            }),
+            ListenerIo::Unix(l) => l
+                .poll_accept(cx)
+                .map_ok(|(s, _)| (ConnIo::Unix(s), Peer::Unix)),
+        };
+        r.map(Some)
     }
 }
 
@@ -392,5 +400,70 @@ impl AsyncWrite for Connection {
             ConnIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             ConnIo::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A pause must not wait for the accepting task to be scheduled: on a loaded runtime that
+    /// wait was most of the handover time. Here the runtime is not driven at all while the
+    /// pause runs, so only a gate the parked accept does not hold lets it return.
+    #[test]
+    fn a_pause_returns_while_the_accepting_task_is_not_running() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let shared = ServingState::new(
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            Duration::ZERO,
+        );
+        let (socket, _) = bind(&"127.0.0.1:0".parse::<ListenAddr>().unwrap(), 16).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let listener = {
+            let _enter = rt.enter();
+            let inner = ListenerInner::from_socket(socket, ListenAddr::Tcp(addr), "t".into(), None)
+                .unwrap();
+            Listener {
+                inner: Arc::new(inner),
+                shared: Arc::clone(&shared),
+            }
+        };
+        shared.start_serving();
+        let accepting = rt.spawn(async move { listener.accept().await.map(|r| r.is_ok()) });
+        // Long enough for the task to run up to its wait for a connection; then nothing
+        // drives the runtime until the pause has returned.
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        assert!(
+            !accepting.is_finished(),
+            "accept returned with no connection"
+        );
+
+        let (tx, rx) = mpsc::channel();
+        let pauser = Arc::clone(&shared);
+        std::thread::spawn(move || tx.send(pauser.pause_accepting_blocking()));
+        let paused = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the pause waited for the parked accept task to run");
+        assert!(paused, "the pause found the process not serving");
+
+        // Paused: a connection waits in the backlog and the accept takes nothing.
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+        assert!(!accepting.is_finished(), "accepted while paused");
+        shared.resume_accepting();
+        let accepted =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), accepting).await });
+        assert_eq!(
+            accepted.expect("no accept after the resume").unwrap(),
+            Some(true)
+        );
     }
 }

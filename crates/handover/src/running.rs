@@ -172,24 +172,31 @@ impl Running {
                 attempt::run(&shared, &cfg, &start, generation, &mut chld).await
             })
         });
-        let running = Running::with_loop(shared, cfg, successor_exit, finish, start_attempt);
-        tokio::spawn(forward_signals(
+        let signals = LoopSignals {
             usr2,
             hup,
             term,
             int,
-            running.triggers.clone(),
-        ));
-        running
+        };
+        Running::with_loop(
+            shared,
+            cfg,
+            successor_exit,
+            finish,
+            start_attempt,
+            Some(signals),
+        )
     }
 
-    /// The loop itself, fed by the returned handle (and whoever else holds a sender).
+    /// The loop itself, fed by `signals` and the returned handle (and whoever else holds a
+    /// sender).
     fn with_loop(
         shared: Arc<ServingState>,
         cfg: UpgradeConfig,
         successor_exit: Signal,
         finish: Finish,
         start_attempt: StartAttempt,
+        signals: Option<LoopSignals>,
     ) -> Running {
         let (tx, rx) = mpsc::unbounded_channel();
         let finish = Arc::new(finish);
@@ -200,6 +207,7 @@ impl Running {
             successor_exit,
             Arc::clone(&finish),
             start_attempt,
+            signals,
         ));
         Running {
             shared,
@@ -262,7 +270,7 @@ impl Running {
         let (clean, reason) = loop {
             let (deadline, reason) = self.shared.draining().await;
             // No accept is in progress after this, so the count below only goes down.
-            drop(self.shared.accept_gate.write().await);
+            self.shared.accepts_stopped().await;
             let clean = tokio::select! {
                 r = tokio::time::timeout_at(deadline, self.shared.conns.all_closed()) => r.is_ok(),
                 _ = self.shared.serving() => continue,
@@ -312,24 +320,27 @@ impl Running {
     }
 }
 
-/// Turns the upgrade and stop signals into triggers, until the loop is gone.
-async fn forward_signals(
-    mut usr2: Signal,
-    mut hup: Option<Signal>,
-    mut term: Signal,
-    mut int: Signal,
-    triggers: mpsc::UnboundedSender<Trigger>,
-) {
-    loop {
-        let trigger = tokio::select! {
-            _ = usr2.recv() => Trigger::Upgrade("SIGUSR2", None),
-            Some(_) = recv_opt(&mut hup) => Trigger::Upgrade("SIGHUP", None),
-            _ = term.recv() => Trigger::Stop("SIGTERM"),
-            _ = int.recv() => Trigger::Stop("SIGINT"),
-        };
-        if triggers.send(trigger).is_err() {
-            return;
-        }
+/// The upgrade and stop signals, read by the control loop itself: a task forwarding them
+/// would add a wake-up, and on a loaded runtime every wake-up waits behind the connection
+/// tasks queued before it (time added to every upgrade under load).
+pub(crate) struct LoopSignals {
+    usr2: Signal,
+    /// `None` when SIGHUP was ignored at start-up (`nohup`).
+    hup: Option<Signal>,
+    term: Signal,
+    int: Signal,
+}
+
+/// The next signal as a trigger; never resolves without signals.
+async fn next_signal(signals: &mut Option<LoopSignals>) -> Trigger {
+    let Some(s) = signals else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = s.usr2.recv() => Trigger::Upgrade("SIGUSR2", None),
+        Some(_) = recv_opt(&mut s.hup) => Trigger::Upgrade("SIGHUP", None),
+        _ = s.term.recv() => Trigger::Stop("SIGTERM"),
+        _ = s.int.recv() => Trigger::Stop("SIGINT"),
     }
 }
 
@@ -340,6 +351,7 @@ async fn control_loop(
     mut successor_exit: Signal,
     finish: Arc<Finish>,
     start_attempt: StartAttempt,
+    mut signals: Option<LoopSignals>,
 ) {
     let me = spawn::own_pid();
     let mut waiters: Vec<Reply> = Vec::new();
@@ -370,6 +382,7 @@ async fn control_loop(
             r = async { running.as_mut().expect("guarded").await }, if running.is_some() => Wake::Done(r),
             _ = successor_exit.recv(), if successor.is_some() => Wake::SuccessorExit,
             _ = async { successor.as_mut().expect("guarded").next_notice().await }, if successor.is_some() => Wake::Notice,
+            t = next_signal(&mut signals) => Wake::Trigger(t),
             Some(t) = triggers.recv() => Wake::Trigger(t),
             _ = async { tokio::time::sleep_until(lame_duck_end.expect("guarded")).await }, if lame_duck_end.is_some() => Wake::LameDuckOver,
         };

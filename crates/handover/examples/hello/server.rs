@@ -136,7 +136,10 @@ async fn serve(
         .route_service(
             handover::http::DEFAULT_HEALTH_PATH,
             handover::http::HealthCheck::new(handover.health()),
-        );
+        )
+        // Turns every handler into its route now, as `axum::serve` does; served as it is, a
+        // `Router` would do that again for every request (an allocation and a boxed clone).
+        .with_state(());
     // Serving starts before `ready()`: accepting waits for the handshake, and then begins at
     // once, without another trip through this function.
     let addrs: Vec<ListenAddr> = listeners.iter().map(|l| l.local_addr().clone()).collect();

@@ -107,7 +107,12 @@ fn accept_returns_none_at_once_when_a_stop_begins() {
 fn a_pause_and_a_handover_wake_accept_which_takes_nothing_until_resumed() {
     let f = fixture(Duration::from_secs(1));
     let accepted = accept_in_thread(&f);
-    assert!(within(&f, "pause_accepting", f.shared.pause_accepting()));
+    let pauser = Arc::clone(&f.shared);
+    let paused = async {
+        let pause = tokio::task::spawn_blocking(move || pauser.pause_accepting_blocking());
+        pause.await.expect("the pause did not panic")
+    };
+    assert!(within(&f, "pause_accepting_blocking", paused));
     let client = std::net::TcpStream::connect(f.addr).unwrap();
     // The connection waits in the backlog: nothing accepts it while paused.
     assert!(

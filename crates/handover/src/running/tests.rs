@@ -99,7 +99,14 @@ async fn start_with(attempts: &Attempts, lame_duck: Duration) -> Running {
         predecessor: Mutex::new(None),
     };
     let successor_exit = signal(SignalKind::child()).unwrap();
-    Running::with_loop(shared, cfg, successor_exit, finish, attempts.starter())
+    Running::with_loop(
+        shared,
+        cfg,
+        successor_exit,
+        finish,
+        attempts.starter(),
+        None,
+    )
 }
 
 /// Lets every task run until all of them wait (paused time advances only then).
