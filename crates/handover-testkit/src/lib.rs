@@ -26,7 +26,7 @@
 //! | [`spray`] | hostile datagrams for a QUIC port (garbage, truncated headers, forged CIDs, an Initial flood), counted by kind |
 //! | [`udp`] | the UDP request/response load: datagrams unanswered, answered twice, stale |
 //! | [`tls`] | a test CA (rcgen), the verifying rustls clients, HTTPS and HTTP/2 loads, `hello` over TLS |
-//! | `h3` | (feature `h3`) the HTTP/3 clients (quinn + h3): one request, one connection kept with a request every N ms, a load of many connections; failures by kind |
+//! | `h3` | (feature `h3`) the HTTP/3 clients (quinn + h3): one request; `h3/pinger`: one connection kept with a request every N ms; `h3/load`: a load of many connections; failures by kind; `h3/server`: the `h3` example started and upgraded; `h3/relay`: datagrams held back |
 //! | [`hello`] | the library's harness: `hello` started, upgraded and stopped, its `serving` lines |
 //! | [`supervisor`] | the supervisor's harness: `handover run`, its client commands, the Python workers |
 //! | [`hello_kit`] | re-exports: what the library's old `support` module exported |
