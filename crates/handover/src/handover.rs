@@ -170,10 +170,10 @@ impl Builder {
                 let (chans, fds): (Vec<_>, Vec<_>) = inh.fds.into_iter().partition(|f| {
                     f.name
                         .as_deref()
-                        .is_some_and(|n| n.starts_with(CHANNEL_FD_PREFIX))
+                        .is_some_and(|n| n.starts_with(listener::CHANNEL_FD_PREFIX))
                 });
                 inh.fds = fds;
-                channels = adopt_channel_fds(chans)?;
+                channels = listener::adopt_channel_fds(chans)?;
                 let sockets = listener::adopt_inherited(&inh.fds, &inh.owned)?;
                 let readiness = match inh.readiness_fd {
                     Some(fd) => Some(adopt_readiness_fd(fd)?),
@@ -232,35 +232,6 @@ impl Builder {
             notifier: Notifier::from_env(|k| std::env::var_os(k)),
         })
     }
-}
-
-/// The `LISTEN_FDNAMES` prefix of the channels between generations that QUIC forwarding uses
-/// (`quic/channel.rs` names them; a build without the `quic` feature closes them).
-pub(crate) const CHANNEL_FD_PREFIX: &str = "quicfwd_g";
-
-/// Claims the inherited channel fds: each must be an open socket; made close-on-exec.
-fn adopt_channel_fds(
-    fds: Vec<env::InheritedFd>,
-) -> Result<Vec<(std::os::fd::OwnedFd, String)>, Error> {
-    let mut out = Vec::with_capacity(fds.len());
-    for f in fds {
-        let bad = |reason: String| Error::Inherited {
-            fd: f.fd,
-            name: f.name.clone(),
-            reason,
-        };
-        match os::is_socket(f.fd) {
-            Err(e) => return Err(bad(format!("is not open ({e})"))),
-            Ok(false) => return Err(bad("is not a socket".into())),
-            Ok(true) => {}
-        }
-        let fd: std::os::fd::OwnedFd = os::claim_inherited(f.fd);
-        socket2::SockRef::from(&fd)
-            .set_cloexec(true)
-            .map_err(|e| bad(format!("cannot set close-on-exec: {e}")))?;
-        out.push((fd, f.name.clone().unwrap_or_default()));
-    }
-    Ok(out)
 }
 
 fn adopt_readiness_fd(fd: i32) -> Result<std::os::unix::net::UnixStream, Error> {

@@ -403,6 +403,35 @@ impl AsyncWrite for Connection {
     }
 }
 
+/// The `LISTEN_FDNAMES` prefix of the channels between generations that QUIC forwarding uses
+/// (`quic/channel.rs` names them; a build without the `quic` feature closes them).
+pub(crate) const CHANNEL_FD_PREFIX: &str = "quicfwd_g";
+
+/// Claims the inherited channel fds: each must be an open socket; made close-on-exec.
+pub(crate) fn adopt_channel_fds(
+    fds: Vec<InheritedFd>,
+) -> Result<Vec<(std::os::fd::OwnedFd, String)>, Error> {
+    let mut out = Vec::with_capacity(fds.len());
+    for f in fds {
+        let bad = |reason: String| Error::Inherited {
+            fd: f.fd,
+            name: f.name.clone(),
+            reason,
+        };
+        match os::is_socket(f.fd) {
+            Err(e) => return Err(bad(format!("is not open ({e})"))),
+            Ok(false) => return Err(bad("is not a socket".into())),
+            Ok(true) => {}
+        }
+        let fd: std::os::fd::OwnedFd = os::claim_inherited(f.fd);
+        socket2::SockRef::from(&fd)
+            .set_cloexec(true)
+            .map_err(|e| bad(format!("cannot set close-on-exec: {e}")))?;
+        out.push((fd, f.name.clone().unwrap_or_default()));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;

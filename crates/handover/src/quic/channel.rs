@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 
 use crate::error::Error;
-use crate::handover::CHANNEL_FD_PREFIX;
+use crate::listener::CHANNEL_FD_PREFIX;
 use crate::quic::keys::Secrets;
 use crate::quic::wire::{self, Message};
 
