@@ -44,7 +44,7 @@ mod server;
 pub use load::{H3Load, H3Report};
 pub use pinger::{PingStats, Pinger};
 pub use relay::Relay;
-pub use server::{h3_command, install_h3, start_h3, upgrade_h3};
+pub use server::{h3_command, install_h3, setup_h3, start_h3, upgrade_h3};
 
 /// How long one request may take before it counts as [`Kind::Timeout`] (long: the tests run
 /// on a loaded 2-core machine, where a process can be starved for seconds).

@@ -333,7 +333,12 @@ impl Server {
 
     /// Waits for an old generation to exit; if the test process reaped it, its status must be 0.
     pub fn wait_exited_ok(&self, pid: i32) {
-        match wait_exit(pid, LONG) {
+        self.wait_exited_ok_within(pid, LONG);
+    }
+
+    /// [`Server::wait_exited_ok`] with a deadline of the test's choosing (a drain deadline).
+    pub fn wait_exited_ok_within(&self, pid: i32, within: Duration) {
+        match wait_exit(pid, within) {
             Ok(Some(st)) => assert!(
                 st.success(),
                 "old generation {pid} ended with {st:?}; log:\n{}",

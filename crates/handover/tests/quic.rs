@@ -17,39 +17,18 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use handover_testkit::h3::{
-    client_config, client_config_alpn, client_endpoint, h3_command, install_h3, start_h3,
-    upgrade_h3, H3Conn, H3Load, Pinger, Relay, IDLE_TIMEOUT,
+    client_config_alpn, client_endpoint, h3_command, setup_h3, start_h3, upgrade_h3, H3Conn,
+    H3Load, Pinger, Relay, IDLE_TIMEOUT,
 };
 use handover_testkit::hello_kit::*;
 use handover_testkit::tls::Pki;
 
 const UPGRADES: usize = 10;
 
-/// A test's certificates, `<dir>/h3` and a client trusting them.
-fn setup(ctx: &Ctx) -> (Pki, quinn::ClientConfig) {
-    let pki = Pki::new(ctx.dir.path());
-    install_h3(ctx);
-    let config = client_config(&pki);
-    (pki, config)
-}
-
-/// Waits for `pid` to exit with status 0 within `within`.
-fn exits_ok_within(server: &Server, pid: i32, within: Duration) {
-    match wait_exit(pid, within) {
-        Ok(Some(st)) => assert!(
-            st.success(),
-            "pid {pid} ended with {st:?}; log:\n{}",
-            server.log.text()
-        ),
-        Ok(None) => {}
-        Err(e) => panic!("pid {pid} did not exit: {e}; log:\n{}", server.log.text()),
-    }
-}
-
 #[test]
 fn one_connection_survives_ten_upgrades() {
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     // The old generations keep serving their connections (no GOAWAY) for the whole test.
     let cmd = h3_command(
         &ctx,
@@ -85,7 +64,7 @@ fn one_connection_survives_ten_upgrades() {
     );
     // Its connection closed, the first generation drains; the others had none left.
     for &pid in &generations[..UPGRADES] {
-        exits_ok_within(&server, pid, LONG);
+        server.wait_exited_ok(pid);
     }
     assert!(server.stop().success(), "{}", server.log.text());
 }
@@ -97,7 +76,7 @@ fn load_through_upgrades(
     drain: Duration,
 ) -> (handover_testkit::h3::H3Report, Vec<i32>, Server) {
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     let drain_arg = format!("{}s", drain.as_secs());
     let mut args = vec!["--drain-timeout", &drain_arg];
     args.extend_from_slice(extra);
@@ -122,7 +101,7 @@ fn load_through_upgrades(
     // Each old generation exits within its drain deadline.
     for (old, handed_over) in draining {
         let left = (handed_over + drain + SHORT).saturating_duration_since(Instant::now());
-        exits_ok_within(&server, old, left);
+        server.wait_exited_ok_within(old, left);
     }
     let report = load.finish();
     assert!(server.stop().success(), "{}", server.log.text());
@@ -177,7 +156,7 @@ fn without_forwarding_the_same_load_loses_requests() {
 #[test]
 fn a_failed_upgrade_loses_no_quic_connection() {
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     let (server, addr) = start_h3(&ctx, h3_command(&ctx, &pki, &[]), &config);
     let pid = server.pid;
     let pinger = Pinger::start(addr, config.clone(), Duration::from_millis(50));
@@ -211,7 +190,7 @@ fn a_failed_upgrade_loses_no_quic_connection() {
     std::fs::rename(&real, ctx.path("h3")).unwrap();
     let mut server = server;
     let (old, _) = upgrade_h3(&mut server, addr, &config);
-    exits_ok_within(&server, old, LONG);
+    server.wait_exited_ok(old);
     assert!(server.stop().success(), "{}", server.log.text());
 }
 
@@ -219,7 +198,7 @@ fn a_failed_upgrade_loses_no_quic_connection() {
 /// keep-alive PINGs are still answered after it (then it outlives several idle timeouts).
 fn idle_connection_after_switch(extra: &[&str]) -> (bool, String) {
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     let mut args = vec!["--goaway-after", "60s", "--drain-timeout", "60s"];
     args.extend_from_slice(extra);
     let (mut server, addr) = start_h3(&ctx, h3_command(&ctx, &pki, &args), &config);
@@ -292,7 +271,7 @@ fn big_first_flight(pki: &Pki) -> quinn::ClientConfig {
 /// the old pid and the new.
 fn split_first_flight(extra: &[&str]) -> (Result<i32, String>, i32, i32) {
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     let mut args = vec!["--goaway-after", "60s"];
     args.extend_from_slice(extra);
     let (mut server, addr) = start_h3(&ctx, h3_command(&ctx, &pki, &args), &config);
@@ -353,7 +332,7 @@ fn aioquic_keeps_its_connection_through_an_upgrade() {
         return;
     };
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     let cmd = h3_command(&ctx, &pki, &["--goaway-after", "60s"]);
     let (mut server, addr) = start_h3(&ctx, cmd, &config);
     let ca = ctx.path("ca.pem");
@@ -402,7 +381,7 @@ fn aioquic_keeps_its_connection_through_an_upgrade() {
     let st = child.wait().unwrap();
     assert!(st.success(), "aioquic client: {st:?}");
     // Its connection closed by the client, the old generation drains and exits.
-    exits_ok_within(&server, old, LONG);
+    server.wait_exited_ok(old);
     assert!(server.stop().success(), "{}", server.log.text());
 }
 
@@ -504,7 +483,7 @@ fn figures() {
 /// HTTP/3 load for `secs` against a fresh `h3 <extra>`: throughput and p99.
 fn steady(extra: &[&str], secs: u64) -> (f64, Duration) {
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     let (server, addr) = start_h3(&ctx, h3_command(&ctx, &pki, extra), &config);
     // A warm-up, then the measured run (a fixed length: this is a measurement).
     let warm = H3Load::start(addr, config.clone(), 1, 16);
@@ -522,7 +501,7 @@ fn steady(extra: &[&str], secs: u64) -> (f64, Duration) {
 /// `n` sequential requests on one connection before the switch and `n` after it.
 fn forwarded_latency(n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     let cmd = h3_command(
         &ctx,
         &pki,

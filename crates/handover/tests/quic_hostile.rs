@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use handover_testkit::h3::{
-    client_config, client_config_alpn, client_endpoint, h3_command, hello, install_h3, start_h3,
-    upgrade_h3, H3Conn, Pinger, Relay,
+    client_config_alpn, client_endpoint, h3_command, hello, setup_h3, start_h3, upgrade_h3, H3Conn,
+    Pinger, Relay,
 };
 use handover_testkit::hello_kit::*;
 use handover_testkit::spray::Spray;
@@ -29,27 +29,6 @@ const FLOOD: u64 = 10_000;
 /// The spray's rate, datagrams per second: a flood, yet one a debug build on a loaded 2-core
 /// machine reads without the kernel dropping most of it.
 const RATE: u64 = 4_000;
-
-/// A test's certificates, `<dir>/h3` and a client trusting them.
-fn setup(ctx: &Ctx) -> (Pki, quinn::ClientConfig) {
-    let pki = Pki::new(ctx.dir.path());
-    install_h3(ctx);
-    let config = client_config(&pki);
-    (pki, config)
-}
-
-/// Waits for `pid` to exit with status 0 within `within`.
-fn exits_ok_within(server: &Server, pid: i32, within: Duration) {
-    match wait_exit(pid, within) {
-        Ok(Some(st)) => assert!(
-            st.success(),
-            "pid {pid} ended with {st:?}; log:\n{}",
-            server.log.text()
-        ),
-        Ok(None) => {}
-        Err(e) => panic!("pid {pid} did not exit: {e}; log:\n{}", server.log.text()),
-    }
-}
 
 /// The routing counters each generation of the `h3` example logs once its connections are
 /// gone (`routing of generation N: RoutingStats { delivered: .., .. }`), by generation.
@@ -81,7 +60,7 @@ fn sum(stats: &BTreeMap<u64, BTreeMap<String, u64>>, counter: &str) -> u64 {
 #[test]
 fn a_connection_survives_upgrades_under_a_spray_of_hostile_datagrams() {
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     // The first generation keeps the connection (no GOAWAY) for the whole test.
     let cmd = h3_command(
         &ctx,
@@ -108,7 +87,7 @@ fn a_connection_survives_upgrades_under_a_spray_of_hostile_datagrams() {
     let kernel_drops = udp_drops(addr).expect("the server's socket in /proc/net/udp");
 
     for &pid in &generations[..UPGRADES] {
-        exits_ok_within(&server, pid, LONG);
+        server.wait_exited_ok(pid);
     }
     assert!(server.stop().success(), "{}", server.log.text());
     let text = server.log.text();
@@ -176,7 +155,7 @@ const RESET_WITHIN: Duration = Duration::from_secs(3);
 #[test]
 fn a_killed_generations_connection_is_reset_by_the_serving_one() {
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     let cmd = h3_command(
         &ctx,
         &pki,
@@ -268,7 +247,7 @@ fn a_killed_generations_connection_is_reset_by_the_serving_one() {
 #[test]
 fn a_split_first_flight_completes_with_the_old_generation_despite_a_flood() {
     let ctx = Ctx::new();
-    let (pki, config) = setup(&ctx);
+    let (pki, config) = setup_h3(&ctx);
     // The new generation may be left a half handshake (the client's second datagram alone):
     // a short drain, so that the stop does not wait out quinn's handshake timeout.
     let cmd = h3_command(

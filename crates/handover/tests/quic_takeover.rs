@@ -4,18 +4,13 @@
 
 use std::time::Duration;
 
-use handover_testkit::h3::{
-    client_config, h3_command, hello, install_h3, start_h3, upgrade_h3, Pinger,
-};
+use handover_testkit::h3::{h3_command, hello, setup_h3, start_h3, upgrade_h3, Pinger};
 use handover_testkit::hello_kit::*;
-use handover_testkit::tls::Pki;
 
 #[test]
 fn a_crashed_successor_hands_the_quic_socket_back_and_the_old_connection_goes_on() {
     let ctx = Ctx::new();
-    let pki = Pki::new(ctx.dir.path());
-    install_h3(&ctx);
-    let config = client_config(&pki);
+    let (pki, config) = setup_h3(&ctx);
     // The old generation serves its connections as before (no GOAWAY) through the test.
     let cmd = h3_command(
         &ctx,

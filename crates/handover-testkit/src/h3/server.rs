@@ -16,6 +16,15 @@ pub fn install_h3(ctx: &Ctx) -> PathBuf {
     path
 }
 
+/// A test's certificates (in `ctx`'s directory), `<dir>/h3` installed, and a client trusting
+/// the certificates.
+pub fn setup_h3(ctx: &Ctx) -> (Pki, quinn::ClientConfig) {
+    let pki = Pki::new(ctx.dir.path());
+    install_h3(ctx);
+    let config = client_config(&pki);
+    (pki, config)
+}
+
 /// `<dir>/h3 --listen udp://127.0.0.1:0 --tls-cert .. --tls-key .. <extra>`.
 pub fn h3_command(ctx: &Ctx, pki: &Pki, extra: &[&str]) -> Command {
     let mut cmd = ctx.command(ctx.path("h3"));
