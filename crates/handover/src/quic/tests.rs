@@ -16,6 +16,38 @@ use crate::tls::rustls;
 /// A bound on every wait here: a hang fails the test instead of stalling it.
 const LIMIT: Duration = Duration::from_secs(10);
 
+/// Reads `socket` (as quinn does, 8 buffers at a time) until `want` datagrams were delivered,
+/// each in a buffer of its own (no GRO batch handed to quinn); panics with `what` after
+/// [`LIMIT`].
+pub(crate) async fn delivered(
+    socket: &dyn quinn::AsyncUdpSocket,
+    want: usize,
+    what: &str,
+) -> Vec<(Vec<u8>, SocketAddr)> {
+    use quinn::udp::RecvMeta;
+    let mut got: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+    let mut storage = vec![vec![0u8; 65536]; 8];
+    tokio::time::timeout(LIMIT, async {
+        while got.len() < want {
+            let mut bufs: Vec<std::io::IoSliceMut<'_>> = storage
+                .iter_mut()
+                .map(|b| std::io::IoSliceMut::new(b))
+                .collect();
+            let mut metas = [RecvMeta::default(); 8];
+            let n = std::future::poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut metas))
+                .await
+                .unwrap();
+            for (m, b) in metas[..n].iter().zip(&bufs) {
+                assert_eq!(m.stride, m.len, "one datagram per buffer for quinn");
+                got.push((b[..m.len].to_vec(), m.addr));
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
+    got
+}
+
 pub(crate) struct Certs {
     pub server: rustls::ServerConfig,
     pub client: quinn::ClientConfig,
@@ -264,8 +296,7 @@ fn cid_keys_of_one_secret_agree() {
 /// address, this generation's two reach its endpoint, each alone.
 #[tokio::test]
 async fn a_batch_is_split_before_routing() {
-    use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
-    use quinn::AsyncUdpSocket;
+    use quinn::udp::{Transmit, UdpSocketState};
     let secrets = Secrets::random().unwrap();
     let key = secrets.cid_key();
     let (udp, addr) = bound_udp();
@@ -314,26 +345,9 @@ async fn a_batch_is_split_before_routing() {
         state.send((&client).into(), &t).unwrap();
     }
 
-    let mut got: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
-    let mut storage = vec![vec![0u8; 65536]; 8];
-    tokio::time::timeout(LIMIT, async {
-        while got.len() < 2 {
-            let mut bufs: Vec<std::io::IoSliceMut<'_>> = storage
-                .iter_mut()
-                .map(|b| std::io::IoSliceMut::new(b))
-                .collect();
-            let mut metas = [RecvMeta::default(); 8];
-            let n = std::future::poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut metas))
-                .await
-                .unwrap();
-            for (m, b) in metas[..n].iter().zip(&bufs) {
-                assert_eq!(m.stride, m.len, "one datagram per buffer");
-                got.push((b[..m.len].to_vec(), m.addr));
-            }
-        }
-    })
-    .await
-    .expect("this generation's datagrams were not delivered");
+    let got =
+        crate::quic::tests::delivered(&socket, 2, "this generation's datagrams were not delivered")
+            .await;
     assert!(
         got[0] == (mine1, client_addr),
         "first delivered: {:?}",

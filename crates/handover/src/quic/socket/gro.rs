@@ -5,11 +5,10 @@
 //! datagram can sit between them. Each must be cut out exactly and routed on its own.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
-use quinn::{AsyncUdpSocket, ConnectionIdGenerator};
+use quinn::udp::{Transmit, UdpSocketState};
+use quinn::ConnectionIdGenerator;
 
 use super::split;
 use crate::quic::channel;
@@ -159,26 +158,9 @@ async fn a_mixed_batch_read_off_the_socket_is_split_and_routed() {
         state.send((&client).into(), &t).unwrap();
     }
 
-    let mut got: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
-    let mut storage = vec![vec![0u8; 65536]; 8];
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while got.len() < 2 {
-            let mut bufs: Vec<std::io::IoSliceMut<'_>> = storage
-                .iter_mut()
-                .map(|b| std::io::IoSliceMut::new(b))
-                .collect();
-            let mut metas = [RecvMeta::default(); 8];
-            let n = std::future::poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut metas))
-                .await
-                .unwrap();
-            for (m, b) in metas[..n].iter().zip(&bufs) {
-                assert_eq!(m.stride, m.len, "one datagram per buffer for quinn");
-                got.push((b[..m.len].to_vec(), m.addr));
-            }
-        }
-    })
-    .await
-    .expect("generation 2's datagrams were not delivered");
+    let got =
+        crate::quic::tests::delivered(&socket, 2, "generation 2's datagrams were not delivered")
+            .await;
     let [own, older, _, tail] = parts;
     assert!(
         got[0] == (own, client_addr),
