@@ -1,42 +1,32 @@
 //! The TCP and HTTP readiness probes (a small HTTP/1.1 client: one `GET`, status line only).
+//! Blocking: they run on a thread of their own ([`crate::readiness`] polls them there, at a
+//! finer grain than the runtime's 1 ms timer).
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Succeeds when a TCP connection to `addr` is accepted.
-pub async fn tcp(addr: SocketAddr) -> Result<(), String> {
-    connect(addr).await.map(drop)
+pub fn tcp(addr: SocketAddr) -> Result<(), String> {
+    connect(addr).map(drop)
 }
 
 /// Succeeds with the status code when `GET path` on `addr` answers 2xx.
-pub async fn http(addr: SocketAddr, host: &str, path: &str) -> Result<u16, String> {
-    let mut stream = connect(addr).await?;
+pub fn http(addr: SocketAddr, host: &str, path: &str) -> Result<u16, String> {
+    let stream = connect(addr)?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: handover\r\nConnection: close\r\n\r\n"
     );
-    let status_line = timeout(ANSWER_TIMEOUT, async {
-        stream.write_all(request.as_bytes()).await?;
-        let mut buf = Vec::with_capacity(256);
-        let mut chunk = [0u8; 256];
-        while !buf.contains(&b'\n') && buf.len() < 4096 {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                break;
+    let status_line = exchange(stream, request.as_bytes(), Instant::now() + ANSWER_TIMEOUT)
+        .map_err(|e| match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                format!("GET http://{host}{path}: no answer within {ANSWER_TIMEOUT:?}")
             }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        std::io::Result::Ok(buf)
-    })
-    .await
-    .map_err(|_| format!("GET http://{host}{path}: no answer within {ANSWER_TIMEOUT:?}"))?
-    .map_err(|e| format!("GET http://{host}{path}: {e}"))?;
+            _ => format!("GET http://{host}{path}: {e}"),
+        })?;
     let line = String::from_utf8_lossy(&status_line);
     let line = line.lines().next().unwrap_or("");
     let code = parse_status(line)
@@ -48,12 +38,34 @@ pub async fn http(addr: SocketAddr, host: &str, path: &str) -> Result<u16, Strin
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!("connect to {addr}: {e}")),
-        Err(_) => Err(format!("connect to {addr}: timed out")),
+/// Sends `request` and reads until the first line ends (at most 4 KiB), all before `deadline`.
+fn exchange(mut stream: TcpStream, request: &[u8], deadline: Instant) -> std::io::Result<Vec<u8>> {
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(ErrorKind::TimedOut)
+    };
+    stream.set_write_timeout(Some(left()?))?;
+    stream.write_all(request)?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !buf.contains(&b'\n') && buf.len() < 4096 {
+        stream.set_read_timeout(Some(left()?))?;
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
+    Ok(buf)
+}
+
+fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => format!("connect to {addr}: timed out"),
+        _ => format!("connect to {addr}: {e}"),
+    })
 }
 
 fn parse_status(line: &str) -> Option<u16> {
@@ -68,6 +80,7 @@ fn parse_status(line: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
 
     #[test]
     fn status_lines() {
@@ -77,25 +90,44 @@ mod tests {
         assert_eq!(parse_status(""), None);
     }
 
-    #[tokio::test]
-    async fn probes_a_real_server() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    #[test]
+    fn probes_a_real_server() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
+        let server = std::thread::spawn(move || {
             for answer in ["HTTP/1.1 503 No\r\n\r\n", "HTTP/1.1 204 Yes\r\n\r\n"] {
-                let (mut s, _) = listener.accept().await.unwrap();
+                let (mut s, _) = listener.accept().unwrap();
                 let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                s.write_all(answer.as_bytes()).await.unwrap();
+                let _ = s.read(&mut buf);
+                s.write_all(answer.as_bytes()).unwrap();
             }
         });
-        let e = http(addr, "h", "/x").await.unwrap_err();
+        let e = http(addr, "h", "/x").unwrap_err();
         assert!(e.contains("answered 503"), "{e}");
-        assert_eq!(http(addr, "h", "/x").await.unwrap(), 204);
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(http(addr, "h", "/x").unwrap(), 204);
+        server.join().unwrap();
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
         let closed_addr = closed.local_addr().unwrap();
-        tcp(closed_addr).await.unwrap();
+        tcp(closed_addr).unwrap();
         drop(closed);
-        tcp(closed_addr).await.unwrap_err();
+        tcp(closed_addr).unwrap_err();
+    }
+
+    #[test]
+    fn a_silent_server_times_out_with_the_reason() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = connect(addr).unwrap();
+        // Accepted by the kernel, never answered: the deadline ends the wait.
+        let e = exchange(
+            stream,
+            b"GET / HTTP/1.1\r\n\r\n",
+            Instant::now() + Duration::from_millis(50),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "{e}"
+        );
     }
 }

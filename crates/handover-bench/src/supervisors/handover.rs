@@ -1,8 +1,10 @@
 //! The handover rows: `handover run` holding the socket (`--listen`) with `hello`, the Node.js
 //! server with the README's drain, or the stdlib Python worker; and `handover run --proxy
-//! http://` with the stock Node.js server binding its own `{port}`. Upgrade: rename the other
-//! version over the worker's file, then `handover upgrade --control SOCK` (timed until it
-//! returns, which is when the new worker is ready and the old one is told to drain).
+//! http://` with the stock Node.js server or `hello` binding its own `{port}`. Upgrade: rename
+//! the other version over the worker's file, then `handover upgrade --control SOCK` (timed
+//! until it returns, which is when the new worker is ready and the old one is told to drain),
+//! or `SIGUSR2` to the supervisor (the `-usr2` rows: returns at once; the probe sees the
+//! switch).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,9 @@ pub struct HandoverRun {
     pub app: App,
     /// `--proxy http://` instead of `--listen`.
     pub proxy: bool,
+    /// Upgrade by `SIGUSR2` to the supervisor (systemd's `ExecReload=kill -USR2 $MAINPID`)
+    /// instead of `handover upgrade`.
+    pub by_signal: bool,
     /// `--drain-timeout`.
     pub drain_timeout: Duration,
 }
@@ -43,9 +48,16 @@ impl HandoverRun {
             .collect();
         argv.push(file);
         if let App::Hello(_) = self.app {
+            // Behind the proxy each worker binds a port of its own (`{port}`, filled in per
+            // worker by the supervisor); in socket mode it takes the supervisor's listener.
+            let listen = if self.proxy {
+                "127.0.0.1:{port}".to_string()
+            } else {
+                format!("127.0.0.1:{port}")
+            };
             argv.extend([
                 "--listen".into(),
-                format!("127.0.0.1:{port}"),
+                listen,
                 "--drain-timeout".into(),
                 format!("{}ms", self.drain_timeout.as_millis()),
             ]);
@@ -57,7 +69,8 @@ impl HandoverRun {
 impl ServerKind for HandoverRun {
     fn name(&self) -> String {
         let mode = if self.proxy { "proxy" } else { "socket" };
-        format!("handover-{mode}/{}", self.app.label())
+        let action = if self.by_signal { "-usr2" } else { "" };
+        format!("handover-{mode}{action}/{}", self.app.label())
     }
 
     fn greetings(&self) -> Greetings {
@@ -96,6 +109,11 @@ impl ServerKind for HandoverRun {
 
     fn upgrade(&self, dir: &Path, _to: Version, _worker_pid: u32) -> io::Result<()> {
         self.app.swap(dir)?;
+        if self.by_signal {
+            let pid = read_pid(&dir.join(PID))
+                .ok_or_else(|| io::Error::other("no supervisor pid file to signal"))?;
+            return crate::reaper::signal(pid, libc::SIGUSR2);
+        }
         let out = Command::new(&self.handover)
             .arg("upgrade")
             .arg("--control")

@@ -5,6 +5,8 @@
 //! |---|---|---|
 //! | `handover-socket/hello`, `/node+drain`, `/python` | `hello`; Node.js with the README's drain; the CLI tests' stdlib Python worker | rename, `handover upgrade` |
 //! | `handover-proxy/node` | stock Node.js (`server.close()`) on its own `{port}` | rename, `handover upgrade` |
+//! | `handover-proxy/hello` | `hello` on its own `{port}` (the proxy's own start-to-serve time, without Node's) | rename, `handover upgrade` |
+//! | `handover-socket-usr2/hello`, `handover-proxy-usr2/hello` | the same, upgraded the way systemd's `ExecReload=kill -USR2 $MAINPID` does | rename, `SIGUSR2` to the supervisor (in the bench's process, like the restart row's action: no CLI to start) |
 //! | `pm2-cluster/node` | the same stock Node.js server, one cluster instance | rename, `pm2 reload` |
 //! | `gunicorn-gthread/wsgi` | a WSGI app, one `gthread` worker | rename, `USR2`, `WINCH` (then `QUIT`) |
 //! | `circus/wsgi` | the same app in gunicorn on circus's socket | rename, `circusctl reload` |
@@ -49,6 +51,12 @@ pub enum Row {
     HandoverPython,
     /// `handover run --proxy http://` with the stock Node.js server.
     HandoverProxy,
+    /// `handover run --proxy http://` with `hello` on its own port.
+    HandoverProxyHello,
+    /// `handover-hello`, upgraded by `SIGUSR2` to the supervisor instead of the CLI.
+    HandoverHelloUsr2,
+    /// `handover-proxy-hello`, upgraded by `SIGUSR2` to the supervisor instead of the CLI.
+    HandoverProxyHelloUsr2,
     /// PM2 cluster mode, `pm2 reload`.
     Pm2,
     /// gunicorn gthread, USR2 + WINCH + QUIT.
@@ -63,11 +71,14 @@ pub enum Row {
 
 impl Row {
     /// Every row, in report order.
-    pub const ALL: [Row; 9] = [
+    pub const ALL: [Row; 12] = [
         Row::HandoverHello,
+        Row::HandoverHelloUsr2,
         Row::HandoverNode,
         Row::HandoverPython,
         Row::HandoverProxy,
+        Row::HandoverProxyHello,
+        Row::HandoverProxyHelloUsr2,
         Row::Pm2,
         Row::Gunicorn,
         Row::Circus,
@@ -82,6 +93,9 @@ impl Row {
             Row::HandoverNode => "handover-socket/node+drain",
             Row::HandoverPython => "handover-socket/python",
             Row::HandoverProxy => "handover-proxy/node",
+            Row::HandoverProxyHello => "handover-proxy/hello",
+            Row::HandoverHelloUsr2 => "handover-socket-usr2/hello",
+            Row::HandoverProxyHelloUsr2 => "handover-proxy-usr2/hello",
             Row::Pm2 => "pm2-cluster/node",
             Row::Gunicorn => "gunicorn-gthread/wsgi",
             Row::Circus => "circus/wsgi",
@@ -132,28 +146,33 @@ pub fn prepare(
 type Made = Result<(Arc<dyn ServerKind>, String), String>;
 
 fn kind(row: Row, t: &Tools, bins: &Binaries, drain_timeout: Duration) -> Made {
-    let handover = |app: App, interpreter: Option<&Result<std::path::PathBuf, String>>, proxy| {
-        let interpreter = match interpreter {
-            Some(Ok(p)) => Some(p.clone()),
-            Some(Err(e)) => return Err(e.clone()),
-            None => None,
+    let handover =
+        |app: App, interpreter: Option<&Result<std::path::PathBuf, String>>, proxy, by_signal| {
+            let interpreter = match interpreter {
+                Some(Ok(p)) => Some(p.clone()),
+                Some(Err(e)) => return Err(e.clone()),
+                None => None,
+            };
+            let h = t.handover.clone()?;
+            let detail = format!("{} ({})", h.display(), app.label());
+            let k = handover::HandoverRun {
+                handover: h,
+                interpreter,
+                app,
+                proxy,
+                by_signal,
+                drain_timeout,
+            };
+            Ok((Arc::new(k) as Arc<dyn ServerKind>, detail))
         };
-        let h = t.handover.clone()?;
-        let detail = format!("{} ({})", h.display(), app.label());
-        let k = handover::HandoverRun {
-            handover: h,
-            interpreter,
-            app,
-            proxy,
-            drain_timeout,
-        };
-        Ok((Arc::new(k) as Arc<dyn ServerKind>, detail))
-    };
     match row {
-        Row::HandoverHello => handover(App::Hello(bins.clone()), None, false),
-        Row::HandoverNode => handover(App::Node(true), Some(&t.node), false),
-        Row::HandoverPython => handover(App::PyWorker, Some(&t.python), false),
-        Row::HandoverProxy => handover(App::Node(false), Some(&t.node), true),
+        Row::HandoverHello => handover(App::Hello(bins.clone()), None, false, false),
+        Row::HandoverHelloUsr2 => handover(App::Hello(bins.clone()), None, false, true),
+        Row::HandoverNode => handover(App::Node(true), Some(&t.node), false, false),
+        Row::HandoverPython => handover(App::PyWorker, Some(&t.python), false, false),
+        Row::HandoverProxy => handover(App::Node(false), Some(&t.node), true, false),
+        Row::HandoverProxyHello => handover(App::Hello(bins.clone()), None, true, false),
+        Row::HandoverProxyHelloUsr2 => handover(App::Hello(bins.clone()), None, true, true),
         Row::Pm2 => {
             let pm2 = t.pm2.clone()?;
             let detail = format!("{} {}", tools::PM2, pm2.display());

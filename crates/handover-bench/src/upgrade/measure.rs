@@ -1,6 +1,7 @@
 //! One timed upgrade: action, probe until the new build answers, linger counting stale
 //! answers, optionally wait for the old PID to exit.
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{Current, UpgradeRecord};
@@ -47,6 +48,11 @@ pub fn prepare(ctx: &Ctx, cur: Current) -> std::io::Result<()> {
 
 /// Fires upgrade `index` from `cur` (prepared already) and times it. Waits for the old PID
 /// to exit until `exit_wait_until` at most. Updates `cur` to whoever serves afterwards.
+///
+/// The probing starts with the action, not after it: handover time is the action's start to
+/// the first answer from the new version, and an action that is a command (`handover
+/// upgrade`, `pm2 reload`, `nginx -s reload`) may return well after the new version answers;
+/// its own run time is `action_ms`.
 pub fn perform(
     ctx: &Ctx,
     index: usize,
@@ -54,9 +60,34 @@ pub fn perform(
     exit_wait_until: Option<Instant>,
 ) -> UpgradeRecord {
     let (from, to, old_pid) = (cur.version, cur.version.other(), cur.pid);
+    let mut before = ProbeCounts::default();
+    let mut after = ProbeCounts::default();
     let t0 = Instant::now();
-    let action = ctx.server.kind.upgrade(&ctx.server.dir, to, old_pid);
-    let action_ms = ms(t0.elapsed());
+    let (action, switch, exit) = std::thread::scope(|s| {
+        let (failed_tx, failed) = mpsc::channel();
+        let action = s.spawn(move || {
+            let result = ctx.server.kind.upgrade(&ctx.server.dir, to, old_pid);
+            let took = t0.elapsed();
+            if result.is_err() {
+                let _ = failed_tx.send(());
+            }
+            (result, took)
+        });
+        let switch = probe_until_switch(ctx, to, old_pid, t0, &mut before, &failed);
+        if let Some((Some(pid), _)) = switch {
+            // Before the linger, which tells stale answers by the current generation.
+            ctx.generations.switched_to(pid);
+        }
+        let exit = switch.map(|(_, at)| linger(ctx, to, at, old_pid, &mut after));
+        let action = action.join().unwrap_or_else(|_| {
+            (
+                Err(std::io::Error::other("the upgrade action panicked")),
+                t0.elapsed(),
+            )
+        });
+        (action, switch, exit.flatten())
+    });
+    let (result, took) = action;
     let mut rec = UpgradeRecord {
         index,
         from,
@@ -65,29 +96,22 @@ pub fn perform(
         new_pid: None,
         at_ms: ms(t0 - ctx.run_start),
         handover_ms: None,
-        action_ms,
-        before: ProbeCounts::default(),
-        after: ProbeCounts::default(),
-        old_exit_ms: None,
-        error: action.err().map(|e| e.to_string()),
+        action_ms: ms(took),
+        before,
+        after,
+        old_exit_ms: exit.map(|e| ms(e - t0)),
+        error: result.err().map(|e| e.to_string()),
     };
-    if rec.error.is_some() {
-        return rec;
-    }
-    match probe_until_switch(ctx, to, old_pid, t0, &mut rec.before) {
+    match switch {
         Some((pid, at)) => {
             rec.new_pid = pid;
             rec.handover_ms = Some(ms(at - t0));
-            if let Some(pid) = pid {
-                ctx.generations.switched_to(pid);
-            }
             *cur = Current {
                 version: to,
                 pid: pid.unwrap_or(old_pid),
             };
-            let exit = linger(ctx, to, at, old_pid, &mut rec.after);
-            rec.old_exit_ms = exit.map(|e| ms(e - t0));
         }
+        None if rec.error.is_some() => return rec,
         None => match who_serves(ctx) {
             Some(now) => *cur = now,
             None => rec.error = Some("no new version answered and nothing serves now".into()),
@@ -103,16 +127,23 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+/// Probes until the new version answers; gives up at the switch timeout, or as soon as the
+/// action has `failed`.
 fn probe_until_switch(
     ctx: &Ctx,
     to: Version,
     old_pid: u32,
     t0: Instant,
     counts: &mut ProbeCounts,
+    failed: &mpsc::Receiver<()>,
 ) -> Option<(Option<u32>, Instant)> {
     let s = ctx.server;
     let mut n = 0;
-    while t0.elapsed() < ctx.opts.switch_timeout && n < MAX_PROBES && !crate::abort::requested() {
+    while t0.elapsed() < ctx.opts.switch_timeout
+        && n < MAX_PROBES
+        && !crate::abort::requested()
+        && failed.try_recv().is_err()
+    {
         n += 1;
         let p = s.probe(ctx.opts.probe_timeout);
         let at = Instant::now();
