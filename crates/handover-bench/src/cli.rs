@@ -117,7 +117,8 @@ pub struct Args {
     pub supervisors: bool,
     /// `--supervisors`: the rows to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',', default_values = [
-        "handover-hello", "handover-node", "handover-python", "handover-proxy", "pm2",
+        "handover-hello", "handover-hello-usr2", "handover-node", "handover-python",
+        "handover-proxy", "handover-proxy-hello", "handover-proxy-hello-usr2", "pm2",
         "gunicorn", "circus", "restart", "nginx-swap"])]
     pub supervisor_rows: Vec<Row>,
     /// `--supervisors`: also upgrade `handover run` (socket, hello) N times back to back and

@@ -125,6 +125,7 @@ fn cell(out: &mut String, c: &Cell) {
         run_row(out, label(r), r);
     }
     notes(out, c);
+    fastest(out, c);
     let x = &c.ratios;
     let f = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.3}"));
     let n = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
@@ -156,6 +157,42 @@ fn cell(out: &mut String, c: &Cell) {
             list(&ab.baseline_rps)
         );
     }
+}
+
+/// The rows whose median handover time is the cell's best, as issue 16 counts it: within
+/// max(10 %, 1 ms) of the smallest median.
+fn fastest(out: &mut String, c: &Cell) {
+    let medians: Vec<(&str, f64)> = c
+        .runs
+        .iter()
+        .filter(|r| r.scenario == Scenario::Upgrade)
+        .filter_map(|r| {
+            Some((
+                r.server.as_str(),
+                r.upgrade_summary.as_ref()?.handover_ms_median?,
+            ))
+        })
+        .collect();
+    let Some((best, rows)) = within_best(&medians) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "handover time best (median within max(10 %, 1 ms) of {best:.1} ms): {}",
+        rows.join(", ")
+    );
+}
+
+/// The smallest median and every row within max(10 %, 1 ms) of it, in the given order.
+fn within_best<'a>(medians: &[(&'a str, f64)]) -> Option<(f64, Vec<&'a str>)> {
+    let best = medians.iter().map(|&(_, m)| m).reduce(f64::min)?;
+    let limit = best + (best * 0.1).max(1.0);
+    let rows = medians
+        .iter()
+        .filter(|&&(_, m)| m <= limit)
+        .map(|&(name, _)| name)
+        .collect();
+    Some((best, rows))
 }
 
 /// Upgrades that went wrong and processes that did not stop cleanly.
@@ -219,6 +256,18 @@ pub fn render(report: &Report) -> String {
                 );
             }
         }
+        let medians: Vec<(&str, f64)> = report
+            .idle
+            .iter()
+            .filter_map(|r| Some((r.server.as_str(), r.summary.handover_ms_median?)))
+            .collect();
+        if let Some((best, rows)) = within_best(&medians) {
+            let _ = writeln!(
+                out,
+                "idle handover best (median within max(10 %, 1 ms) of {best:.1} ms): {}",
+                rows.join(", ")
+            );
+        }
     }
     if !report.idle_conns.is_empty() {
         let _ = writeln!(
@@ -248,4 +297,20 @@ pub fn render(report: &Report) -> String {
         "\nfailed = requests lost (never retried); stale = load connections opened after the new version had answered a probe but served by an older one, plus probes answered by the old version after the switch (both must be 0); ho = handover time, ms; latency in ms."
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_best;
+
+    #[test]
+    fn best_is_within_ten_percent_or_one_millisecond() {
+        let rows = [("a", 20.6), ("b", 18.3), ("c", 20.2), ("d", 24.1)];
+        // 18.3 + 1.83: c is in, a is just out.
+        assert_eq!(within_best(&rows), Some((18.3, vec!["b", "c"])));
+        // Under 10 ms the 1 ms floor counts: 3.6 + 1.0.
+        let rows = [("a", 3.6), ("b", 4.6), ("c", 4.7)];
+        assert_eq!(within_best(&rows), Some((3.6, vec!["a", "b"])));
+        assert_eq!(within_best(&[]), None);
+    }
 }

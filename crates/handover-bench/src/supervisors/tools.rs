@@ -121,6 +121,11 @@ fn version_of(bin: &Path, arg: &str) -> String {
 /// Finds or installs everything; never fails, a missing tool is an `Err` with the reason.
 pub fn setup(dir: &Path, handover: PathBuf) -> Tools {
     let _ = std::fs::create_dir_all(dir);
+    // Absolute: gunicorn re-executes itself by its `argv[0]` from the directory it was started
+    // in *after* `--chdir`, so a relative path silently fails every binary upgrade (the old
+    // master logs "Handling signal: usr2" and no new master ever starts).
+    let absolute = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let dir = absolute.as_path();
     let node: Result<PathBuf, String> =
         on_path("node").ok_or_else(|| "`node` not found (apt-get install nodejs)".into());
     let pm2 = match &node {
