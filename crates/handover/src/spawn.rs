@@ -1,6 +1,6 @@
-//! Starting the next generation: fork, place the listeners at fds 3.., exec.
+//! Starting the next generation: clone (as vfork), place the listeners at fds 3.., exec.
 //!
-//! This is the one place that calls `fork`/`execve`. `std::process::Command` cannot be used
+//! This is the one place that calls `clone`/`execve`. `std::process::Command` cannot be used
 //! because `LISTEN_PID` must hold the child's own PID, which only exists after the fork, and
 //! `Command` builds the environment block before forking. So the whole `argv`/`envp` is prepared
 //! here beforehand, with a fixed-width slot for the PID digits, and the child only runs
@@ -166,34 +166,23 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
     // Exec errors come back through this close-on-exec pipe: EOF means exec succeeded.
     let (err_read, err_write) = cloexec_pipe().map_err(SpawnFailure::Prepare)?;
 
-    let mut blocked = if req.block_upgrade_signals {
+    let blocked = if req.block_upgrade_signals {
         signal_set(&[libc::SIGUSR2, libc::SIGHUP])
     } else {
         signal_set(&[])
     };
-
-    // SAFETY: after fork the child runs only async-signal-safe calls on memory prepared above
-    // and never returns into Rust code (it execs or `_exit`s).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(SpawnFailure::Prepare(io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        // Child.
-        unsafe {
-            child_after_fork(ChildPlan {
-                exe: exe.as_ptr(),
-                argv: argv.as_ptr(),
-                envp: envp.as_mut_ptr(),
-                cwd: cwd.as_ptr(),
-                pid_slot,
-                sources: &sources,
-                total,
-                err_fd: err_write.as_raw_fd(),
-                mask: &mut blocked,
-            })
-        }
-    }
+    let plan = ChildPlan {
+        exe: exe.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_mut_ptr(),
+        cwd: cwd.as_ptr(),
+        pid_slot,
+        sources: &sources,
+        total,
+        err_fd: err_write.as_raw_fd(),
+        mask: &blocked,
+    };
+    let pid = clone_and_exec(&plan).map_err(SpawnFailure::Prepare)?;
     drop(err_write);
     match read_child_error(&err_read) {
         Ok(None) => Ok(Spawned { pid }),
@@ -224,6 +213,67 @@ pub(crate) fn spawn(req: SpawnRequest<'_>) -> Result<Spawned, SpawnFailure> {
     }
 }
 
+/// The child's stack while it shares this process's memory: the fd shuffle keeps a 4 KiB table
+/// on it, and libc's calls need little; 64 KiB is ample.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Starts the child as `vfork` does (`clone(CLONE_VM | CLONE_VFORK)`, as glibc's
+/// `posix_spawn` and Go's `os.StartProcess` do): it runs on a stack of its own in this
+/// process's memory, and the calling thread waits until it has exec'd or exited. Unlike
+/// `fork`, nothing of the parent is copied: a `fork` of a process serving hundreds of
+/// connections copies its page tables and then takes a copy-on-write fault for every page
+/// its busy threads write until the child execs, all of it on the upgrade's path (issue 16).
+///
+/// While the child shares the memory no signal handler of this process may run in it (it
+/// would act on the parent's state): every signal is blocked in this thread across the clone,
+/// and the child resets each caught signal to its default before it sets its own mask.
+fn clone_and_exec(plan: &ChildPlan<'_>) -> io::Result<libc::pid_t> {
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down; its top must be 16-byte aligned.
+    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
+    let all = full_signal_set();
+    // SAFETY: valid sets; `saved` receives this thread's mask and is restored below.
+    let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved) };
+    // SAFETY: `child_entry` only runs async-signal-safe code on `plan` (prepared above, not
+    // touched by this thread until the clone returns) and on the stack given, and never
+    // returns (it execs or `_exit`s); CLONE_VFORK keeps this thread, and so `plan` and
+    // `stack`, suspended until then. No CLONE_FILES/CLONE_FS: its fd table and working
+    // directory are its own copies.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            plan as *const ChildPlan<'_> as *mut libc::c_void,
+        )
+    };
+    let cloned = if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid)
+    };
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+    drop(stack);
+    cloned
+}
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildPlan` that `clone_and_exec` passed, alive while the parent
+    // thread is suspended.
+    unsafe { child_after_fork(&*(arg as *const ChildPlan<'_>)) }
+}
+
+fn full_signal_set() -> libc::sigset_t {
+    // SAFETY: sigfillset initialises the set before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        set
+    }
+}
+
 struct ChildPlan<'a> {
     exe: *const libc::c_char,
     argv: *const *const libc::c_char,
@@ -234,16 +284,31 @@ struct ChildPlan<'a> {
     sources: &'a [RawFd],
     total: RawFd,
     err_fd: RawFd,
-    mask: &'a mut libc::sigset_t,
+    mask: &'a libc::sigset_t,
 }
 
-/// Runs in the child between fork and exec. Async-signal-safe calls only.
-unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
+/// Runs in the child between clone and exec, in the parent's memory (see `clone_and_exec`).
+/// Async-signal-safe calls only; every signal is blocked on entry.
+unsafe fn child_after_fork(plan: &ChildPlan<'_>) -> ! {
+    // No handler of the parent's may run here: caught signals go back to their default
+    // (exec would do it anyway) before any is unblocked. Ignored ones stay ignored, as
+    // across exec, except SIGPIPE: Rust ignores it, a fresh process starts with the default,
+    // as std's `Command` does.
+    for sig in 1..libc::SIGRTMAX() {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut current) != 0 {
+            continue; // SIGKILL, SIGSTOP and the signals libc keeps for itself
+        }
+        let ignored = current.sa_sigaction == libc::SIG_IGN;
+        if current.sa_sigaction != libc::SIG_DFL && (!ignored || sig == libc::SIGPIPE) {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &default, std::ptr::null_mut());
+        }
+    }
     // For a handover child, upgrade signals stay blocked until the new generation has
     // installed its handlers; every other signal is unblocked as for a fresh process.
     libc::pthread_sigmask(libc::SIG_SETMASK, plan.mask, std::ptr::null_mut());
-    // Rust ignores SIGPIPE; a fresh process should start with the default, as std does.
-    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
 
     let fail = |step: ChildStep, err_fd: RawFd| -> ! {
         let errno = *libc::__errno_location();
@@ -504,6 +569,74 @@ mod tests {
         assert_eq!(&buf[..6], b"40213\0");
         unsafe { write_pid_digits(buf.as_mut_ptr(), 7) };
         assert_eq!(&buf[..2], b"7\0");
+    }
+
+    /// A signal set of `/proc/PID/status` (`SigBlk:` etc.) as a bit mask (bit n-1 = signal n).
+    fn proc_signals(pid: libc::pid_t, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+        u64::from_str_radix(line.trim(), 16).unwrap()
+    }
+
+    fn bit(sig: libc::c_int) -> u64 {
+        1 << (sig - 1)
+    }
+
+    fn this_threads_mask() -> libc::sigset_t {
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set) };
+        set
+    }
+
+    /// The child runs in this process's memory until it execs, with every signal blocked
+    /// across the clone: what it starts with must still be a fresh process's state, and this
+    /// thread's mask must be as before.
+    #[test]
+    fn a_child_starts_with_a_clean_signal_state_and_the_parent_keeps_its_mask() {
+        let cwd = std::env::temp_dir();
+        let args = [OsString::from("sleep"), OsString::from("30")];
+        for block_upgrade_signals in [false, true] {
+            let before = this_threads_mask();
+            let spawned = spawn(SpawnRequest {
+                exe: Path::new("/bin/sleep"),
+                args: &args,
+                cwd: &cwd,
+                env: Vec::new(),
+                listeners: &[],
+                owned: &[],
+                readiness: None,
+                block_upgrade_signals,
+                generation: None,
+            })
+            .unwrap_or_else(|e| panic!("spawn: {e}"));
+            let after = this_threads_mask();
+            for sig in 1..32 {
+                // SAFETY: valid, initialised sets.
+                let (b, a) = unsafe {
+                    (
+                        libc::sigismember(&before, sig),
+                        libc::sigismember(&after, sig),
+                    )
+                };
+                assert_eq!(b, a, "signal {sig} of the parent's mask changed");
+            }
+            // Exec has happened (spawn returns after it): the status is the program's own.
+            let blocked = proc_signals(spawned.pid, "SigBlk:");
+            let ignored = proc_signals(spawned.pid, "SigIgn:");
+            kill_now(spawned.pid);
+            reap_blocking(spawned.pid);
+            let upgrade = bit(libc::SIGUSR2) | bit(libc::SIGHUP);
+            let expected = if block_upgrade_signals { upgrade } else { 0 };
+            assert_eq!(blocked, expected, "SigBlk {blocked:#x}");
+            assert_eq!(
+                ignored & bit(libc::SIGPIPE),
+                0,
+                "SIGPIPE still ignored: {ignored:#x}"
+            );
+        }
     }
 
     #[test]
