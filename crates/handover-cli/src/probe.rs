@@ -114,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_server_times_out_with_the_reason() {
+    fn a_silent_server_ends_the_exchange_at_its_deadline() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = connect(addr).unwrap();

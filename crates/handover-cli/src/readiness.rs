@@ -292,8 +292,9 @@ impl Prepared {
     }
 }
 
-/// Repeats `probe` until it succeeds, a little less often as time goes by: `None` only if the
-/// probing thread failed (the readiness timeout then tells the operator).
+/// Repeats `probe` until it succeeds, a little less often as time goes by. `None` when the
+/// check was dropped (nobody waits for the answer) or the probing thread failed (the readiness
+/// timeout then tells the operator).
 ///
 /// The probes run on a blocking thread because the runtime's timer ticks in whole
 /// milliseconds: a worker that binds in 2 ms would be seen 1-2 ms late, and every upgrade
@@ -341,9 +342,8 @@ impl Drop for StopOnDrop {
 /// The pause before the next probe after `waited` without success: a tenth of the time waited,
 /// between 200 µs and 500 ms. A worker that is ready after T is seen by about 1.1 T + 0.2 ms
 /// (the upgrade waits on it: a fixed 20 ms first pause made every proxy-mode upgrade of a
-/// worker that binds in a few ms take ~29 ms, issue 16), while a slow starter is probed about
-/// 70 times in its first second (a refused connect on loopback costs some 10 µs) and twice a
-/// second after five seconds.
+/// worker that binds in a few ms take ~29 ms, issue 16), while a slow starter is probed 76
+/// times in its first second and twice a second after five seconds.
 fn retry_pause(waited: Duration) -> Duration {
     (waited / 10).clamp(Duration::from_micros(200), Duration::from_millis(500))
 }

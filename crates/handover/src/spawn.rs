@@ -294,7 +294,7 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>) -> ! {
     // (exec would do it anyway) before any is unblocked. Ignored ones stay ignored, as
     // across exec, except SIGPIPE: Rust ignores it, a fresh process starts with the default,
     // as std's `Command` does.
-    for sig in 1..libc::SIGRTMAX() {
+    for sig in 1..=libc::SIGRTMAX() {
         let mut current: libc::sigaction = std::mem::zeroed();
         if libc::sigaction(sig, std::ptr::null(), &mut current) != 0 {
             continue; // SIGKILL, SIGSTOP and the signals libc keeps for itself

@@ -173,14 +173,18 @@ fn fastest(out: &mut String, c: &Cell) {
             ))
         })
         .collect();
-    let Some((best, rows)) = within_best(&medians) else {
-        return;
-    };
-    let _ = writeln!(
-        out,
-        "handover time best (median within max(10 %, 1 ms) of {best:.1} ms): {}",
-        rows.join(", ")
-    );
+    best_line(out, "handover time", &medians);
+}
+
+/// `WHAT best (median within …): rows`, when there is any median.
+fn best_line(out: &mut String, what: &str, medians: &[(&str, f64)]) {
+    if let Some((best, rows)) = within_best(medians) {
+        let _ = writeln!(
+            out,
+            "{what} best (median within max(10 %, 1 ms) of {best:.1} ms): {}",
+            rows.join(", ")
+        );
+    }
 }
 
 /// The smallest median and every row within max(10 %, 1 ms) of it, in the given order.
@@ -261,13 +265,7 @@ pub fn render(report: &Report) -> String {
             .iter()
             .filter_map(|r| Some((r.server.as_str(), r.summary.handover_ms_median?)))
             .collect();
-        if let Some((best, rows)) = within_best(&medians) {
-            let _ = writeln!(
-                out,
-                "idle handover best (median within max(10 %, 1 ms) of {best:.1} ms): {}",
-                rows.join(", ")
-            );
-        }
+        best_line(&mut out, "idle handover", &medians);
     }
     if !report.idle_conns.is_empty() {
         let _ = writeln!(
