@@ -14,10 +14,10 @@
 
 pub mod setup;
 pub mod table;
+mod upgrades;
 
 use std::io;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,6 +136,10 @@ pub struct ProxyUpgrade {
     pub at_s: f64,
     /// Rename + `handover upgrade` until it returned, ms.
     pub took_ms: f64,
+    /// Handover time, ms: from the rename + `handover upgrade` to the first answer of the new
+    /// build through the proxy, on a fresh connection (probed alongside the command, as in the
+    /// supervisor matrix); none when it never answered within the switch timeout.
+    pub handover_ms: Option<f64>,
     /// It reported success.
     pub ok: bool,
     /// Its output (stdout + stderr), trimmed.
@@ -615,7 +619,7 @@ fn upgrade_run(o: &ProxyOpts, scheme: Scheme, mode: Mode) -> UpgradeRun {
     };
     let start = Instant::now();
     let (load, ups) = std::thread::scope(|s| {
-        let up = s.spawn(|| upgrades(o, &running, start, start + duration));
+        let up = s.spawn(|| upgrades::fire(o, &running, start, start + duration));
         let load = load::run(&cfg, start);
         (load, up.join().expect("upgrader panicked"))
     });
@@ -638,61 +642,6 @@ fn upgrade_run(o: &ProxyOpts, scheme: Scheme, mode: Mode) -> UpgradeRun {
             out.run = Some(run);
         }
         Err(e) => out.error = Some(format!("load: {e}")),
-    }
-    out
-}
-
-/// The i-th upgrade at `start + i × interval`: copy the other build next to the running binary
-/// (untimed), then time the rename over it + `handover upgrade --control SOCK`.
-fn upgrades(o: &ProxyOpts, running: &Running, start: Instant, end: Instant) -> Vec<ProxyUpgrade> {
-    let mut cur = Version::V1;
-    let mut out = Vec::new();
-    for i in 1..=o.upgrades {
-        let at = start + o.interval * i as u32;
-        let now = Instant::now();
-        if at > now {
-            crate::abort::sleep(at - now);
-        }
-        if crate::abort::requested() || Instant::now() + Duration::from_millis(200) >= end {
-            break;
-        }
-        let to = cur.other();
-        let at_s = start.elapsed().as_secs_f64();
-        let prepared = running.prepare_upgrade(&o.tools, to);
-        let t0 = Instant::now();
-        let result = prepared
-            .and_then(|()| running.swap_binary())
-            .and_then(|()| {
-                Command::new(&o.tools.handover)
-                    .arg("upgrade")
-                    .arg("--control")
-                    .arg(running.dir.join(setup::CONTROL))
-                    .args(["--timeout", "10s"])
-                    .output()
-            });
-        let took_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let (ok, output) = match result {
-            Ok(o) => {
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                (o.status.success(), text.trim().to_string())
-            }
-            Err(e) => (false, e.to_string()),
-        };
-        if ok {
-            cur = to;
-        }
-        out.push(ProxyUpgrade {
-            index: i,
-            to,
-            at_s,
-            took_ms,
-            ok,
-            output,
-        });
     }
     out
 }

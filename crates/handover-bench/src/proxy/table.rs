@@ -17,6 +17,31 @@ fn verdict(ok: Option<bool>) -> &'static str {
     }
 }
 
+/// Issue 16's target for a proxy-mode upgrade: the new worker answers through the proxy within
+/// this many ms of `handover upgrade` (median).
+const HANDOVER_TARGET_MS: f64 = 10.0;
+
+/// The median handover time of a run's upgrades; none when none was timed.
+fn handover_p50(u: &UpgradeRun) -> Option<f64> {
+    let v: Vec<f64> = u.upgrades.iter().filter_map(|x| x.handover_ms).collect();
+    (!v.is_empty()).then(|| super::median(v))
+}
+
+/// "p50 X ms max Y ms" of `v`, with "(n of m)" when some upgrades have no figure.
+fn spread(v: &[f64], of: usize) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    let max = v.iter().copied().fold(0.0, f64::max);
+    let p50 = super::median(v.to_vec());
+    let some = if v.len() < of {
+        format!(" ({} of {of})", v.len())
+    } else {
+        String::new()
+    };
+    format!("p50 {p50:.1} ms max {max:.1} ms{some}")
+}
+
 /// One line per upgrade run (also the progress line).
 pub fn upgrade_line(u: &UpgradeRun) -> String {
     let Some(r) = &u.run else {
@@ -31,10 +56,9 @@ pub fn upgrade_line(u: &UpgradeRun) -> String {
         .map(|k| format!("{}={}", k.name(), r.failures.get(k.name()).unwrap_or(&0)))
         .collect();
     let took: Vec<f64> = u.upgrades.iter().map(|x| x.took_ms).collect();
-    let max = took.iter().copied().fold(0.0, f64::max);
-    let p50 = super::median(took);
+    let handover: Vec<f64> = u.upgrades.iter().filter_map(|x| x.handover_ms).collect();
     format!(
-        "{:<26} upgrades {}/{}  ok {:>8} ({:>7.0} req/s; v1 {} v2 {})  failed {}  [{}]  upgrade p50 {:.0} ms max {:.0} ms  stop {:.0} ms{}",
+        "{:<26} upgrades {}/{}  ok {:>8} ({:>7.0} req/s; v1 {} v2 {})  failed {}  [{}]  handover {}  command {}  stop {:.0} ms{}",
         u.case,
         u.done,
         u.requested,
@@ -44,8 +68,8 @@ pub fn upgrade_line(u: &UpgradeRun) -> String {
         r.versions.get("v2").unwrap_or(&0),
         r.failed,
         kinds.join(" "),
-        p50,
-        max,
+        spread(&handover, u.upgrades.len()),
+        spread(&took, u.upgrades.len()),
         u.stop.stop_ms,
         if u.stop.killed + u.stop.left_behind > 0 || !u.stop.abnormal_exits.is_empty() {
             format!(
@@ -172,7 +196,7 @@ pub fn render(out: &mut String, p: &ProxyReport) {
     if !p.upgrade_runs.is_empty() {
         let _ = writeln!(
             out,
-            "\n== proxy upgrades under load (`handover upgrade --control` every {:.0} ms, alternating v1/v2; client never retries; target 0 failed)",
+            "\n== proxy upgrades under load (`handover upgrade --control` every {:.0} ms, alternating v1/v2; client never retries; target 0 failed; handover = rename + command → first answer of the new build through the proxy on a fresh connection, command = until `handover upgrade` returned)",
             p.interval_s * 1e3
         );
         for u in &p.upgrade_runs {
@@ -181,7 +205,12 @@ pub fn render(out: &mut String, p: &ProxyReport) {
                 .run
                 .as_ref()
                 .map(|r| r.failed == 0 && u.done == u.requested);
-            let _ = writeln!(out, "  -> {}", verdict(met));
+            let _ = writeln!(
+                out,
+                "  -> 0 failed: {}; handover p50 ≤ {HANDOVER_TARGET_MS:.0} ms (issue 16): {}",
+                verdict(met),
+                verdict(handover_p50(u).map(|p| p <= HANDOVER_TARGET_MS))
+            );
             for x in u.upgrades.iter().filter(|x| !x.ok) {
                 let _ = writeln!(
                     out,
@@ -232,4 +261,16 @@ fn https_lines(out: &mut String, p: &ProxyReport) {
         opt(t.https_cpu_ratio, 2),
         opt(t.https_handshake_cpu_ratio, 2),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spread_gives_median_and_max_and_says_how_many_were_timed() {
+        assert_eq!(spread(&[], 3), "n/a");
+        assert_eq!(spread(&[9.0, 30.0, 11.0], 3), "p50 11.0 ms max 30.0 ms");
+        assert_eq!(spread(&[9.0, 12.0], 3), "p50 10.5 ms max 12.0 ms (2 of 3)");
+    }
 }

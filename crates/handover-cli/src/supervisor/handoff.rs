@@ -31,6 +31,13 @@ pub struct Handoff {
     timer: AbortHandle,
 }
 
+impl Handoff {
+    /// The older workers that may still accept new connections until they say otherwise.
+    pub fn still_accepting(&self) -> impl Iterator<Item = &WorkerId> {
+        self.waiting.iter()
+    }
+}
+
 impl Drop for Handoff {
     fn drop(&mut self) {
         self.timer.abort();

@@ -32,10 +32,7 @@ impl Supervisor {
             name: Some(self.cfg.name.clone()),
             pid: std::process::id(),
             state,
-            generation: self
-                .current
-                .and_then(|id| self.workers.get(&id))
-                .map_or(0, |w| w.generation),
+            generation: self.serving_generation(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             restarts: self.restarts,
             listeners: self.cfg.listeners.clone(),
@@ -44,6 +41,22 @@ impl Supervisor {
             // A crashed worker is restarted, never handed back to an older one.
             resumed: None,
             canary: self.canary_status(),
+        }
+    }
+
+    /// The generation that accepts new connections: the current worker's or, during a
+    /// hand-off (the new worker ready and held back until the old ones stop accepting), the
+    /// newest old one still accepting; 0 when none does.
+    fn serving_generation(&self) -> u64 {
+        let generation = |id: &crate::events::WorkerId| self.workers.get(id).map(|w| w.generation);
+        match (&self.current, &self.handoff) {
+            (Some(id), _) => generation(id).unwrap_or(0),
+            (None, Some(h)) => h
+                .still_accepting()
+                .filter_map(generation)
+                .max()
+                .unwrap_or(0),
+            (None, None) => 0,
         }
     }
 

@@ -443,6 +443,7 @@ async fn a_library_worker_accepts_only_once_the_old_one_has_stopped_accepting() 
     assert!(!h.went(2), "held back while the old one may still accept");
     assert!(rx.try_recv().is_err(), "the upgrade is not over yet");
     assert_eq!(h.state(), ServerState::Upgrading);
+    assert_eq!(h.sup.status().generation, 1, "the old one still accepts");
     // Its STOPPING=1 (or a repeat from the new one) lets the new one go.
     h.sup.handle(Event::StoppedAccepting { id: WorkerId(2) });
     assert!(!h.went(2));
@@ -451,6 +452,7 @@ async fn a_library_worker_accepts_only_once_the_old_one_has_stopped_accepting() 
     let report = reply(rx).unwrap();
     assert_eq!((report.pid, report.previous_pids), (1002, vec![1001]));
     assert_eq!(h.state(), ServerState::Running);
+    assert_eq!(h.sup.status().generation, 2);
     // A READY=1 the library sends after the go-ahead changes nothing.
     h.ready(2);
     assert_eq!(h.calls(), []);
