@@ -210,14 +210,14 @@ fn burst_of_usr2_is_coalesced() {
 
     // `first` is our child and is not reaped during the burst, so its pid cannot be reused:
     // signalling it after it exited is harmless.
-    let start = Instant::now();
+    // How long the burst takes is left to the machine (a loaded one oversleeps); that signals
+    // did land during the upgrade is what the `upgrade already in progress` line below shows.
     for i in 0..50 {
         signal(first, libc::SIGUSR2);
         // 25 in the first ~50 ms (during the upgrade), the rest spread over the second.
         let gap = if i < 25 { 2 } else { 36 };
         thread::sleep(Duration::from_millis(gap));
     }
-    let burst = start.elapsed();
 
     let from = 0;
     let new = server.wait_upgrade_complete(from, first);
@@ -226,7 +226,6 @@ fn burst_of_usr2_is_coalesced() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (max, worst, samples) = sampler.join().unwrap();
 
-    assert!(burst < Duration::from_millis(1500), "burst took {burst:?}");
     assert!(samples > 50, "only {samples} samples of the process tree");
     assert!(
         max <= 2,
