@@ -212,7 +212,8 @@ impl Launch for ProcessLauncher {
 
 /// The supervisor's side of a worker's handshake: its READY is an [`Event::HandshakeReady`];
 /// the go-ahead follows when `told` fires (never, if the worker is stopped unneeded). The
-/// channel then stays open for the worker's life.
+/// channel then stays open for the worker's life; a worker in another language says there
+/// when it has stopped accepting (an [`Event::StoppedAccepting`], as `STOPPING=1` is).
 async fn run_handshake(
     mut hs: sys::WorkerHandshake,
     id: WorkerId,
@@ -229,6 +230,10 @@ async fn run_handshake(
     if let Err(e) = hs.go().await {
         tracing::debug!("the go-ahead did not reach the worker: {e}");
         return;
+    }
+    // A worker that is not the library (Node.js, say) says here that it stopped accepting.
+    if hs.stopped_accepting().await {
+        let _ = events.send(Event::StoppedAccepting { id });
     }
     hs.closed().await;
 }

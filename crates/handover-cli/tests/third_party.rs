@@ -258,8 +258,37 @@ fn uvicorn_upgraded_five_times_under_load_without_a_failed_request() {
     });
 }
 
-/// A Node.js `http` server on fd 3 (`server.listen({ fd: 3 })`), ready by its own health
-/// port, with the README's drain: stop accepting, `Connection: close` on every answer,
+/// How the Node server on fd 3 is made ready: the supervisor's handshake (`--ready notify`,
+/// the default, what the README recommends) or, with `THIRD_PARTY_NODE_READY=http`, its own
+/// health port (`--ready http:/healthz`): no handshake, so old and new versions overlap.
+fn node_readiness() -> (Vec<&'static str>, &'static str) {
+    match std::env::var("THIRD_PARTY_NODE_READY").as_deref() {
+        Ok("http") => (
+            vec!["--ready", "http:/healthz"],
+            "is ready (GET http://127.0.0.1:",
+        ),
+        _ => (vec![], "is ready (READY on its handshake channel)"),
+    }
+}
+
+/// `handover run --listen 127.0.0.1:0` of the Node server on fd 3, ready as
+/// [`node_readiness`] says, logging at debug level (the hand-off's steps).
+fn start_node_on_fd3(ctx: &Ctx, node: &Path, drain: &str) -> Supervisor {
+    let script = write_node(ctx, "server.js", SERVER_JS, "v1", drain);
+    let (ready, ready_line) = node_readiness();
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend(ready);
+    args.extend(["--drain-timeout", "30s", "--"]);
+    args.extend([node.to_str().unwrap(), script.to_str().unwrap()]);
+    let sup = ctx.start_with(&args, |cmd| {
+        cmd.env("HANDOVER_LOG", "debug");
+    });
+    sup.log.expect(0, ready_line, LONG);
+    sup
+}
+
+/// A Node.js `http` server on fd 3 (`server.listen({ fd: 3 })`) speaking the supervisor's
+/// handshake, with the README's drain: stop accepting, `Connection: close` on every answer,
 /// idle connections closed after a grace.
 #[test]
 fn node_http_server_upgraded_five_times_under_load_without_a_failed_request() {
@@ -268,22 +297,85 @@ fn node_http_server_upgraded_five_times_under_load_without_a_failed_request() {
     };
     let drain = std::env::var("THIRD_PARTY_NODE_DRAIN").unwrap_or_else(|_| "snippet".into());
     let ctx = Ctx::new();
-    let script = write_node(&ctx, "server.js", SERVER_JS, "v1", &drain);
-    let sup = ctx.start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--ready",
-        "http:/healthz",
-        "--drain-timeout",
-        "30s",
-        "--",
-        node.to_str().unwrap(),
-        script.to_str().unwrap(),
-    ]);
-    sup.log.expect(0, "is ready (GET http://127.0.0.1:", LONG);
+    let sup = start_node_on_fd3(&ctx, &node, &drain);
     upgrade_five_times_under_load(&ctx, &sup, "node", |v| {
         write_node(&ctx, "server.js", SERVER_JS, v, &drain);
     });
+}
+
+/// The README's Node server on fd 3, ten upgrades while eight clients open a connection per
+/// request without pause: with the handshake (it accepts once told, and says when it has
+/// stopped accepting) not one connection made after a new worker's first answer is answered
+/// by an older one. `THIRD_PARTY_NODE_READY=http` (no handshake) shows the overlap this
+/// closes: the old worker accepts until its SIGTERM handler has run.
+#[test]
+fn node_http_server_speaking_the_handshake_takes_over_without_a_stale_answer() {
+    let Some(node) = tool("node") else {
+        return;
+    };
+    let ctx = Ctx::new();
+    let sup = start_node_on_fd3(&ctx, &node, "snippet");
+    let control = ctx.control().to_str().unwrap().to_string();
+    let mut pids = sup.worker_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let load = Load::start(sup.addr(), 8);
+    load.wait_pid(pids[0], 50);
+    for i in 0..10 {
+        write_node(
+            &ctx,
+            "server.js",
+            SERVER_JS,
+            &format!("v{}", i + 2),
+            "snippet",
+        );
+        let out = ctx.handover(&["upgrade", "--control", &control]);
+        assert!(
+            out.status.success(),
+            "upgrade {} failed: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let old = *pids.last().unwrap();
+        let now = sup.worker_pids();
+        let new = *now
+            .iter()
+            .find(|p| !pids.contains(p))
+            .expect("a new worker");
+        pids.push(new);
+        load.wait_pid(new, 50);
+        assert!(
+            poll_until(LONG, || proc_stat(old).is_none()),
+            "pid {old} did not exit after its drain"
+        );
+    }
+    let stats = load.finish();
+    assert!(
+        stats.failures.is_empty(),
+        "requests failed: {:?}",
+        stats.failures
+    );
+    let stale = stats.stale(&pids);
+    eprintln!(
+        "node handshake: {} answers over 10 upgrades, {} stale",
+        stats.ok,
+        stale.len()
+    );
+    assert!(
+        stale.is_empty(),
+        "{} stale answers of {} over 10 upgrades; first: {:?}",
+        stale.len(),
+        stats.ok,
+        &stale[..stale.len().min(5)]
+    );
+    // Each old worker said `C` (Node sends no `STOPPING=1`): the new one was let go then, not
+    // at the old one's exit or the hand-off's 1 s bound.
+    let said = sup
+        .log
+        .lines()
+        .iter()
+        .filter(|l| l.contains("has stopped accepting"))
+        .count();
+    assert_eq!(said, 10, "old workers that said C, of 10");
 }
 
 /// The same Node.js server behind `--proxy http://`, with nothing but a plain

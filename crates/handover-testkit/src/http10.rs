@@ -40,7 +40,8 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<String, Failure> {
     let (head, body) = resp
         .split_once("\r\n\r\n")
         .ok_or_else(|| Failure::Other(format!("incomplete response {resp:?}")))?;
-    if !head.starts_with("HTTP/1.0 200") {
+    // A server may answer in its own version (Node.js says HTTP/1.1), closing all the same.
+    if !(head.starts_with("HTTP/1.0 200 ") || head.starts_with("HTTP/1.1 200 ")) {
         return Err(Failure::Other(format!("status: {head:?}")));
     }
     Ok(body.to_string())

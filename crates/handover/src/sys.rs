@@ -153,6 +153,12 @@ pub fn spawn_with_listeners(program: &Program, listeners: &[(RawFd, String)]) ->
     .map_err(spawn_error)
 }
 
+/// Worker to supervisor, after the go-ahead: "I have stopped accepting" (closed its copy of
+/// the listening sockets). The `handover` library says this with `STOPPING=1` on
+/// `NOTIFY_SOCKET`; this byte is for workers that can write to a stream socket but not send
+/// a datagram to a Unix socket (Node.js). See the CLI README, "Which version answers".
+pub const STOPPED_ACCEPTING: u8 = b'C';
+
 /// A supervisor's end of a worker's readiness handshake: the handshake a new generation of the
 /// library has with its predecessor ([`crate::Handover::ready`]: it says READY, then waits for
 /// the go-ahead before its listeners accept), with the supervisor in the predecessor's place.
@@ -191,8 +197,29 @@ impl WorkerHandshake {
         self.channel.write_all(&[crate::attempt::GO_AHEAD]).await
     }
 
+    /// Waits, after the go-ahead, for the worker to say it has stopped accepting
+    /// ([`STOPPED_ACCEPTING`], what a worker in another language that speaks the handshake
+    /// says at its stop signal, as the library says `STOPPING=1`): `true` then, `false` if
+    /// the channel closed first. Anything else on the channel is dropped: the notices the
+    /// library sends its predecessor (it is stopping, it handed over) mean nothing to a
+    /// supervisor.
+    pub async fn stopped_accepting(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        loop {
+            match self.channel.read(&mut buf).await {
+                Ok(n) if n > 0 => {
+                    if buf[..n].contains(&STOPPED_ACCEPTING) {
+                        return true;
+                    }
+                }
+                _ => return false,
+            }
+        }
+    }
+
     /// Keeps the channel open until the worker closes it (it exits), reading and dropping
-    /// the notices it sends its predecessor (it is stopping, it handed over).
+    /// whatever it still sends.
     pub async fn closed(&mut self) {
         use tokio::io::AsyncReadExt;
         let mut buf = [0u8; 64];

@@ -86,10 +86,8 @@ impl ServerKind for HandoverRun {
         } else {
             cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
         }
-        if let App::Node(true) = self.app {
-            // The README's Node.js setup: readiness on the worker's own health port.
-            cmd.args(["--ready", "http:/healthz"]);
-        }
+        // The README's Node.js setup speaks the supervisor's handshake: `--ready notify`, the
+        // default, as for hello and the Python worker.
         cmd.arg("--control")
             .arg(dir.join(CONTROL))
             .arg("--pid-file")

@@ -86,7 +86,11 @@ impl Supervisor {
         if h.new == id {
             return;
         }
-        h.waiting.remove(&id);
+        if h.waiting.remove(&id) {
+            if let Some(w) = self.workers.get(&id) {
+                tracing::debug!("{} has stopped accepting", w.describe());
+            }
+        }
         if h.waiting.is_empty() {
             self.finish_handoff();
         }
