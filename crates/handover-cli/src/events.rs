@@ -26,8 +26,11 @@ pub enum Event {
     /// A worker using the library said READY on its handshake channel: it is ready, and waits
     /// for the go-ahead before it accepts ([`crate::worker::Worker::let_go`]).
     HandshakeReady { id: WorkerId },
-    /// A worker said `STOPPING=1` on its notification socket: it has stopped accepting.
-    StoppedAccepting { id: WorkerId },
+    /// A worker said it has stopped accepting: `STOPPING=1` on its notification socket, or
+    /// (`on_channel`) [`handover::sys::STOPPED_ACCEPTING`] on its handshake channel. A worker
+    /// that speaks the handshake is believed on the channel only: the library says
+    /// `STOPPING=1` when a lame duck begins, while it still accepts.
+    StoppedAccepting { id: WorkerId, on_channel: bool },
     /// The new worker `id` has waited long enough for the older ones to stop accepting.
     HandoffDue { id: WorkerId },
     /// A worker was not ready within `--ready-timeout`.

@@ -269,7 +269,10 @@ impl Prepared {
         match self.check {
             Check::Notify(socket) => {
                 let stopped = || {
-                    let _ = events.send(Event::StoppedAccepting { id });
+                    let _ = events.send(Event::StoppedAccepting {
+                        id,
+                        on_channel: false,
+                    });
                 };
                 socket.run(|| ready("READY=1".into()), stopped).await
             }

@@ -190,13 +190,14 @@ impl Supervisor {
             Event::Ready { id, how } => self.on_ready(id, &how),
             Event::HandshakeReady { id } => {
                 if let Some(w) = self.workers.get_mut(&id) {
+                    w.speaks_handshake = true;
                     if w.state == WorkerState::Starting {
                         w.awaiting_go = true;
                     }
                 }
                 self.on_ready(id, "READY on its handshake channel");
             }
-            Event::StoppedAccepting { id } => self.stopped_accepting(id),
+            Event::StoppedAccepting { id, on_channel } => self.stopped_accepting(id, on_channel),
             Event::HandoffDue { id } => self.on_handoff_due(id),
             Event::ReadyTimeout { id } => self.on_ready_timeout(id),
             Event::DrainTimeout { id } => self.on_drain_timeout(id),
@@ -569,7 +570,8 @@ impl Supervisor {
             );
             return;
         }
-        self.stopped_accepting(id);
+        // An exit ends its accepting for certain, whatever it said.
+        self.stopped_accepting(id, true);
         match w.state {
             WorkerState::Draining => {
                 tracing::info!("{what} {status} after draining");

@@ -52,6 +52,11 @@ pub struct Worker {
     pub go: Option<oneshot::Sender<()>>,
     /// It said READY on the handshake channel and has not been let go yet.
     pub awaiting_go: bool,
+    /// It said READY on the handshake channel: it says there when it has stopped accepting
+    /// too, and hears [`Worker::tell_replaced`].
+    pub speaks_handshake: bool,
+    /// Tells its handshake task to say [`handover::sys::REPLACED`] on the channel.
+    pub replace: Option<oneshot::Sender<()>>,
     /// Its readiness check and timers, cancelled when it is reaped.
     tasks: Vec<AbortHandle>,
 }
@@ -72,6 +77,8 @@ impl Worker {
             last_probe_error: Arc::new(Mutex::new(None)),
             go: None,
             awaiting_go: false,
+            speaks_handshake: false,
+            replace: None,
             tasks: Vec::new(),
         }
     }
@@ -87,6 +94,18 @@ impl Worker {
             if let Some(go) = self.go.take() {
                 let _ = go.send(());
             }
+        }
+    }
+
+    /// Tells a worker that speaks the handshake that a newer one replaces it: it stops
+    /// accepting at once and says so, and its stop skips its lame duck. Nothing for any
+    /// other worker (the stop signal alone tells those).
+    pub fn tell_replaced(&mut self) {
+        if !self.speaks_handshake {
+            return;
+        }
+        if let Some(replace) = self.replace.take() {
+            let _ = replace.send(());
         }
     }
 
@@ -184,8 +203,10 @@ impl Launch for ProcessLauncher {
         let mut worker = Worker::new(id, pid, generation, port);
         if let Some(hs) = handshake {
             let (go, told) = oneshot::channel();
+            let (replace, replaced) = oneshot::channel();
             worker.go = Some(go);
-            let gate = tokio::spawn(run_handshake(hs, id, self.events.clone(), told));
+            worker.replace = Some(replace);
+            let gate = tokio::spawn(run_handshake(hs, id, self.events.clone(), told, replaced));
             worker.add_task(gate.abort_handle());
         }
         let check = tokio::spawn(prepared.run(
@@ -212,13 +233,15 @@ impl Launch for ProcessLauncher {
 
 /// The supervisor's side of a worker's handshake: its READY is an [`Event::HandshakeReady`];
 /// the go-ahead follows when `told` fires (never, if the worker is stopped unneeded). The
-/// channel then stays open for the worker's life; a worker in another language says there
-/// when it has stopped accepting (an [`Event::StoppedAccepting`], as `STOPPING=1` is).
+/// channel then stays open for the worker's life: `replaced` firing says
+/// [`handover::sys::REPLACED`] there, and the worker says there when it has stopped accepting
+/// (an [`Event::StoppedAccepting`] on the channel).
 async fn run_handshake(
     mut hs: sys::WorkerHandshake,
     id: WorkerId,
     events: Events,
     told: oneshot::Receiver<()>,
+    replaced: oneshot::Receiver<()>,
 ) {
     if !hs.ready().await {
         return; // not a library worker (it never speaks on the channel), or it exited
@@ -231,9 +254,25 @@ async fn run_handshake(
         tracing::debug!("the go-ahead did not reach the worker: {e}");
         return;
     }
-    // A worker that is not the library (Node.js, say) says here that it stopped accepting.
-    if hs.stopped_accepting().await {
-        let _ = events.send(Event::StoppedAccepting { id });
+    let mut replaced = Some(replaced);
+    let stopped = loop {
+        tokio::select! {
+            said = hs.stopped_accepting() => break said,
+            r = async { replaced.as_mut().expect("guarded").await }, if replaced.is_some() => {
+                replaced = None;
+                if r.is_ok() {
+                    if let Err(e) = hs.replaced() {
+                        tracing::debug!("cannot tell the worker it is replaced: {e}");
+                    }
+                }
+            }
+        }
+    };
+    if stopped {
+        let _ = events.send(Event::StoppedAccepting {
+            id,
+            on_channel: true,
+        });
     }
     hs.closed().await;
 }

@@ -26,18 +26,36 @@ fn install(ctx: &Ctx, from: &std::path::Path) -> std::path::PathBuf {
 /// old one until it has acted on its SIGTERM) the old workers answer some of them.
 #[test]
 fn a_library_worker_takes_over_without_a_stale_answer() {
+    takes_over_without_a_stale_answer(&[], &[], LONG);
+}
+
+/// The same with workers that have a lame duck of their own (`hello --lame-duck 60s`): told on
+/// its channel that it is replaced, the old worker stops accepting at once and drains at its
+/// stop signal, instead of serving on for a minute (and saying `STOPPING=1` as its lame duck
+/// begins, which let the new one accept beside it: stale answers). The drain timeout is
+/// longer than the lame duck, so that no SIGKILL ends a lame duck early; each old worker must
+/// be gone within 5 s of its upgrade (it has no request in progress for long).
+#[test]
+fn a_library_worker_with_a_lame_duck_is_replaced_at_once() {
+    takes_over_without_a_stale_answer(&["--drain-timeout", "120s"], &["--lame-duck", "60s"], SHORT);
+}
+
+/// Ten upgrades under load (`run_args` for `handover run`, `worker_args` for hello); each old
+/// worker must exit within `exit_within` once the new one answers.
+fn takes_over_without_a_stale_answer(
+    run_args: &[&str],
+    worker_args: &[&str],
+    exit_within: std::time::Duration,
+) {
     let ctx = Ctx::new();
     let bins = binaries();
     let addr = format!("127.0.0.1:{}", free_port());
     let hello = install(&ctx, &bins.v1);
-    let sup = ctx.start(&[
-        "--listen",
-        &addr,
-        "--",
-        hello.to_str().unwrap(),
-        "--listen",
-        &addr,
-    ]);
+    let mut args = vec!["--listen", &addr];
+    args.extend_from_slice(run_args);
+    args.extend(["--", hello.to_str().unwrap(), "--listen", &addr]);
+    args.extend_from_slice(worker_args);
+    let sup = ctx.start(&args);
     sup.log.expect(0, "is ready (", LONG);
     let control = ctx.control().to_str().unwrap().to_string();
     let serving = |ctx: &Ctx| -> i32 {
@@ -64,8 +82,8 @@ fn a_library_worker_takes_over_without_a_stale_answer() {
         load.wait_pid(new, 50);
         // The old one has drained and exited before the next upgrade (at most 3 drain).
         assert!(
-            poll_until(LONG, || proc_stat(old).is_none()),
-            "pid {old} did not exit after its drain"
+            poll_until(exit_within, || proc_stat(old).is_none()),
+            "pid {old} did not exit within {exit_within:?} once the new one answered"
         );
     }
     let stats = load.finish();

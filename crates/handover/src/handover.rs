@@ -85,7 +85,9 @@ impl Builder {
     /// balancer or Kubernetes takes it out of rotation before it stops accepting; then the
     /// usual drain (bounded by the drain timeout) follows. A second stop signal still exits
     /// at once. Upgrades are not stops: they never wait for it, and health stays good
-    /// through them.
+    /// through them; that holds under `handover run` too, which tells a worker it replaces
+    /// that it is replaced before the stop signal (the worker then stops accepting at once and
+    /// drains at the signal, lame duck or not).
     ///
     /// [`Running::stop`]: crate::Running::stop
     /// [`Health`]: crate::Health

@@ -22,6 +22,15 @@ use crate::spawn::ExitStatus;
 pub(crate) const HANDED_OVER: u8 = b'H';
 /// New to old: a graceful stop of this generation began (it is being stopped on purpose).
 pub(crate) const STOPPING: u8 = b'S';
+/// New to old: this generation has stopped accepting (at a stop, once its listeners are
+/// paused). A supervisor (`handover run`) lets the next worker accept on it; a library
+/// predecessor has no use for it. A worker in another language that speaks the handshake says
+/// it too (the CLI README, "Which version answers").
+pub const STOPPED_ACCEPTING: u8 = b'C';
+/// Supervisor to worker: "you are being replaced": stop accepting now and say
+/// [`STOPPED_ACCEPTING`]; the stop signal that follows drains at once, without the lame duck
+/// (an upgrade never waits for one). A library predecessor never sends it.
+pub const REPLACED: u8 = b'P';
 
 /// Longest record line accepted, newline included; anything longer is not a record.
 pub(crate) const MAX_RECORD: usize = 512;
@@ -127,6 +136,7 @@ impl Successor {
         match byte {
             HANDED_OVER => self.handed_over = true,
             STOPPING => self.stopping = true,
+            STOPPED_ACCEPTING => {}
             other => tracing::debug!(
                 "successor pid {} sent an unknown notice {other:#04x}; ignored",
                 self.pid
@@ -176,6 +186,12 @@ pub(crate) struct Predecessor(StdUnixStream);
 impl Predecessor {
     pub(crate) fn new(stream: StdUnixStream) -> Predecessor {
         Predecessor(stream)
+    }
+
+    /// A second handle on the channel (to read what a supervisor sends, see
+    /// [`REPLACED`]).
+    pub(crate) fn try_clone(&self) -> std::io::Result<StdUnixStream> {
+        self.0.try_clone()
     }
 
     /// Sends one notice; a predecessor that is gone is no error (nobody is left to tell).

@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::attempt::{self, HandedOver, Start, UpgradeConfig, Upgraded};
 use crate::drain::{DrainReason, ServingState};
 use crate::error::UpgradeError;
-use crate::lineage::{Predecessor, Successor, Verdict, HANDED_OVER, STOPPING};
+use crate::lineage::{
+    Predecessor, Successor, Verdict, HANDED_OVER, REPLACED, STOPPED_ACCEPTING, STOPPING,
+};
 use crate::systemd::Notifier;
 use crate::{env, pidfile, spawn};
 
@@ -27,6 +29,9 @@ pub(crate) enum Trigger {
     Upgrade(&'static str, Option<Reply>),
     /// A graceful stop, by `SIGTERM`, `SIGINT` or an API call; a second one exits at once.
     Stop(&'static str),
+    /// The supervisor that started this process is replacing it ([`REPLACED`] on the
+    /// channel): stop accepting now; the stop that follows skips the lame duck.
+    Replaced,
 }
 
 /// Starts one upgrade attempt to `generation` (see `attempt.rs`); the loop drops the future
@@ -132,6 +137,7 @@ impl std::fmt::Debug for Trigger {
         match self {
             Trigger::Upgrade(by, _) => write!(f, "Upgrade({by})"),
             Trigger::Stop(by) => write!(f, "Stop({by})"),
+            Trigger::Replaced => f.write_str("Replaced"),
         }
     }
 }
@@ -200,6 +206,9 @@ impl Running {
     ) -> Running {
         let (tx, rx) = mpsc::unbounded_channel();
         let finish = Arc::new(finish);
+        if let Some(channel) = predecessor_reader(&finish) {
+            tokio::spawn(watch_predecessor(channel, tx.clone()));
+        }
         tokio::spawn(control_loop(
             Arc::clone(&shared),
             cfg,
@@ -344,6 +353,30 @@ async fn next_signal(signals: &mut Option<LoopSignals>) -> Trigger {
     }
 }
 
+/// A second handle on the channel to the predecessor, for [`watch_predecessor`]. (It is
+/// non-blocking already: the handshake made it so.)
+fn predecessor_reader(finish: &Finish) -> Option<tokio::net::UnixStream> {
+    let guard = finish.predecessor.lock().expect("not poisoned");
+    let clone = guard.as_ref()?.try_clone().ok()?;
+    tokio::net::UnixStream::from_std(clone).ok()
+}
+
+/// Reads what the predecessor sends after the go-ahead: a library generation sends nothing (the
+/// read ends when it exits); a supervisor sends [`REPLACED`] when a newer worker takes over.
+async fn watch_predecessor(
+    channel: tokio::net::UnixStream,
+    triggers: mpsc::UnboundedSender<Trigger>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut channel = channel;
+    let mut buf = [0u8; 16];
+    while let Ok(n @ 1..) = channel.read(&mut buf).await {
+        if buf[..n].contains(&REPLACED) && triggers.send(Trigger::Replaced).is_err() {
+            return;
+        }
+    }
+}
+
 async fn control_loop(
     shared: Arc<ServingState>,
     cfg: UpgradeConfig,
@@ -366,6 +399,9 @@ async fn control_loop(
     let mut next_generation = env::next_generation(cfg.generation);
     // When the lame duck of a stop ends and the drain begins (see `Builder::lame_duck`).
     let mut lame_duck_end: Option<tokio::time::Instant> = None;
+    // The supervisor said a newer worker replaces this one: accepting has stopped, and the
+    // stop that follows drains at once.
+    let mut replaced = false;
 
     loop {
         enum Wake {
@@ -392,6 +428,27 @@ async fn control_loop(
                 lame_duck_end = None;
                 tracing::info!("lame duck over; draining (a second signal exits at once)");
                 shared.stop_accepting(DrainReason::Stopped).await;
+                finish.tell_predecessor(STOPPED_ACCEPTING);
+            }
+            Wake::Trigger(Trigger::Replaced) => {
+                if replaced {
+                    continue;
+                }
+                replaced = true;
+                // Accepting stops first, and is said, whatever else goes on: the supervisor
+                // lets the new worker accept on it.
+                shared.pause_accepting().await;
+                finish.tell_predecessor(STOPPED_ACCEPTING);
+                if lame_duck_end.take().is_some() {
+                    tracing::info!(
+                        "replaced by a newer worker during the lame duck: draining now (an upgrade does not wait for the lame duck)"
+                    );
+                    shared.stop_accepting(DrainReason::Stopped).await;
+                } else {
+                    tracing::info!(
+                        "replaced by a newer worker: stopped accepting; draining at the stop signal"
+                    );
+                }
             }
             Wake::SuccessorExit => {
                 let Some(pid) = successor.as_ref().map(|s| s.pid) else {
@@ -524,7 +581,7 @@ async fn control_loop(
                     Some((_, DrainReason::Upgraded { .. })) => {
                         tracing::info!("{source} received while draining after an upgrade; a second one exits at once");
                     }
-                    _ if !shared.lame_duck.is_zero() => {
+                    _ if !shared.lame_duck.is_zero() && !replaced => {
                         tracing::info!(
                             "graceful stop requested by {source}: lame duck for {:?} (serving on while health checks fail), then draining (a second signal exits at once)",
                             shared.lame_duck
@@ -544,6 +601,7 @@ async fn control_loop(
                         // hundreds of connections told to drain (60-100 ms at 512).
                         shared.pause_accepting().await;
                         finish.notify("STOPPING=1");
+                        finish.tell_predecessor(STOPPED_ACCEPTING);
                         shared.stop_accepting(DrainReason::Stopped).await;
                     }
                 }

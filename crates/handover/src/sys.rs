@@ -153,11 +153,7 @@ pub fn spawn_with_listeners(program: &Program, listeners: &[(RawFd, String)]) ->
     .map_err(spawn_error)
 }
 
-/// Worker to supervisor, after the go-ahead: "I have stopped accepting" (closed its copy of
-/// the listening sockets). The `handover` library says this with `STOPPING=1` on
-/// `NOTIFY_SOCKET`; this byte is for workers that can write to a stream socket but not send
-/// a datagram to a Unix socket (Node.js). See the CLI README, "Which version answers".
-pub const STOPPED_ACCEPTING: u8 = b'C';
+pub use crate::lineage::{REPLACED, STOPPED_ACCEPTING};
 
 /// A supervisor's end of a worker's readiness handshake: the handshake a new generation of the
 /// library has with its predecessor ([`crate::Handover::ready`]: it says READY, then waits for
@@ -198,23 +194,35 @@ impl WorkerHandshake {
     }
 
     /// Waits, after the go-ahead, for the worker to say it has stopped accepting
-    /// ([`STOPPED_ACCEPTING`], what a worker in another language that speaks the handshake
-    /// says at its stop signal, as the library says `STOPPING=1`): `true` then, `false` if
-    /// the channel closed first. Anything else on the channel is dropped: the notices the
-    /// library sends its predecessor (it is stopping, it handed over) mean nothing to a
-    /// supervisor.
-    pub async fn stopped_accepting(&mut self) -> bool {
-        use tokio::io::AsyncReadExt;
+    /// ([`STOPPED_ACCEPTING`]: the library says it once its listeners are paused, at a stop or
+    /// when told [`WorkerHandshake::replaced`]; so does a worker in another language that
+    /// speaks the handshake): `true` then, `false` if the channel closed first. Anything else
+    /// on the channel is dropped: the other notices the library sends its predecessor (it is
+    /// stopping, it handed over) mean nothing to a supervisor. Cancel-safe.
+    pub async fn stopped_accepting(&self) -> bool {
         let mut buf = [0u8; 64];
         loop {
-            match self.channel.read(&mut buf).await {
-                Ok(n) if n > 0 => {
-                    if buf[..n].contains(&STOPPED_ACCEPTING) {
-                        return true;
-                    }
-                }
-                _ => return false,
+            if self.channel.readable().await.is_err() {
+                return false;
             }
+            match self.channel.try_read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) if buf[..n].contains(&STOPPED_ACCEPTING) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Tells the worker it is being replaced ([`REPLACED`]): a library worker stops accepting
+    /// at once and says [`WorkerHandshake::stopped_accepting`], and its stop that follows skips
+    /// the lame duck. One byte into a channel the worker keeps reading never blocks; an error
+    /// means the worker is gone.
+    pub fn replaced(&self) -> io::Result<()> {
+        match self.channel.try_write(&[REPLACED])? {
+            1 => Ok(()),
+            _ => Err(io::ErrorKind::WriteZero.into()),
         }
     }
 

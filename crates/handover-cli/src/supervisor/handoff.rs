@@ -1,7 +1,9 @@
 //! The order of a socket-mode upgrade to a worker that uses the library: the old workers stop
 //! accepting first, the new one accepts after. The new one said READY on its handshake channel
-//! and waits; the old ones get the stop signal at once and each says `STOPPING=1` (the library
-//! does, once it has stopped accepting) or exits; then the new one is let go. So no fresh
+//! and waits; the old ones are told on theirs that they are replaced (a library worker stops
+//! accepting then, even in a lame duck), get the stop signal at once, and each says on its
+//! channel that it has stopped accepting (or `STOPPING=1`, a worker without the handshake) or
+//! exits; then the new one is let go. So no fresh
 //! connection is answered by an old version once the new one has answered anyone. An old
 //! worker that says nothing (one that does not use the library) is waited for at most
 //! [`HANDOFF_WAIT`]; connections meanwhile wait in the shared backlog.
@@ -57,6 +59,10 @@ impl Supervisor {
             self.route(new);
         }
         for id in &older {
+            if let Some(w) = self.workers.get_mut(id) {
+                // Said before the stop signal: it stops accepting at once, lame duck or not.
+                w.tell_replaced();
+            }
             self.begin_drain(*id, &format!("replaced by generation {generation}"));
         }
         if gated && !older.is_empty() {
@@ -79,11 +85,17 @@ impl Supervisor {
 
     /// Worker `id` stopped accepting (`STOPPING=1`) or exited: the new one may go once none
     /// is left.
-    pub(super) fn stopped_accepting(&mut self, id: WorkerId) {
+    pub(super) fn stopped_accepting(&mut self, id: WorkerId, on_channel: bool) {
         let Some(h) = &mut self.handoff else {
             return;
         };
         if h.new == id {
+            return;
+        }
+        let speaks_handshake = self.workers.get(&id).is_some_and(|w| w.speaks_handshake);
+        if speaks_handshake && !on_channel {
+            // Its channel says when accepting has stopped; `STOPPING=1` may come from the
+            // start of a lame duck.
             return;
         }
         if h.waiting.remove(&id) {

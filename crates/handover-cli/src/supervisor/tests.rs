@@ -36,6 +36,8 @@ struct FakeLauncher {
     broken: Arc<Mutex<bool>>,
     /// Each worker's go-ahead, as its handshake task would receive it.
     gos: Arc<Mutex<std::collections::BTreeMap<u64, oneshot::Receiver<()>>>>,
+    /// Each worker's "you are replaced", likewise.
+    replaces: Arc<Mutex<std::collections::BTreeMap<u64, oneshot::Receiver<()>>>>,
 }
 
 impl Launch for FakeLauncher {
@@ -48,6 +50,9 @@ impl Launch for FakeLauncher {
         let (go, told) = oneshot::channel();
         w.go = Some(go);
         self.gos.lock().unwrap().insert(id.0, told);
+        let (replace, replaced) = oneshot::channel();
+        w.replace = Some(replace);
+        self.replaces.lock().unwrap().insert(id.0, replaced);
         Ok(w)
     }
 
@@ -121,6 +126,14 @@ impl Harness {
     fn went(&self, id: u64) -> bool {
         let mut gos = self.launcher.gos.lock().unwrap();
         gos.get_mut(&id).is_some_and(|rx| rx.try_recv().is_ok())
+    }
+
+    /// Whether worker `id` has been told, on its handshake channel, that it is replaced.
+    fn told_replaced(&self, id: u64) -> bool {
+        let mut replaces = self.launcher.replaces.lock().unwrap();
+        replaces
+            .get_mut(&id)
+            .is_some_and(|rx| rx.try_recv().is_ok())
     }
 
     fn exited(&mut self, id: u64, status: ExitStatus) {
@@ -440,14 +453,28 @@ async fn a_library_worker_accepts_only_once_the_old_one_has_stopped_accepting() 
     let mut rx = h.upgrade();
     h.handshake_ready(2);
     assert_eq!(h.calls(), [Call::Launch(2), Call::Signal(1001, TERM)]);
+    assert!(h.told_replaced(1), "the old one is told it is replaced");
+    assert!(!h.told_replaced(2));
     assert!(!h.went(2), "held back while the old one may still accept");
     assert!(rx.try_recv().is_err(), "the upgrade is not over yet");
     assert_eq!(h.state(), ServerState::Upgrading);
     assert_eq!(h.sup.status().generation, 1, "the old one still accepts");
-    // Its STOPPING=1 (or a repeat from the new one) lets the new one go.
-    h.sup.handle(Event::StoppedAccepting { id: WorkerId(2) });
+    // A STOPPING=1 does not count from a worker that speaks the handshake (the library says
+    // it when a lame duck begins, still accepting), nor anything from the new one.
+    h.sup.handle(Event::StoppedAccepting {
+        id: WorkerId(1),
+        on_channel: false,
+    });
+    h.sup.handle(Event::StoppedAccepting {
+        id: WorkerId(2),
+        on_channel: true,
+    });
     assert!(!h.went(2));
-    h.sup.handle(Event::StoppedAccepting { id: WorkerId(1) });
+    // What the old one says on its channel lets the new one go.
+    h.sup.handle(Event::StoppedAccepting {
+        id: WorkerId(1),
+        on_channel: true,
+    });
     assert!(h.went(2));
     let report = reply(rx).unwrap();
     assert_eq!((report.pid, report.previous_pids), (1002, vec![1001]));

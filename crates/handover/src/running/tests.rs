@@ -74,6 +74,16 @@ async fn start(attempts: &Attempts) -> Running {
 
 /// [`start`] with a lame duck of `lame_duck` at a stop.
 async fn start_with(attempts: &Attempts, lame_duck: Duration) -> Running {
+    start_under(attempts, lame_duck, None).await
+}
+
+/// [`start_with`] as a worker a supervisor started: `predecessor` is the worker's end of the
+/// handshake channel (the test holds the supervisor's).
+async fn start_under(
+    attempts: &Attempts,
+    lame_duck: Duration,
+    predecessor: Option<std::os::unix::net::UnixStream>,
+) -> Running {
     let shared = ServingState::new(
         Duration::from_secs(30),
         Duration::from_secs(1),
@@ -96,7 +106,7 @@ async fn start_with(attempts: &Attempts, lame_duck: Duration) -> Running {
         started: std::time::Instant::now(),
         last_upgrade: Mutex::new(None),
         resumed: Mutex::new(None),
-        predecessor: Mutex::new(None),
+        predecessor: Mutex::new(predecessor.map(Predecessor::new)),
     };
     let successor_exit = signal(SignalKind::child()).unwrap();
     Running::with_loop(
@@ -352,4 +362,98 @@ async fn a_stop_during_an_upgrade_cancels_it_and_enters_the_lame_duck() {
     assert!(!running.health().is_healthy());
     assert_eq!(running.draining().await, DrainReason::Stopped);
     assert_eq!(t0.elapsed(), Duration::from_secs(3));
+}
+
+/// A worker started by a supervisor, and the supervisor's end of its channel.
+async fn supervised(lame_duck: Duration) -> (Running, std::os::unix::net::UnixStream) {
+    let (supervisor, worker) = std::os::unix::net::UnixStream::pair().unwrap();
+    // As after the handshake: the worker's end is non-blocking.
+    worker.set_nonblocking(true).unwrap();
+    supervisor.set_nonblocking(true).unwrap();
+    let running = start_under(&Attempts::default(), lame_duck, Some(worker)).await;
+    (running, supervisor)
+}
+
+/// What the worker has said on the channel so far.
+fn said(supervisor: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = [0u8; 64];
+    match supervisor.read(&mut buf) {
+        Ok(n) => buf[..n].to_vec(),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Vec::new(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Lets the loop run until `done` holds (a real socket is read, so a few rounds may be
+/// needed); false if it never did.
+async fn settle_until(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if done() {
+            return true;
+        }
+        settle().await;
+        tokio::task::yield_now().await;
+    }
+    done()
+}
+
+/// Told it is replaced, a supervised worker stops accepting at once and says so on the channel;
+/// the stop signal that follows drains at once, without the lame duck, and health stays good
+/// until then (an upgrade is not a stop of the service).
+#[tokio::test(start_paused = true)]
+async fn told_it_is_replaced_it_stops_accepting_says_so_and_skips_the_lame_duck() {
+    use std::io::Write;
+    let (running, mut supervisor) = supervised(Duration::from_secs(5)).await;
+    assert_eq!(phase(&running), crate::drain::Phase::Serving);
+    supervisor.write_all(&[REPLACED]).unwrap();
+    assert!(
+        settle_until(|| phase(&running) == crate::drain::Phase::Paused).await,
+        "still accepting after REPLACED: {:?}",
+        phase(&running)
+    );
+    let mut heard = Vec::new();
+    assert!(
+        settle_until(|| {
+            heard.extend(said(&mut supervisor));
+            heard.contains(&STOPPED_ACCEPTING)
+        })
+        .await
+    );
+    assert!(running.health().is_healthy(), "not a stop yet");
+    let t0 = tokio::time::Instant::now();
+    running.stop();
+    assert_eq!(running.draining().await, DrainReason::Stopped);
+    assert_eq!(t0.elapsed(), Duration::ZERO, "the lame duck was skipped");
+}
+
+/// A stop signal that came first began the lame duck (serving on, still accepting); being told
+/// it is replaced then ends it: accepting stops, is said, and the drain begins at once.
+#[tokio::test(start_paused = true)]
+async fn told_it_is_replaced_during_the_lame_duck_it_drains_at_once() {
+    use std::io::Write;
+    let (running, mut supervisor) = supervised(Duration::from_secs(5)).await;
+    running.stop();
+    settle().await;
+    assert_eq!(
+        phase(&running),
+        crate::drain::Phase::Serving,
+        "in lame duck"
+    );
+    assert!(
+        !said(&mut supervisor).contains(&STOPPED_ACCEPTING),
+        "said it stopped accepting while it accepts"
+    );
+    let t0 = tokio::time::Instant::now();
+    supervisor.write_all(&[REPLACED]).unwrap();
+    assert_eq!(running.draining().await, DrainReason::Stopped);
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    let mut heard = Vec::new();
+    assert!(
+        settle_until(|| {
+            heard.extend(said(&mut supervisor));
+            heard.contains(&STOPPED_ACCEPTING)
+        })
+        .await
+    );
 }
