@@ -57,49 +57,9 @@ fn takes_over_without_a_stale_answer(
     args.extend_from_slice(worker_args);
     let sup = ctx.start(&args);
     sup.log.expect(0, "is ready (", LONG);
-    let control = ctx.control().to_str().unwrap().to_string();
-    let serving = |ctx: &Ctx| -> i32 {
-        let s = ctx.status();
-        s["workers"][0]["pid"].as_i64().expect("a worker pid") as i32
-    };
-    let mut pids = vec![serving(&ctx)];
-    let load = Load::start(sup.addr(), 8);
-    load.wait_pid(pids[0], 50);
-    for i in 0..UPGRADES {
-        let version = if i % 2 == 0 { &bins.v2 } else { &bins.v1 };
-        install(&ctx, version);
-        let out = ctx.handover(&["upgrade", "--control", &control]);
-        assert!(
-            out.status.success(),
-            "upgrade {} failed: {}",
-            i + 1,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let new = serving(&ctx);
-        let old = *pids.last().unwrap();
-        assert_ne!(new, old, "upgrade {} started no new worker", i + 1);
-        pids.push(new);
-        load.wait_pid(new, 50);
-        // The old one has drained and exited before the next upgrade (at most 3 drain).
-        assert!(
-            poll_until(exit_within, || proc_stat(old).is_none()),
-            "pid {old} did not exit within {exit_within:?} once the new one answered"
-        );
-    }
-    let stats = load.finish();
-    assert!(
-        stats.failures.is_empty(),
-        "requests failed: {:?}",
-        stats.failures
-    );
-    let stale = stats.stale(&pids);
-    assert!(
-        stale.is_empty(),
-        "{} stale answers of {} over {UPGRADES} upgrades; first: {:?}",
-        stale.len(),
-        stats.ok,
-        &stale[..stale.len().min(5)]
-    );
+    upgrade_without_a_stale_answer(&ctx, &sup, UPGRADES, exit_within, |i| {
+        install(&ctx, if i % 2 == 0 { &bins.v2 } else { &bins.v1 });
+    });
     let handed_off = sup
         .log
         .lines()

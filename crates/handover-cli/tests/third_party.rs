@@ -315,12 +315,7 @@ fn node_http_server_speaking_the_handshake_takes_over_without_a_stale_answer() {
     };
     let ctx = Ctx::new();
     let sup = start_node_on_fd3(&ctx, &node, "snippet");
-    let control = ctx.control().to_str().unwrap().to_string();
-    let mut pids = sup.worker_pids();
-    assert_eq!(pids.len(), 1, "{pids:?}");
-    let load = Load::start(sup.addr(), 8);
-    load.wait_pid(pids[0], 50);
-    for i in 0..10 {
+    upgrade_without_a_stale_answer(&ctx, &sup, 10, LONG, |i| {
         write_node(
             &ctx,
             "server.js",
@@ -328,45 +323,7 @@ fn node_http_server_speaking_the_handshake_takes_over_without_a_stale_answer() {
             &format!("v{}", i + 2),
             "snippet",
         );
-        let out = ctx.handover(&["upgrade", "--control", &control]);
-        assert!(
-            out.status.success(),
-            "upgrade {} failed: {}",
-            i + 1,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let old = *pids.last().unwrap();
-        let now = sup.worker_pids();
-        let new = *now
-            .iter()
-            .find(|p| !pids.contains(p))
-            .expect("a new worker");
-        pids.push(new);
-        load.wait_pid(new, 50);
-        assert!(
-            poll_until(LONG, || proc_stat(old).is_none()),
-            "pid {old} did not exit after its drain"
-        );
-    }
-    let stats = load.finish();
-    assert!(
-        stats.failures.is_empty(),
-        "requests failed: {:?}",
-        stats.failures
-    );
-    let stale = stats.stale(&pids);
-    eprintln!(
-        "node handshake: {} answers over 10 upgrades, {} stale",
-        stats.ok,
-        stale.len()
-    );
-    assert!(
-        stale.is_empty(),
-        "{} stale answers of {} over 10 upgrades; first: {:?}",
-        stale.len(),
-        stats.ok,
-        &stale[..stale.len().min(5)]
-    );
+    });
     // Each old worker said `C` (Node sends no `STOPPING=1`): the new one was let go then, not
     // at the old one's exit or the hand-off's 1 s bound.
     let said = sup

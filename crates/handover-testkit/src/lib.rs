@@ -102,6 +102,7 @@ pub mod binaries;
 pub mod cli_kit;
 #[cfg(feature = "h3")]
 pub mod h3;
+pub mod handoff;
 pub mod hello;
 pub mod hello_kit;
 pub mod http;

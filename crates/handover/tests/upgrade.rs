@@ -178,19 +178,33 @@ fn keepalive_connections_during_upgrades_never_fail() {
     upgrades_under_load(LoadMode::KeepAlive);
 }
 
-/// 50 SIGUSR2 within a second to the serving process: never more than two server processes at
-/// once, the extra signals are answered with `upgrade already in progress`, exactly one handover,
-/// one generation at the end.
+/// 50 SIGUSR2 to the serving process while its upgrade is in progress: never more than two
+/// server processes at once, the extra signals are answered with `upgrade already in
+/// progress`, exactly one handover, one generation at the end. The new version waits at a
+/// gate (a FIFO the test opens once the burst is over), so the burst lands during the upgrade
+/// however quick upgrades are.
 #[test]
 fn burst_of_usr2_is_coalesced() {
     let ctx = Ctx::new();
     let server = ctx.start(&[]);
     let first = server.pid;
-    ctx.install(Version::V2);
+    let gate = ctx.path("gate");
+    let c_gate = std::ffi::CString::new(gate.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; mkfifo only creates the file.
+    assert_eq!(unsafe { libc::mkfifo(c_gate.as_ptr(), 0o600) }, 0, "mkfifo");
+    // `read` is a shell builtin: the waiting starter is this one process, which then becomes
+    // v2 (same pid, so LISTEN_PID still holds).
+    ctx.install_script(&format!(
+        "#!/bin/sh\nread go < '{}'\nexec '{}' \"$@\"\n",
+        gate.display(),
+        handover_testkit::binaries::binaries().v2.display()
+    ));
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sampler = {
         let stop = stop.clone();
+        let taken = taken.clone();
         thread::spawn(move || {
             let mut max = 0;
             let mut worst = String::new();
@@ -198,6 +212,7 @@ fn burst_of_usr2_is_coalesced() {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let live = live_processes();
                 samples += 1;
+                taken.store(samples, std::sync::atomic::Ordering::SeqCst);
                 if live.len() > max {
                     max = live.len();
                     worst = describe(&live);
@@ -208,16 +223,21 @@ fn burst_of_usr2_is_coalesced() {
         })
     };
 
-    // `first` is our child and is not reaped during the burst, so its pid cannot be reused:
-    // signalling it after it exited is harmless.
-    // How long the burst takes is left to the machine (a loaded one oversleeps); that signals
-    // did land during the upgrade is what the `upgrade already in progress` line below shows.
-    for i in 0..50 {
+    // `first` is our child and is not reaped during the burst, so its pid cannot be reused.
+    signal(first, libc::SIGUSR2);
+    server.log.expect(0, "upgrade started by SIGUSR2", LONG);
+    for _ in 0..49 {
         signal(first, libc::SIGUSR2);
-        // 25 in the first ~50 ms (during the upgrade), the rest spread over the second.
-        let gap = if i < 25 { 2 } else { 36 };
-        thread::sleep(Duration::from_millis(gap));
+        thread::sleep(Duration::from_millis(2));
     }
+    server.log.expect(0, "upgrade already in progress", LONG);
+    // The tree is watched a while with both generations alive before the new one may go on.
+    assert!(
+        poll_until(LONG, || taken.load(std::sync::atomic::Ordering::SeqCst)
+            > 50),
+        "the sampler did not run"
+    );
+    std::fs::write(&gate, "go\n").expect("open the gate");
 
     let from = 0;
     let new = server.wait_upgrade_complete(from, first);

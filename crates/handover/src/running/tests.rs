@@ -398,6 +398,16 @@ async fn settle_until(mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// Whether the worker says `notice` on the channel (soon).
+async fn hears(supervisor: &mut std::os::unix::net::UnixStream, notice: u8) -> bool {
+    let mut heard = Vec::new();
+    settle_until(|| {
+        heard.extend(said(supervisor));
+        heard.contains(&notice)
+    })
+    .await
+}
+
 /// Told it is replaced, a supervised worker stops accepting at once and says so on the channel;
 /// the stop signal that follows drains at once, without the lame duck, and health stays good
 /// until then (an upgrade is not a stop of the service).
@@ -412,14 +422,7 @@ async fn told_it_is_replaced_it_stops_accepting_says_so_and_skips_the_lame_duck(
         "still accepting after REPLACED: {:?}",
         phase(&running)
     );
-    let mut heard = Vec::new();
-    assert!(
-        settle_until(|| {
-            heard.extend(said(&mut supervisor));
-            heard.contains(&STOPPED_ACCEPTING)
-        })
-        .await
-    );
+    assert!(hears(&mut supervisor, STOPPED_ACCEPTING).await);
     assert!(running.health().is_healthy(), "not a stop yet");
     let t0 = tokio::time::Instant::now();
     running.stop();
@@ -448,12 +451,5 @@ async fn told_it_is_replaced_during_the_lame_duck_it_drains_at_once() {
     supervisor.write_all(&[REPLACED]).unwrap();
     assert_eq!(running.draining().await, DrainReason::Stopped);
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
-    let mut heard = Vec::new();
-    assert!(
-        settle_until(|| {
-            heard.extend(said(&mut supervisor));
-            heard.contains(&STOPPED_ACCEPTING)
-        })
-        .await
-    );
+    assert!(hears(&mut supervisor, STOPPED_ACCEPTING).await);
 }
