@@ -63,10 +63,44 @@ fn private_dir() -> io::Result<PathBuf> {
 }
 
 /// A port that was free a moment ago.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), where no outgoing
+/// connection is given a local port: a port from inside it, free when chosen, may be taken by
+/// one of the load's (or nginx's upstream) connections before the server binds it, and under
+/// 512 connections that happened (nginx's standby `hello` could not bind).
 pub fn free_port() -> io::Result<u16> {
+    let low = ephemeral_low().unwrap_or(32768);
+    // Spread over the range below, starting somewhere different each call and process.
+    let span = low.saturating_sub(PORTS_FROM).max(1);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id();
+    let start = (seed % u32::from(span)) as u16;
+    for i in 0..span {
+        let port = PORTS_FROM + (start + i) % span;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    // Nothing free below the range: any port the kernel picks.
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
+}
+
+/// The lowest port [`free_port`] picks.
+const PORTS_FROM: u16 = 20000;
+
+/// The first port of the ephemeral range, from `/proc/sys/net/ipv4/ip_local_port_range`.
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Server {
