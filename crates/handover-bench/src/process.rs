@@ -66,8 +66,8 @@ fn private_dir() -> io::Result<PathBuf> {
 ///
 /// Taken below the kernel's ephemeral range (`ip_local_port_range`), where no outgoing
 /// connection is given a local port: a port from inside it, free when chosen, may be taken by
-/// one of the load's (or nginx's upstream) connections before the server binds it, and under
-/// 512 connections that happened (nginx's standby `hello` could not bind).
+/// one of the load's (or nginx's upstream) connections before the server binds it (most
+/// likely why nginx's standby `hello` once did not answer under 512 connections).
 pub fn free_port() -> io::Result<u16> {
     let low = ephemeral_low().unwrap_or(32768);
     // Spread over the range below, starting somewhere different each call and process.

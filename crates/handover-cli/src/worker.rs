@@ -53,7 +53,7 @@ pub struct Worker {
     /// It said READY on the handshake channel and has not been let go yet.
     pub awaiting_go: bool,
     /// It said READY on the handshake channel: it says there when it has stopped accepting
-    /// too, and hears [`Worker::tell_replaced`].
+    /// too (so its `STOPPING=1` is not taken for that).
     pub speaks_handshake: bool,
     /// Tells its handshake task to say [`handover::sys::REPLACED`] on the channel.
     pub replace: Option<oneshot::Sender<()>>,
@@ -98,12 +98,10 @@ impl Worker {
     }
 
     /// Tells a worker that speaks the handshake that a newer one replaces it: it stops
-    /// accepting at once and says so, and its stop skips its lame duck. Nothing for any
-    /// other worker (the stop signal alone tells those).
+    /// accepting at once and says so, and its stop skips its lame duck. Nothing reaches any
+    /// other worker: its handshake task never got past waiting for READY, so it never writes
+    /// (the stop signal alone tells those).
     pub fn tell_replaced(&mut self) {
-        if !self.speaks_handshake {
-            return;
-        }
         if let Some(replace) = self.replace.take() {
             let _ = replace.send(());
         }

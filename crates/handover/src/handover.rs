@@ -556,7 +556,7 @@ impl Handover {
             };
             if let Some((r, link)) = answered {
                 record = r;
-                predecessor = Some(Predecessor::new(link));
+                predecessor = Some(link);
             }
         }
         self.shared.start_serving();
@@ -637,7 +637,7 @@ impl Handover {
 /// versions do not) and the channel, kept to send it notices; `None` when it is gone.
 async fn handshake(
     readiness: std::os::unix::net::UnixStream,
-) -> std::io::Result<Option<(Option<UpgradeRecord>, std::os::unix::net::UnixStream)>> {
+) -> std::io::Result<Option<(Option<UpgradeRecord>, Predecessor)>> {
     readiness.set_nonblocking(true)?;
     let mut readiness = tokio::net::UnixStream::from_std(readiness)?;
     if let Err(e) = readiness.write_all(&[READY]).await {
@@ -671,5 +671,10 @@ async fn handshake(
         }
         r
     };
-    Ok(Some((record, readiness.into_std()?)))
+    // A supervisor's go-ahead comes alone.
+    let from_supervisor = line.is_empty();
+    Ok(Some((
+        record,
+        Predecessor::new(readiness.into_std()?, from_supervisor),
+    )))
 }

@@ -181,22 +181,31 @@ pub(crate) fn judge(status: ExitStatus, handed_over: bool, stopping: bool) -> Ve
 
 /// The new process's end of the channel to its predecessor, for the notices.
 #[derive(Debug)]
-pub(crate) struct Predecessor(StdUnixStream);
+pub(crate) struct Predecessor {
+    stream: StdUnixStream,
+    /// The go-ahead came without an upgrade record, as only a supervisor (`handover run`)
+    /// sends it; a library generation always sends one, and nothing after it.
+    from_supervisor: bool,
+}
 
 impl Predecessor {
-    pub(crate) fn new(stream: StdUnixStream) -> Predecessor {
-        Predecessor(stream)
+    pub(crate) fn new(stream: StdUnixStream, from_supervisor: bool) -> Predecessor {
+        Predecessor {
+            stream,
+            from_supervisor,
+        }
     }
 
-    /// A second handle on the channel (to read what a supervisor sends, see
-    /// [`REPLACED`]).
-    pub(crate) fn try_clone(&self) -> std::io::Result<StdUnixStream> {
-        self.0.try_clone()
+    /// A second handle on the channel, to hear [`REPLACED`]: only from a supervisor, the one
+    /// predecessor that says anything after the go-ahead (so a library predecessor costs no
+    /// reader, and stray bytes of its record could never be taken for a notice).
+    pub(crate) fn supervisor_reader(&self) -> Option<std::io::Result<StdUnixStream>> {
+        self.from_supervisor.then(|| self.stream.try_clone())
     }
 
     /// Sends one notice; a predecessor that is gone is no error (nobody is left to tell).
     pub(crate) fn tell(&mut self, notice: u8) {
-        if let Err(e) = self.0.write_all(&[notice]) {
+        if let Err(e) = self.stream.write_all(&[notice]) {
             tracing::debug!("cannot tell the previous generation ({e}); it has probably exited");
         }
     }

@@ -247,8 +247,9 @@ impl Listener {
                 _ = leave => continue,
                 r = std::future::poll_fn(|cx| self.poll_accept_gated(cx)) => r,
             };
-            let Some(r) = accepted else { continue };
-            return Some(r);
+            if accepted.is_some() {
+                return accepted;
+            }
         }
     }
 

@@ -353,16 +353,17 @@ async fn next_signal(signals: &mut Option<LoopSignals>) -> Trigger {
     }
 }
 
-/// A second handle on the channel to the predecessor, for [`watch_predecessor`]. (It is
-/// non-blocking already: the handshake made it so.)
+/// A second handle on the channel to a supervisor that started this process, for
+/// [`watch_predecessor`]; `None` under a library predecessor. (It is non-blocking already:
+/// the handshake made it so.)
 fn predecessor_reader(finish: &Finish) -> Option<tokio::net::UnixStream> {
     let guard = finish.predecessor.lock().expect("not poisoned");
-    let clone = guard.as_ref()?.try_clone().ok()?;
+    let clone = guard.as_ref()?.supervisor_reader()?.ok()?;
     tokio::net::UnixStream::from_std(clone).ok()
 }
 
-/// Reads what the predecessor sends after the go-ahead: a library generation sends nothing (the
-/// read ends when it exits); a supervisor sends [`REPLACED`] when a newer worker takes over.
+/// Reads what the supervisor sends after the go-ahead: [`REPLACED`] when a newer worker takes
+/// over; any other byte is ignored.
 async fn watch_predecessor(
     channel: tokio::net::UnixStream,
     triggers: mpsc::UnboundedSender<Trigger>,

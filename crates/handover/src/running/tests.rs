@@ -77,12 +77,12 @@ async fn start_with(attempts: &Attempts, lame_duck: Duration) -> Running {
     start_under(attempts, lame_duck, None).await
 }
 
-/// [`start_with`] as a worker a supervisor started: `predecessor` is the worker's end of the
-/// handshake channel (the test holds the supervisor's).
+/// [`start_with`] with a predecessor: the worker's end of the handshake channel (the test
+/// holds the other).
 async fn start_under(
     attempts: &Attempts,
     lame_duck: Duration,
-    predecessor: Option<std::os::unix::net::UnixStream>,
+    predecessor: Option<Predecessor>,
 ) -> Running {
     let shared = ServingState::new(
         Duration::from_secs(30),
@@ -106,7 +106,7 @@ async fn start_under(
         started: std::time::Instant::now(),
         last_upgrade: Mutex::new(None),
         resumed: Mutex::new(None),
-        predecessor: Mutex::new(predecessor.map(Predecessor::new)),
+        predecessor: Mutex::new(predecessor),
     };
     let successor_exit = signal(SignalKind::child()).unwrap();
     Running::with_loop(
@@ -364,14 +364,24 @@ async fn a_stop_during_an_upgrade_cancels_it_and_enters_the_lame_duck() {
     assert_eq!(t0.elapsed(), Duration::from_secs(3));
 }
 
-/// A worker started by a supervisor, and the supervisor's end of its channel.
-async fn supervised(lame_duck: Duration) -> (Running, std::os::unix::net::UnixStream) {
-    let (supervisor, worker) = std::os::unix::net::UnixStream::pair().unwrap();
+/// A worker started by a supervisor (`from_supervisor`) or by a library generation, and the
+/// predecessor's end of its channel.
+async fn started_by(
+    from_supervisor: bool,
+    lame_duck: Duration,
+) -> (Running, std::os::unix::net::UnixStream) {
+    let (predecessor, worker) = std::os::unix::net::UnixStream::pair().unwrap();
     // As after the handshake: the worker's end is non-blocking.
     worker.set_nonblocking(true).unwrap();
-    supervisor.set_nonblocking(true).unwrap();
+    predecessor.set_nonblocking(true).unwrap();
+    let worker = Predecessor::new(worker, from_supervisor);
     let running = start_under(&Attempts::default(), lame_duck, Some(worker)).await;
-    (running, supervisor)
+    (running, predecessor)
+}
+
+/// A worker started by a supervisor, and the supervisor's end of its channel.
+async fn supervised(lame_duck: Duration) -> (Running, std::os::unix::net::UnixStream) {
+    started_by(true, lame_duck).await
 }
 
 /// What the worker has said on the channel so far.
@@ -452,4 +462,36 @@ async fn told_it_is_replaced_during_the_lame_duck_it_drains_at_once() {
     assert_eq!(running.draining().await, DrainReason::Stopped);
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     assert!(hears(&mut supervisor, STOPPED_ACCEPTING).await);
+}
+
+/// Bytes other than REPLACED on a supervisor's channel change nothing; REPLACED after them
+/// still does.
+#[tokio::test(start_paused = true)]
+async fn other_bytes_from_the_supervisor_are_ignored() {
+    use std::io::Write;
+    let (running, mut supervisor) = supervised(Duration::ZERO).await;
+    supervisor.write_all(b"A\nxyz\x00\xffSHC").unwrap();
+    for _ in 0..20 {
+        settle().await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(phase(&running), crate::drain::Phase::Serving);
+    assert!(said(&mut supervisor).is_empty(), "answered garbage");
+    supervisor.write_all(&[REPLACED]).unwrap();
+    assert!(settle_until(|| phase(&running) == crate::drain::Phase::Paused).await);
+}
+
+/// A library predecessor says nothing after its go-ahead and record, so nothing it might send
+/// is read as REPLACED: a process it started goes on accepting.
+#[tokio::test(start_paused = true)]
+async fn replaced_means_nothing_from_a_library_predecessor() {
+    use std::io::Write;
+    let (running, mut predecessor) = started_by(false, Duration::ZERO).await;
+    predecessor.write_all(&[REPLACED]).unwrap();
+    for _ in 0..20 {
+        settle().await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(phase(&running), crate::drain::Phase::Serving);
+    assert!(!said(&mut predecessor).contains(&STOPPED_ACCEPTING));
 }
