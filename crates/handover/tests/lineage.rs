@@ -149,8 +149,11 @@ fn overlapping_upgrades_leave_no_zombie_while_the_first_generation_drains() {
                 server.log.text()
             );
             if parent == first {
+                // The parent logs right after its reap, and the log reaches the test through a
+                // pipe: wait for the line rather than expect it the moment the pid is gone.
+                let line = format!("successor pid {old} ");
                 assert!(
-                    server.log.contains(&format!("successor pid {old} ")),
+                    poll_until(SHORT, || server.log.contains(&line)),
                     "round {round}: pid {parent} did not log how its successor {old} ended; log:\n{}",
                     server.log.text()
                 );
