@@ -158,18 +158,24 @@ pub fn run_line(r: &RunReport) -> String {
 pub fn idle_line(r: &IdleReport) -> String {
     let u = &r.summary;
     format!(
-        "idle {}: switched {}/{}, handover median {} min {} max {} ms, stale {}, probe errors {}, old exit median {} max {} ms",
+        "idle {}: switched {}/{}, handover median {} min {} max {} ms (probe floor {} ms), stale {}, probe errors {}, old exit median {} max {} ms",
         r.server,
         u.switched,
         u.count,
         opt(u.handover_ms_median),
         opt(u.handover_ms_min),
         opt(u.handover_ms_max),
+        opt_fine(u.probe_floor_ms_median),
         u.stale,
         u.probe_errors_before + u.probe_errors_after,
         opt(u.old_exit_ms_median),
         opt(u.old_exit_ms_max)
     )
+}
+
+/// `x.yz` or `-` (sub-millisecond figures).
+pub fn opt_fine(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
 }
 
 /// `x.y` or `-`.

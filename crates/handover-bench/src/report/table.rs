@@ -5,7 +5,7 @@ use std::fmt::Write;
 use super::model::{Cell, Report, RunReport, Scenario, SteadyAggregate};
 use super::summary::{idle_line, opt};
 
-const COLS: [(&str, usize); 17] = [
+const COLS: [(&str, usize); 18] = [
     ("run", 24),
     ("server", 15),
     ("requests", 9),
@@ -20,6 +20,7 @@ const COLS: [(&str, usize); 17] = [
     ("stale", 5),
     ("ho-med", 6),
     ("ho-max", 6),
+    ("floor", 6),
     ("p50", 6),
     ("p99", 6),
     ("max", 6),
@@ -42,9 +43,14 @@ fn fail(r: &RunReport, k: &str) -> String {
 }
 
 fn run_row(out: &mut String, label: String, r: &RunReport) {
-    let (ho_med, ho_max, probe_stale) = match &r.upgrade_summary {
-        Some(u) => (opt(u.handover_ms_median), opt(u.handover_ms_max), u.stale),
-        None => ("-".into(), "-".into(), 0),
+    let (ho_med, ho_max, floor, probe_stale) = match &r.upgrade_summary {
+        Some(u) => (
+            opt(u.handover_ms_median),
+            opt(u.handover_ms_max),
+            opt(u.probe_floor_ms_median),
+            u.stale,
+        ),
+        None => ("-".into(), "-".into(), "-".into(), 0),
     };
     let body = r.failures.get("wrong_body").copied().unwrap_or(0)
         + r.failures.get("protocol").copied().unwrap_or(0);
@@ -65,6 +71,7 @@ fn run_row(out: &mut String, label: String, r: &RunReport) {
             (r.stale + u64::from(probe_stale)).to_string(),
             ho_med,
             ho_max,
+            floor,
             format!("{:.2}", r.latency_ms.p50),
             format!("{:.2}", r.latency_ms.p99),
             format!("{:.1}", r.latency_ms.max),
@@ -89,6 +96,7 @@ fn steady_row(out: &mut String, s: &SteadyAggregate) {
             dash(),
             dash(),
             s.stale.to_string(),
+            dash(),
             dash(),
             dash(),
             format!("{:.2}", s.latency_ms.p50),
@@ -292,7 +300,7 @@ pub fn render(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\nfailed = requests lost (never retried); stale = load connections opened after the new version had answered a probe but served by an older one, plus probes answered by the old version after the switch (both must be 0); ho = handover time, ms; latency in ms."
+        "\nfailed = requests lost (never retried); stale = load connections opened after the new version had answered a probe but served by an older one, plus probes answered by the old version after the switch (both must be 0); ho = handover time, ms; floor = median round trip of the same probe under the same load just before each upgrade (no handover time can be shorter), ms; latency in ms."
     );
     out
 }

@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{Current, UpgradeRecord};
+use super::{Current, ProbeFloor, UpgradeRecord};
 use crate::generations::Generations;
 use crate::probe::{Probe, ProbeCounts};
 use crate::process::Server;
@@ -58,6 +58,7 @@ pub fn perform(
     index: usize,
     cur: &mut Current,
     exit_wait_until: Option<Instant>,
+    floor: Option<ProbeFloor>,
 ) -> UpgradeRecord {
     let (from, to, old_pid) = (cur.version, cur.version.other(), cur.pid);
     let mut before = ProbeCounts::default();
@@ -101,6 +102,7 @@ pub fn perform(
         after,
         old_exit_ms: exit.map(|e| ms(e - t0)),
         error: result.err().map(|e| e.to_string()),
+        probe_floor: floor,
     };
     match switch {
         Some((pid, at)) => {
@@ -121,6 +123,25 @@ pub fn perform(
         rec.old_exit_ms = wait_exit(old_pid, until).map(|at| ms(at - t0));
     }
     rec
+}
+
+/// The probe's own round trip under the same load with no upgrade in progress: fresh
+/// connections, one at a time, as the switch is probed, until `until`. A handover time can
+/// be no shorter than one such probe, so it is the floor the handover time stands on (behind
+/// a loaded proxy it is most of it). `None` if no probe was answered with a 200 in time.
+pub fn probe_floor(ctx: &Ctx, until: Instant) -> Option<ProbeFloor> {
+    let mut rtts = Vec::new();
+    let mut n = 0;
+    while Instant::now() < until && n < MAX_PROBES && !crate::abort::requested() {
+        n += 1;
+        let t = Instant::now();
+        if let Probe::Answer { status: 200, .. } = ctx.server.probe(ctx.opts.probe_timeout) {
+            rtts.push(ms(t.elapsed()));
+        }
+        std::thread::sleep(ctx.opts.interval);
+    }
+    let probes = rtts.len();
+    super::median(&mut rtts).map(|median_ms| ProbeFloor { probes, median_ms })
 }
 
 fn ms(d: Duration) -> f64 {

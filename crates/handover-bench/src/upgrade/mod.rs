@@ -48,6 +48,18 @@ pub struct UpgradeRecord {
     pub old_exit_ms: Option<f64>,
     /// Why the upgrade could not be done, if so.
     pub error: Option<String>,
+    /// The probe's own round trip just before the action (same load, nothing upgrading).
+    pub probe_floor: Option<ProbeFloor>,
+}
+
+/// Fresh-connection probes answered (200) while nothing was upgrading, and their median round
+/// trip: the least a handover time can be under that load (see [`measure::probe_floor`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ProbeFloor {
+    /// Probes answered.
+    pub probes: usize,
+    /// Their median round trip, ms.
+    pub median_ms: f64,
 }
 
 /// Aggregate of a series of upgrades.
@@ -75,6 +87,9 @@ pub struct UpgradeSummary {
     pub old_exit_ms_max: Option<f64>,
     /// Upgrades whose old PID was seen exiting.
     pub old_exited: usize,
+    /// Median over the upgrades of the probe's round trip just before each (the floor of
+    /// the handover time under that load), ms.
+    pub probe_floor_ms_median: Option<f64>,
 }
 
 /// Median of `v` (sorted in place); `None` if empty.
@@ -96,6 +111,10 @@ impl UpgradeSummary {
     pub fn of(records: &[UpgradeRecord]) -> Self {
         let mut ho: Vec<f64> = records.iter().filter_map(|r| r.handover_ms).collect();
         let mut ex: Vec<f64> = records.iter().filter_map(|r| r.old_exit_ms).collect();
+        let mut floor: Vec<f64> = records
+            .iter()
+            .filter_map(|r| r.probe_floor.map(|f| f.median_ms))
+            .collect();
         UpgradeSummary {
             count: records.len(),
             switched: ho.len(),
@@ -108,13 +127,51 @@ impl UpgradeSummary {
             old_exited: ex.len(),
             old_exit_ms_max: ex.iter().copied().reduce(f64::max),
             old_exit_ms_median: median(&mut ex),
+            probe_floor_ms_median: median(&mut floor),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
+
+    fn record(handover_ms: Option<f64>, floor_ms: Option<f64>) -> UpgradeRecord {
+        UpgradeRecord {
+            index: 1,
+            from: Version::V1,
+            to: Version::V2,
+            old_pid: 1,
+            new_pid: Some(2),
+            at_ms: 0.0,
+            handover_ms,
+            action_ms: 0.5,
+            before: ProbeCounts::default(),
+            after: ProbeCounts::default(),
+            old_exit_ms: None,
+            error: None,
+            probe_floor: floor_ms.map(|median_ms| ProbeFloor {
+                probes: 10,
+                median_ms,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_floor_is_the_median_of_the_upgrades_that_measured_one() {
+        let s = UpgradeSummary::of(&[
+            record(Some(12.0), Some(9.0)),
+            record(Some(30.0), None),
+            record(None, Some(1.0)),
+            record(Some(14.0), Some(11.0)),
+        ]);
+        assert_eq!(s.probe_floor_ms_median, Some(9.0));
+        assert_eq!(s.handover_ms_median, Some(14.0));
+        assert_eq!(
+            UpgradeSummary::of(&[record(Some(1.0), None)]).probe_floor_ms_median,
+            None
+        );
+    }
 
     #[test]
     fn medians() {

@@ -6,6 +6,14 @@ use std::time::{Duration, Instant};
 use super::measure::{self, Ctx};
 use super::{Current, UpgradeRecord};
 
+/// How long before each upgrade under load the probe's own round trip is measured.
+const FLOOR_WINDOW: Duration = Duration::from_millis(200);
+/// Probing for the floor ends this long before the action (a probe in flight then would be
+/// counted as the floor's, and delay the action's first probe).
+const FLOOR_GAP: Duration = Duration::from_millis(20);
+/// The same before each idle upgrade (shorter: probes are quick there).
+const IDLE_FLOOR_WINDOW: Duration = Duration::from_millis(50);
+
 /// Fires upgrade `i` (1-based) at `run_start + i * interval`, for `i` in `1..=n`, stopping
 /// early at `end`. Each waits for its old PID until shortly before the next one.
 pub fn under_load(
@@ -25,10 +33,18 @@ pub fn under_load(
             eprintln!("upgrade {i}: cannot prepare: {e}");
             break;
         }
+        // The probe's round trip under this load, in the quiet stretch before the action
+        // (the previous upgrade's old generation is gone or given up on by now).
+        let from = at
+            .checked_sub(FLOOR_WINDOW)
+            .unwrap_or(at)
+            .max(Instant::now());
+        crate::abort::sleep(from.saturating_duration_since(Instant::now()));
+        let floor = measure::probe_floor(ctx, at.checked_sub(FLOOR_GAP).unwrap_or(at));
         crate::abort::sleep(at.saturating_duration_since(Instant::now()));
         let next = (ctx.run_start + interval * (i as u32 + 1)).min(end);
         let wait_until = next.checked_sub(Duration::from_millis(50)).unwrap_or(next);
-        let rec = measure::perform(ctx, i, cur, Some(wait_until));
+        let rec = measure::perform(ctx, i, cur, Some(wait_until), floor);
         let give_up = rec.error.is_some();
         records.push(rec);
         if give_up {
@@ -56,8 +72,9 @@ pub fn idle(
             eprintln!("idle upgrade {i}: cannot prepare: {e}");
             break;
         }
+        let floor = measure::probe_floor(ctx, Instant::now() + IDLE_FLOOR_WINDOW);
         let until = Instant::now() + exit_timeout;
-        let rec = measure::perform(ctx, i, cur, Some(until));
+        let rec = measure::perform(ctx, i, cur, Some(until), floor);
         let give_up = rec.error.is_some();
         records.push(rec);
         if give_up {
