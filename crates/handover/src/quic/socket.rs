@@ -40,7 +40,8 @@ pub struct RoutingStats {
     pub forwarded_out: u64,
     /// Datagrams an newer generation forwarded here, given to this generation's endpoint.
     pub forwarded_in: u64,
-    /// Datagrams dropped: not QUIC, an older generation's channel full, or a malformed message.
+    /// Datagrams dropped: not QUIC, an older generation's channel full, a malformed message,
+    /// or a forwarded datagram larger than the endpoint's receive buffer.
     pub dropped: u64,
     /// Older generations found gone while forwarding to them.
     pub dead_peers: u64,
@@ -416,14 +417,25 @@ impl RoutingSocket {
                 }
             };
             match wire::decode(&scratch[..n]) {
+                // Cut to fit, it could not be authenticated: quinn would spend the work of
+                // trying and throw it away. Dropped here, and counted.
+                Ok(Message::Forward { payload, src, .. }) if payload.len() > bufs[filled].len() => {
+                    tracing::debug!(
+                        "{}: dropped a forwarded datagram from {src}: {} bytes, more than the endpoint's {}-byte buffer",
+                        self.name,
+                        payload.len(),
+                        bufs[filled].len()
+                    );
+                    bump(&self.stats.dropped);
+                }
                 Ok(Message::Forward {
                     src,
                     dst_ip,
                     ecn,
                     payload,
                 }) => {
-                    let len = payload.len().min(bufs[filled].len());
-                    bufs[filled][..len].copy_from_slice(&payload[..len]);
+                    let len = payload.len();
+                    bufs[filled][..len].copy_from_slice(payload);
                     meta[filled] = recv_meta(src, len, EcnCodepoint::from_bits(ecn), dst_ip);
                     bump(&self.stats.forwarded_in);
                     filled += 1;
@@ -615,5 +627,7 @@ impl quinn::UdpPoller for Writable {
     }
 }
 
+#[cfg(test)]
+mod forwarded;
 #[cfg(test)]
 mod gro;
