@@ -13,7 +13,7 @@ use crate::attempt::{UpgradeConfig, Upgraded, GO_AHEAD, READY};
 use crate::drain::ServingState;
 use crate::env::{self, Parsed};
 use crate::error::Error;
-use crate::lineage::{Predecessor, UpgradeRecord, MAX_RECORD};
+use crate::lineage::{AfterGoAhead, Predecessor, UpgradeRecord, MAX_RECORD};
 use crate::listener::{self, InheritedSocket, Listener, ListenerInner};
 use crate::running::{Finish, LastUpgrade, Running, Signals};
 use crate::systemd::Notifier;
@@ -661,20 +661,13 @@ async fn handshake(
             format!("unexpected answer {:#04x}", buf[0]),
         ));
     }
-    let line = &buf[1..n];
-    let record = if line.is_empty() {
-        None
-    } else {
-        let r = UpgradeRecord::parse(line);
-        if r.is_none() {
-            tracing::warn!("the previous generation sent an unreadable upgrade record; `status` will not show it");
-        }
-        r
-    };
-    // A supervisor's go-ahead comes alone.
-    let from_supervisor = line.is_empty();
-    Ok(Some((
-        record,
-        Predecessor::new(readiness.into_std()?, from_supervisor),
-    )))
+    let after = AfterGoAhead::read(&buf[1..n]);
+    if after.unreadable {
+        tracing::warn!(
+            "the previous generation sent an unreadable upgrade record; `status` will not show it"
+        );
+    }
+    let predecessor = Predecessor::new(readiness.into_std()?, after.from_supervisor)
+        .replaced_already(after.replaced);
+    Ok(Some((after.record, predecessor)))
 }

@@ -179,6 +179,43 @@ pub(crate) fn judge(status: ExitStatus, handed_over: bool, stopping: bool) -> Ve
     }
 }
 
+/// What came with the go-ahead byte, in the same read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AfterGoAhead {
+    /// A library predecessor's record of the upgrade (`None` from a supervisor, or unreadable).
+    pub record: Option<UpgradeRecord>,
+    /// Nothing but single-byte notices followed: only a supervisor sends its go-ahead without
+    /// a record (which starts with a digit).
+    pub from_supervisor: bool,
+    /// A supervisor's [`REPLACED`] came in the same read as its go-ahead (it replaced this
+    /// worker before the worker had read the go-ahead): it must not be lost.
+    pub replaced: bool,
+    /// A record was sent but could not be read.
+    pub unreadable: bool,
+}
+
+impl AfterGoAhead {
+    /// Reads `rest`, the bytes after the go-ahead byte.
+    pub(crate) fn read(rest: &[u8]) -> AfterGoAhead {
+        let from_supervisor = rest.first().is_none_or(|b| !b.is_ascii_digit());
+        if from_supervisor {
+            return AfterGoAhead {
+                record: None,
+                from_supervisor,
+                replaced: rest.contains(&REPLACED),
+                unreadable: false,
+            };
+        }
+        let record = UpgradeRecord::parse(rest);
+        AfterGoAhead {
+            unreadable: record.is_none(),
+            record,
+            from_supervisor,
+            replaced: false,
+        }
+    }
+}
+
 /// The new process's end of the channel to its predecessor, for the notices.
 #[derive(Debug)]
 pub(crate) struct Predecessor {
@@ -186,6 +223,8 @@ pub(crate) struct Predecessor {
     /// The go-ahead came without an upgrade record, as only a supervisor (`handover run`)
     /// sends it; a library generation always sends one, and nothing after it.
     from_supervisor: bool,
+    /// The supervisor's [`REPLACED`] was read with the go-ahead.
+    replaced: bool,
 }
 
 impl Predecessor {
@@ -193,7 +232,21 @@ impl Predecessor {
         Predecessor {
             stream,
             from_supervisor,
+            replaced: false,
         }
+    }
+
+    /// The same, when the go-ahead came with [`REPLACED`] (see [`AfterGoAhead::replaced`]).
+    pub(crate) fn replaced_already(self, replaced: bool) -> Predecessor {
+        Predecessor {
+            replaced: self.from_supervisor && replaced,
+            ..self
+        }
+    }
+
+    /// Whether the supervisor said [`REPLACED`] with its go-ahead.
+    pub(crate) fn was_replaced(&self) -> bool {
+        self.replaced
     }
 
     /// A second handle on the channel, to hear [`REPLACED`]: only from a supervisor, the one
@@ -214,6 +267,40 @@ impl Predecessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_follows_the_go_ahead_tells_a_supervisor_from_a_library_predecessor() {
+        let r = UpgradeRecord {
+            trigger: "SIGUSR2".into(),
+            started: UNIX_EPOCH + Duration::from_millis(1_767_225_600_123),
+            duration: Duration::from_micros(4_321),
+        };
+        let line = r.encode();
+        let library = AfterGoAhead::read(&line);
+        assert_eq!(
+            (
+                library.record.as_ref(),
+                library.from_supervisor,
+                library.replaced
+            ),
+            (Some(&r), false, false)
+        );
+        let alone = AfterGoAhead::read(b"");
+        assert!(alone.from_supervisor && !alone.replaced && alone.record.is_none());
+        // The supervisor replaced the worker before it had read the go-ahead: one read
+        // brings both, and REPLACED is kept, not taken for an unreadable record.
+        let both = AfterGoAhead::read(&[REPLACED]);
+        assert!(
+            both.from_supervisor && both.replaced && !both.unreadable,
+            "{both:?}"
+        );
+        let junk = AfterGoAhead::read(b"12x\n");
+        assert!(!junk.from_supervisor && junk.unreadable && !junk.replaced);
+        // A REPLACED inside a library record means nothing.
+        let mut odd = line.clone();
+        odd.insert(3, REPLACED);
+        assert!(!AfterGoAhead::read(&odd).replaced);
+    }
 
     #[test]
     fn records_round_trip_and_junk_is_not_a_record() {

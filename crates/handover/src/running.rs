@@ -209,6 +209,10 @@ impl Running {
         if let Some(channel) = predecessor_reader(&finish) {
             tokio::spawn(watch_predecessor(channel, tx.clone()));
         }
+        if replaced_with_the_go_ahead(&finish) {
+            // Read with the go-ahead, so the watcher will not see it.
+            let _ = tx.send(Trigger::Replaced);
+        }
         tokio::spawn(control_loop(
             Arc::clone(&shared),
             cfg,
@@ -360,6 +364,12 @@ fn predecessor_reader(finish: &Finish) -> Option<tokio::net::UnixStream> {
     let guard = finish.predecessor.lock().expect("not poisoned");
     let clone = guard.as_ref()?.supervisor_reader()?.ok()?;
     tokio::net::UnixStream::from_std(clone).ok()
+}
+
+/// Whether the supervisor's [`REPLACED`] came in the same read as its go-ahead.
+fn replaced_with_the_go_ahead(finish: &Finish) -> bool {
+    let guard = finish.predecessor.lock().expect("not poisoned");
+    guard.as_ref().is_some_and(Predecessor::was_replaced)
 }
 
 /// Reads what the supervisor sends after the go-ahead: [`REPLACED`] when a newer worker takes

@@ -464,6 +464,26 @@ async fn told_it_is_replaced_during_the_lame_duck_it_drains_at_once() {
     assert!(hears(&mut supervisor, STOPPED_ACCEPTING).await);
 }
 
+/// REPLACED read in the same read as the supervisor's go-ahead (the worker was replaced
+/// before it had read the go-ahead) is acted on as if it had come after: the worker stops
+/// accepting and says so.
+#[tokio::test(start_paused = true)]
+async fn replaced_read_with_the_go_ahead_is_not_lost() {
+    let (predecessor, worker) = std::os::unix::net::UnixStream::pair().unwrap();
+    worker.set_nonblocking(true).unwrap();
+    predecessor.set_nonblocking(true).unwrap();
+    let after = crate::lineage::AfterGoAhead::read(&[REPLACED]);
+    let worker = Predecessor::new(worker, after.from_supervisor).replaced_already(after.replaced);
+    let running = start_under(&Attempts::default(), Duration::from_secs(5), Some(worker)).await;
+    let mut supervisor = predecessor;
+    assert!(
+        settle_until(|| phase(&running) == crate::drain::Phase::Paused).await,
+        "still accepting: {:?}",
+        phase(&running)
+    );
+    assert!(hears(&mut supervisor, STOPPED_ACCEPTING).await);
+}
+
 /// Bytes other than REPLACED on a supervisor's channel change nothing; REPLACED after them
 /// still does.
 #[tokio::test(start_paused = true)]
