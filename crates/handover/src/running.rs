@@ -14,9 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::attempt::{self, HandedOver, Start, UpgradeConfig, Upgraded};
 use crate::drain::{DrainReason, ServingState};
 use crate::error::UpgradeError;
-use crate::lineage::{
-    Predecessor, Successor, Verdict, HANDED_OVER, REPLACED, STOPPED_ACCEPTING, STOPPING,
-};
+use crate::lineage::{Predecessor, Successor, Verdict, HANDED_OVER, STOPPED_ACCEPTING, STOPPING};
 use crate::systemd::Notifier;
 use crate::{env, pidfile, spawn};
 
@@ -29,8 +27,9 @@ pub(crate) enum Trigger {
     Upgrade(&'static str, Option<Reply>),
     /// A graceful stop, by `SIGTERM`, `SIGINT` or an API call; a second one exits at once.
     Stop(&'static str),
-    /// The supervisor that started this process is replacing it ([`REPLACED`] on the
-    /// channel): stop accepting now; the stop that follows skips the lame duck.
+    /// The supervisor that started this process is replacing it
+    /// ([`REPLACED`](crate::lineage::REPLACED) on the channel): accepting has stopped (the
+    /// channel's thread did it) and the stop that follows skips the lame duck.
     Replaced,
 }
 
@@ -206,12 +205,14 @@ impl Running {
     ) -> Running {
         let (tx, rx) = mpsc::unbounded_channel();
         let finish = Arc::new(finish);
-        if let Some(channel) = predecessor_reader(&finish) {
-            tokio::spawn(watch_predecessor(channel, tx.clone()));
-        }
-        if replaced_with_the_go_ahead(&finish) {
-            // Read with the go-ahead, so the watcher will not see it.
-            let _ = tx.send(Trigger::Replaced);
+        if let Some((channel, replaced_already)) = supervisor_channel(&finish) {
+            replaced::watch(
+                channel,
+                replaced_already,
+                Arc::clone(&shared),
+                Arc::clone(&finish),
+                tx.clone(),
+            );
         }
         tokio::spawn(control_loop(
             Arc::clone(&shared),
@@ -357,33 +358,19 @@ async fn next_signal(signals: &mut Option<LoopSignals>) -> Trigger {
     }
 }
 
-/// A second handle on the channel to a supervisor that started this process, for
-/// [`watch_predecessor`]; `None` under a library predecessor. (It is non-blocking already:
-/// the handshake made it so.)
-fn predecessor_reader(finish: &Finish) -> Option<tokio::net::UnixStream> {
+/// A second handle on the channel to a supervisor that started this process, and whether its
+/// [`REPLACED`](crate::lineage::REPLACED) came with the go-ahead already; `None` under a
+/// library predecessor.
+fn supervisor_channel(finish: &Finish) -> Option<(std::os::unix::net::UnixStream, bool)> {
     let guard = finish.predecessor.lock().expect("not poisoned");
-    let clone = guard.as_ref()?.supervisor_reader()?.ok()?;
-    tokio::net::UnixStream::from_std(clone).ok()
-}
-
-/// Whether the supervisor's [`REPLACED`] came in the same read as its go-ahead.
-fn replaced_with_the_go_ahead(finish: &Finish) -> bool {
-    let guard = finish.predecessor.lock().expect("not poisoned");
-    guard.as_ref().is_some_and(Predecessor::was_replaced)
-}
-
-/// Reads what the supervisor sends after the go-ahead: [`REPLACED`] when a newer worker takes
-/// over; any other byte is ignored.
-async fn watch_predecessor(
-    channel: tokio::net::UnixStream,
-    triggers: mpsc::UnboundedSender<Trigger>,
-) {
-    use tokio::io::AsyncReadExt;
-    let mut channel = channel;
-    let mut buf = [0u8; 16];
-    while let Ok(n @ 1..) = channel.read(&mut buf).await {
-        if buf[..n].contains(&REPLACED) && triggers.send(Trigger::Replaced).is_err() {
-            return;
+    let predecessor = guard.as_ref()?;
+    match predecessor.supervisor_reader()? {
+        Ok(channel) => Some((channel, predecessor.was_replaced())),
+        Err(e) => {
+            tracing::warn!(
+                "cannot read the supervisor's channel ({e}): an upgrade will take its stop signal as a stop"
+            );
+            None
         }
     }
 }
@@ -446,10 +433,8 @@ async fn control_loop(
                     continue;
                 }
                 replaced = true;
-                // Accepting stops first, and is said, whatever else goes on: the supervisor
-                // lets the new worker accept on it.
-                shared.pause_accepting().await;
-                finish.tell_predecessor(STOPPED_ACCEPTING);
+                // Accepting has stopped, and is said (the channel's thread did both at once:
+                // the supervisor lets the new worker accept on it).
                 if lame_duck_end.take().is_some() {
                     tracing::info!(
                         "replaced by a newer worker during the lame duck: draining now (an upgrade does not wait for the lame duck)"
@@ -702,5 +687,6 @@ fn draining_now(shared: &ServingState) -> Option<(tokio::time::Instant, DrainRea
     }
 }
 
+mod replaced;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::*;
 use crate::attempt::UpgradeConfig;
+use crate::lineage::REPLACED;
 
 type Outcome = Result<HandedOver, UpgradeError>;
 /// Each attempt started: the generation it was for, and how the test ends it.
@@ -395,27 +396,27 @@ fn said(supervisor: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
     }
 }
 
-/// Lets the loop run until `done` holds (a real socket is read, so a few rounds may be
-/// needed); false if it never did.
-async fn settle_until(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..100 {
-        if done() {
-            return true;
-        }
-        settle().await;
-        tokio::task::yield_now().await;
-    }
-    done()
-}
-
-/// Whether the worker says `notice` on the channel (soon).
-async fn hears(supervisor: &mut std::os::unix::net::UnixStream, notice: u8) -> bool {
+/// Waits (in real time, at most 10 s) until the worker says `notice` on the channel; the
+/// bytes it said up to then. The channel's thread acts outside the test's runtime, so this
+/// blocks the test itself rather than letting paused time run ahead.
+fn heard_soon(supervisor: &std::os::unix::net::UnixStream, notice: u8) -> Vec<u8> {
+    use std::io::Read;
+    let mut s = supervisor.try_clone().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut heard = Vec::new();
-    settle_until(|| {
-        heard.extend(said(supervisor));
-        heard.contains(&notice)
-    })
-    .await
+    let mut buf = [0u8; 64];
+    while !heard.contains(&notice) {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("the worker closed the channel; it said {heard:?}"),
+            Ok(n) => heard.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                panic!("the worker did not say {notice:#04x} within 10 s ({e}); it said {heard:?}")
+            }
+        }
+    }
+    s.set_nonblocking(true).unwrap();
+    heard
 }
 
 /// Told it is replaced, a supervised worker stops accepting at once and says so on the channel;
@@ -427,12 +428,13 @@ async fn told_it_is_replaced_it_stops_accepting_says_so_and_skips_the_lame_duck(
     let (running, mut supervisor) = supervised(Duration::from_secs(5)).await;
     assert_eq!(phase(&running), crate::drain::Phase::Serving);
     supervisor.write_all(&[REPLACED]).unwrap();
-    assert!(
-        settle_until(|| phase(&running) == crate::drain::Phase::Paused).await,
-        "still accepting after REPLACED: {:?}",
-        phase(&running)
+    assert_eq!(
+        heard_soon(&supervisor, STOPPED_ACCEPTING),
+        [STOPPED_ACCEPTING]
     );
-    assert!(hears(&mut supervisor, STOPPED_ACCEPTING).await);
+    // Said only once accepting had stopped.
+    assert_eq!(phase(&running), crate::drain::Phase::Paused);
+    settle().await;
     assert!(running.health().is_healthy(), "not a stop yet");
     let t0 = tokio::time::Instant::now();
     running.stop();
@@ -459,9 +461,11 @@ async fn told_it_is_replaced_during_the_lame_duck_it_drains_at_once() {
     );
     let t0 = tokio::time::Instant::now();
     supervisor.write_all(&[REPLACED]).unwrap();
+    // Heard before the runtime runs again, so paused time cannot reach the lame duck's end
+    // first: the control loop has its trigger by then.
+    heard_soon(&supervisor, STOPPED_ACCEPTING);
     assert_eq!(running.draining().await, DrainReason::Stopped);
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
-    assert!(hears(&mut supervisor, STOPPED_ACCEPTING).await);
 }
 
 /// REPLACED read in the same read as the supervisor's go-ahead (the worker was replaced
@@ -475,30 +479,32 @@ async fn replaced_read_with_the_go_ahead_is_not_lost() {
     let after = crate::lineage::AfterGoAhead::read(&[REPLACED]);
     let worker = Predecessor::new(worker, after.from_supervisor).replaced_already(after.replaced);
     let running = start_under(&Attempts::default(), Duration::from_secs(5), Some(worker)).await;
-    let mut supervisor = predecessor;
-    assert!(
-        settle_until(|| phase(&running) == crate::drain::Phase::Paused).await,
-        "still accepting: {:?}",
-        phase(&running)
+    assert_eq!(
+        heard_soon(&predecessor, STOPPED_ACCEPTING),
+        [STOPPED_ACCEPTING]
     );
-    assert!(hears(&mut supervisor, STOPPED_ACCEPTING).await);
+    assert_eq!(phase(&running), crate::drain::Phase::Paused);
 }
 
-/// Bytes other than REPLACED on a supervisor's channel change nothing; REPLACED after them
-/// still does.
+/// Bytes other than REPLACED on a supervisor's channel are not answered and change nothing;
+/// REPLACED after them still works, and is answered once.
 #[tokio::test(start_paused = true)]
 async fn other_bytes_from_the_supervisor_are_ignored() {
     use std::io::Write;
     let (running, mut supervisor) = supervised(Duration::ZERO).await;
     supervisor.write_all(b"A\nxyz\x00\xffSHC").unwrap();
+    supervisor.write_all(&[REPLACED]).unwrap();
+    assert_eq!(
+        heard_soon(&supervisor, STOPPED_ACCEPTING),
+        [STOPPED_ACCEPTING],
+        "answered the garbage"
+    );
+    assert_eq!(phase(&running), crate::drain::Phase::Paused);
+    supervisor.write_all(&[REPLACED]).unwrap();
     for _ in 0..20 {
         settle().await;
-        tokio::task::yield_now().await;
     }
-    assert_eq!(phase(&running), crate::drain::Phase::Serving);
-    assert!(said(&mut supervisor).is_empty(), "answered garbage");
-    supervisor.write_all(&[REPLACED]).unwrap();
-    assert!(settle_until(|| phase(&running) == crate::drain::Phase::Paused).await);
+    assert!(said(&mut supervisor).is_empty(), "answered twice");
 }
 
 /// A library predecessor says nothing after its go-ahead and record, so nothing it might send
