@@ -82,7 +82,10 @@ pub async fn run(shared: Rc<Shared>, stats: Rc<RefCell<Stats>>, pace: Option<Pac
             *d += p.period;
         }
         let started = Instant::now();
-        if started >= shared.end || crate::abort::requested() {
+        // A paced request due before the end goes out even if its slot fell behind (the
+        // rate's promise: late, never skipped); a back-to-back one starts before the end.
+        let due_in_time = pace.is_some();
+        if (!due_in_time && started >= shared.end) || crate::abort::requested() {
             return;
         }
         let deadline = started + shared.timeout;

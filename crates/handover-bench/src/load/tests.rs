@@ -227,8 +227,10 @@ fn paced_mode_holds_the_rate() {
     let t = s.total();
     assert_eq!(t.failed_total(), 0);
     assert_eq!(u64::from(t.ok[0]), sent.load(Ordering::SeqCst));
-    // 400 req/s for 0.5 s: every slot's deadlines in [0, 0.5 s), i.e. 200 requests.
-    assert!((195..=205).contains(&t.ok[0]), "{t:?}");
+    // 400 req/s for 0.5 s: every slot's deadlines in [0, 0.5 s), i.e. 200 requests, each
+    // sent even if its slot fell behind (a slot late past the end used to drop the rest, so a
+    // stall of the machine near the end left the count short).
+    assert_eq!(t.ok[0], 200, "{t:?}");
 }
 
 /// A [`Behavior::Good`] server over TLS (the bench's certificate, rustls defaults, which offer

@@ -165,7 +165,7 @@ pub fn idle_line(r: &IdleReport) -> String {
         opt(u.handover_ms_median),
         opt(u.handover_ms_min),
         opt(u.handover_ms_max),
-        opt_fine(u.probe_floor_ms_median),
+        floor_cell(u),
         u.stale,
         u.probe_errors_before + u.probe_errors_after,
         opt(u.old_exit_ms_median),
@@ -173,9 +173,15 @@ pub fn idle_line(r: &IdleReport) -> String {
     )
 }
 
-/// `x.yz` or `-` (sub-millisecond figures).
-pub fn opt_fine(x: Option<f64>) -> String {
-    x.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+/// The probe floor of a series: its median (`x.yz` below 1 ms, else `x.y`), `none` if probes
+/// ran but none was answered with a 200, `-` if none ran.
+pub fn floor_cell(u: &crate::upgrade::UpgradeSummary) -> String {
+    match u.probe_floor_ms_median {
+        Some(m) if m < 1.0 => format!("{m:.2}"),
+        Some(m) => format!("{m:.1}"),
+        None if u.probe_floor_unanswered > 0 => "none".into(),
+        None => "-".into(),
+    }
 }
 
 /// `x.y` or `-`.

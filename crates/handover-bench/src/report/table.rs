@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::model::{Cell, Report, RunReport, Scenario, SteadyAggregate};
-use super::summary::{idle_line, opt};
+use super::summary::{floor_cell, idle_line, opt};
 
 const COLS: [(&str, usize); 18] = [
     ("run", 24),
@@ -47,7 +47,7 @@ fn run_row(out: &mut String, label: String, r: &RunReport) {
         Some(u) => (
             opt(u.handover_ms_median),
             opt(u.handover_ms_max),
-            opt(u.probe_floor_ms_median),
+            floor_cell(u),
             u.stale,
         ),
         None => ("-".into(), "-".into(), "-".into(), 0),

@@ -128,7 +128,9 @@ pub fn perform(
 /// The probe's own round trip under the same load with no upgrade in progress: fresh
 /// connections, one at a time, as the switch is probed, until `until`. A handover time can
 /// be no shorter than one such probe, so it is the floor the handover time stands on (behind
-/// a loaded proxy it is most of it). `None` if no probe was answered with a 200 in time.
+/// a loaded proxy it is most of it). `None` if there was no time for a probe; a floor
+/// without a median if none was answered with a 200 (timed out, most likely: a server that
+/// leaves fresh connections waiting under that load).
 pub fn probe_floor(ctx: &Ctx, until: Instant) -> Option<ProbeFloor> {
     let mut rtts = Vec::new();
     let mut n = 0;
@@ -140,8 +142,14 @@ pub fn probe_floor(ctx: &Ctx, until: Instant) -> Option<ProbeFloor> {
         }
         std::thread::sleep(ctx.opts.interval);
     }
-    let probes = rtts.len();
-    super::median(&mut rtts).map(|median_ms| ProbeFloor { probes, median_ms })
+    if n == 0 {
+        return None;
+    }
+    Some(ProbeFloor {
+        probes: rtts.len(),
+        unanswered: n as usize - rtts.len(),
+        median_ms: super::median(&mut rtts),
+    })
 }
 
 fn ms(d: Duration) -> f64 {

@@ -56,10 +56,12 @@ pub struct UpgradeRecord {
 /// trip: the least a handover time can be under that load (see [`measure::probe_floor`]).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ProbeFloor {
-    /// Probes answered.
+    /// Probes answered with a 200.
     pub probes: usize,
-    /// Their median round trip, ms.
-    pub median_ms: f64,
+    /// Probes not answered so (timed out, refused, reset, another status).
+    pub unanswered: usize,
+    /// The median round trip of those answered, ms (`None`: none was).
+    pub median_ms: Option<f64>,
 }
 
 /// Aggregate of a series of upgrades.
@@ -90,6 +92,9 @@ pub struct UpgradeSummary {
     /// Median over the upgrades of the probe's round trip just before each (the floor of
     /// the handover time under that load), ms.
     pub probe_floor_ms_median: Option<f64>,
+    /// Probes of those floors that got no 200 (a server that leaves fresh connections
+    /// waiting under load shows here, and as `none` in the table if no probe was answered).
+    pub probe_floor_unanswered: usize,
 }
 
 /// Median of `v` (sorted in place); `None` if empty.
@@ -113,7 +118,7 @@ impl UpgradeSummary {
         let mut ex: Vec<f64> = records.iter().filter_map(|r| r.old_exit_ms).collect();
         let mut floor: Vec<f64> = records
             .iter()
-            .filter_map(|r| r.probe_floor.map(|f| f.median_ms))
+            .filter_map(|r| r.probe_floor.and_then(|f| f.median_ms))
             .collect();
         UpgradeSummary {
             count: records.len(),
@@ -128,6 +133,10 @@ impl UpgradeSummary {
             old_exit_ms_max: ex.iter().copied().reduce(f64::max),
             old_exit_ms_median: median(&mut ex),
             probe_floor_ms_median: median(&mut floor),
+            probe_floor_unanswered: records
+                .iter()
+                .filter_map(|r| r.probe_floor.map(|f| f.unanswered))
+                .sum(),
         }
     }
 }
@@ -152,7 +161,8 @@ mod tests {
             error: None,
             probe_floor: floor_ms.map(|median_ms| ProbeFloor {
                 probes: 10,
-                median_ms,
+                unanswered: 1,
+                median_ms: Some(median_ms),
             }),
         }
     }
@@ -166,10 +176,28 @@ mod tests {
             record(Some(14.0), Some(11.0)),
         ]);
         assert_eq!(s.probe_floor_ms_median, Some(9.0));
+        assert_eq!(s.probe_floor_unanswered, 3);
         assert_eq!(s.handover_ms_median, Some(14.0));
         assert_eq!(
             UpgradeSummary::of(&[record(Some(1.0), None)]).probe_floor_ms_median,
             None
+        );
+        // No probe answered in any window: no median, and the count says why.
+        let mut silent = record(Some(200.0), None);
+        silent.probe_floor = Some(ProbeFloor {
+            probes: 0,
+            unanswered: 1,
+            median_ms: None,
+        });
+        let s = UpgradeSummary::of(&[silent]);
+        assert_eq!(
+            (s.probe_floor_ms_median, s.probe_floor_unanswered),
+            (None, 1)
+        );
+        assert_eq!(crate::report::summary::floor_cell(&s), "none");
+        assert_eq!(
+            crate::report::summary::floor_cell(&UpgradeSummary::default()),
+            "-"
         );
     }
 
