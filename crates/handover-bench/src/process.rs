@@ -95,12 +95,13 @@ const PORTS_FROM: u16 = 20000;
 
 /// The first port of the ephemeral range, from `/proc/sys/net/ipv4/ip_local_port_range`.
 fn ephemeral_low() -> Option<u16> {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    first_port(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?)
+}
+
+/// The first port of a `ip_local_port_range` text (`LOW<tab>HIGH`); `None` if it is not a
+/// port.
+fn first_port(range: &str) -> Option<u16> {
+    range.split_whitespace().next()?.parse().ok()
 }
 
 impl Server {
@@ -226,5 +227,18 @@ fn wait_gone(deadline: Instant, report: &mut StopReport) {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_port;
+
+    #[test]
+    fn the_ephemeral_range_is_read_strictly() {
+        assert_eq!(first_port("32768\t60999\n"), Some(32768));
+        for bad in ["", "\n", "x 60999", "-1 2", "70000 80000", "32768.5 60999"] {
+            assert_eq!(first_port(bad), None, "{bad:?}");
+        }
     }
 }

@@ -197,7 +197,14 @@ impl Supervisor {
                 }
                 self.on_ready(id, "READY on its handshake channel");
             }
-            Event::StoppedAccepting { id, on_channel } => self.stopped_accepting(id, on_channel),
+            Event::StoppedAccepting { id, on_channel } => {
+                let sign = if on_channel {
+                    StopSign::Channel
+                } else {
+                    StopSign::Notify
+                };
+                self.stopped_accepting(id, sign);
+            }
             Event::HandoffDue { id } => self.on_handoff_due(id),
             Event::ReadyTimeout { id } => self.on_ready_timeout(id),
             Event::DrainTimeout { id } => self.on_drain_timeout(id),
@@ -570,8 +577,7 @@ impl Supervisor {
             );
             return;
         }
-        // An exit ends its accepting for certain, whatever it said.
-        self.stopped_accepting(id, true);
+        self.stopped_accepting(id, StopSign::Exited);
         match w.state {
             WorkerState::Draining => {
                 tracing::info!("{what} {status} after draining");
@@ -666,6 +672,7 @@ impl Supervisor {
 
 mod canary;
 mod handoff;
+use handoff::StopSign;
 mod report;
 mod stop;
 #[cfg(test)]

@@ -252,18 +252,16 @@ async fn run_handshake(
         tracing::debug!("the go-ahead did not reach the worker: {e}");
         return;
     }
-    let mut replaced = Some(replaced);
-    let stopped = loop {
-        tokio::select! {
-            said = hs.stopped_accepting() => break said,
-            r = async { replaced.as_mut().expect("guarded").await }, if replaced.is_some() => {
-                replaced = None;
-                if r.is_ok() {
-                    if let Err(e) = hs.replaced() {
-                        tracing::debug!("cannot tell the worker it is replaced: {e}");
-                    }
+    // `stopped_accepting` is cancel-safe: dropping the first wait loses nothing.
+    let stopped = tokio::select! {
+        said = hs.stopped_accepting() => said,
+        r = replaced => {
+            if r.is_ok() {
+                if let Err(e) = hs.replaced() {
+                    tracing::debug!("cannot tell the worker it is replaced: {e}");
                 }
             }
+            hs.stopped_accepting().await
         }
     };
     if stopped {

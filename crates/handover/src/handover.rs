@@ -662,12 +662,11 @@ async fn handshake(
         ));
     }
     let after = AfterGoAhead::read(&buf[1..n]);
-    if after.unreadable {
+    if after.unreadable() {
         tracing::warn!(
             "the previous generation sent an unreadable upgrade record; `status` will not show it"
         );
     }
-    let predecessor = Predecessor::new(readiness.into_std()?, after.from_supervisor)
-        .replaced_already(after.replaced);
+    let predecessor = Predecessor::new(readiness.into_std()?, after.from);
     Ok(Some((after.record, predecessor)))
 }

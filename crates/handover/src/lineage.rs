@@ -179,40 +179,48 @@ pub(crate) fn judge(status: ExitStatus, handed_over: bool, stopping: bool) -> Ve
     }
 }
 
+/// Who told this generation to go ahead, as what followed the go-ahead byte shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GoAheadFrom {
+    /// A library generation: its record of the upgrade followed (a line that starts with a
+    /// digit), and it says nothing after it.
+    Library,
+    /// A supervisor (`handover run`): no record, at most single-byte notices. `replaced`: its
+    /// [`REPLACED`] came in the same read (it replaced this worker before the worker had read
+    /// the go-ahead), and must not be lost.
+    Supervisor { replaced: bool },
+}
+
 /// What came with the go-ahead byte, in the same read.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct AfterGoAhead {
     /// A library predecessor's record of the upgrade (`None` from a supervisor, or unreadable).
     pub record: Option<UpgradeRecord>,
-    /// Nothing but single-byte notices followed: only a supervisor sends its go-ahead without
-    /// a record (which starts with a digit).
-    pub from_supervisor: bool,
-    /// A supervisor's [`REPLACED`] came in the same read as its go-ahead (it replaced this
-    /// worker before the worker had read the go-ahead): it must not be lost.
-    pub replaced: bool,
-    /// A record was sent but could not be read.
-    pub unreadable: bool,
+    /// Who sent it.
+    pub from: GoAheadFrom,
 }
 
 impl AfterGoAhead {
-    /// Reads `rest`, the bytes after the go-ahead byte.
+    /// Reads `rest`, the bytes after the go-ahead byte: a record if they start with a digit
+    /// (as every record does), else a supervisor's notices.
     pub(crate) fn read(rest: &[u8]) -> AfterGoAhead {
-        let from_supervisor = rest.first().is_none_or(|b| !b.is_ascii_digit());
-        if from_supervisor {
+        if rest.first().is_some_and(u8::is_ascii_digit) {
             return AfterGoAhead {
-                record: None,
-                from_supervisor,
-                replaced: rest.contains(&REPLACED),
-                unreadable: false,
+                record: UpgradeRecord::parse(rest),
+                from: GoAheadFrom::Library,
             };
         }
-        let record = UpgradeRecord::parse(rest);
         AfterGoAhead {
-            unreadable: record.is_none(),
-            record,
-            from_supervisor,
-            replaced: false,
+            record: None,
+            from: GoAheadFrom::Supervisor {
+                replaced: rest.contains(&REPLACED),
+            },
         }
+    }
+
+    /// A library predecessor sent a record that could not be read.
+    pub(crate) fn unreadable(&self) -> bool {
+        self.from == GoAheadFrom::Library && self.record.is_none()
     }
 }
 
@@ -220,40 +228,24 @@ impl AfterGoAhead {
 #[derive(Debug)]
 pub(crate) struct Predecessor {
     stream: StdUnixStream,
-    /// The go-ahead came without an upgrade record, as only a supervisor (`handover run`)
-    /// sends it; a library generation always sends one, and nothing after it.
-    from_supervisor: bool,
-    /// The supervisor's [`REPLACED`] was read with the go-ahead.
-    replaced: bool,
+    from: GoAheadFrom,
 }
 
 impl Predecessor {
-    pub(crate) fn new(stream: StdUnixStream, from_supervisor: bool) -> Predecessor {
-        Predecessor {
-            stream,
-            from_supervisor,
-            replaced: false,
-        }
-    }
-
-    /// The same, when the go-ahead came with [`REPLACED`] (see [`AfterGoAhead::replaced`]).
-    pub(crate) fn replaced_already(self, replaced: bool) -> Predecessor {
-        Predecessor {
-            replaced: self.from_supervisor && replaced,
-            ..self
-        }
+    pub(crate) fn new(stream: StdUnixStream, from: GoAheadFrom) -> Predecessor {
+        Predecessor { stream, from }
     }
 
     /// Whether the supervisor said [`REPLACED`] with its go-ahead.
     pub(crate) fn was_replaced(&self) -> bool {
-        self.replaced
+        self.from == GoAheadFrom::Supervisor { replaced: true }
     }
 
     /// A second handle on the channel, to hear [`REPLACED`]: only from a supervisor, the one
     /// predecessor that says anything after the go-ahead (so a library predecessor costs no
     /// reader, and stray bytes of its record could never be taken for a notice).
     pub(crate) fn supervisor_reader(&self) -> Option<std::io::Result<StdUnixStream>> {
-        self.from_supervisor.then(|| self.stream.try_clone())
+        matches!(self.from, GoAheadFrom::Supervisor { .. }).then(|| self.stream.try_clone())
     }
 
     /// Sends one notice; a predecessor that is gone is no error (nobody is left to tell).
@@ -268,47 +260,46 @@ impl Predecessor {
 mod tests {
     use super::*;
 
+    /// A record as a library generation sends it; `trigger` last, as encoded.
+    fn record(trigger: &str, duration_us: u64) -> UpgradeRecord {
+        UpgradeRecord {
+            trigger: trigger.into(),
+            started: UNIX_EPOCH + Duration::from_millis(1_767_225_600_123),
+            duration: Duration::from_micros(duration_us),
+        }
+    }
+
     #[test]
     fn what_follows_the_go_ahead_tells_a_supervisor_from_a_library_predecessor() {
-        let r = UpgradeRecord {
-            trigger: "SIGUSR2".into(),
-            started: UNIX_EPOCH + Duration::from_millis(1_767_225_600_123),
-            duration: Duration::from_micros(4_321),
-        };
+        let r = record("SIGUSR2", 4_321);
         let line = r.encode();
         let library = AfterGoAhead::read(&line);
         assert_eq!(
-            (
-                library.record.as_ref(),
-                library.from_supervisor,
-                library.replaced
-            ),
-            (Some(&r), false, false)
+            (library.record.as_ref(), library.from),
+            (Some(&r), GoAheadFrom::Library)
         );
         let alone = AfterGoAhead::read(b"");
-        assert!(alone.from_supervisor && !alone.replaced && alone.record.is_none());
+        assert!(
+            alone.from == GoAheadFrom::Supervisor { replaced: false } && alone.record.is_none()
+        );
         // The supervisor replaced the worker before it had read the go-ahead: one read
         // brings both, and REPLACED is kept, not taken for an unreadable record.
         let both = AfterGoAhead::read(&[REPLACED]);
         assert!(
-            both.from_supervisor && both.replaced && !both.unreadable,
+            both.from == GoAheadFrom::Supervisor { replaced: true } && !both.unreadable(),
             "{both:?}"
         );
         let junk = AfterGoAhead::read(b"12x\n");
-        assert!(!junk.from_supervisor && junk.unreadable && !junk.replaced);
+        assert!(junk.from == GoAheadFrom::Library && junk.unreadable());
         // A REPLACED inside a library record means nothing.
         let mut odd = line.clone();
         odd.insert(3, REPLACED);
-        assert!(!AfterGoAhead::read(&odd).replaced);
+        assert_eq!(AfterGoAhead::read(&odd).from, GoAheadFrom::Library);
     }
 
     #[test]
     fn records_round_trip_and_junk_is_not_a_record() {
-        let r = UpgradeRecord {
-            trigger: "control\tsocket".into(),
-            started: UNIX_EPOCH + Duration::from_millis(1_767_225_600_123),
-            duration: Duration::from_micros(812_345),
-        };
+        let r = record("control\tsocket", 812_345);
         let line = r.encode();
         assert_eq!(line, b"1767225600123\t812345\tcontrol socket\n");
         let back = UpgradeRecord::parse(&line).unwrap();

@@ -205,15 +205,7 @@ impl Running {
     ) -> Running {
         let (tx, rx) = mpsc::unbounded_channel();
         let finish = Arc::new(finish);
-        if let Some((channel, replaced_already)) = supervisor_channel(&finish) {
-            replaced::watch(
-                channel,
-                replaced_already,
-                Arc::clone(&shared),
-                Arc::clone(&finish),
-                tx.clone(),
-            );
-        }
+        replaced::watch(&shared, &finish, &tx);
         tokio::spawn(control_loop(
             Arc::clone(&shared),
             cfg,
@@ -358,23 +350,6 @@ async fn next_signal(signals: &mut Option<LoopSignals>) -> Trigger {
     }
 }
 
-/// A second handle on the channel to a supervisor that started this process, and whether its
-/// [`REPLACED`](crate::lineage::REPLACED) came with the go-ahead already; `None` under a
-/// library predecessor.
-fn supervisor_channel(finish: &Finish) -> Option<(std::os::unix::net::UnixStream, bool)> {
-    let guard = finish.predecessor.lock().expect("not poisoned");
-    let predecessor = guard.as_ref()?;
-    match predecessor.supervisor_reader()? {
-        Ok(channel) => Some((channel, predecessor.was_replaced())),
-        Err(e) => {
-            tracing::warn!(
-                "cannot read the supervisor's channel ({e}): an upgrade will take its stop signal as a stop"
-            );
-            None
-        }
-    }
-}
-
 async fn control_loop(
     shared: Arc<ServingState>,
     cfg: UpgradeConfig,
@@ -429,9 +404,7 @@ async fn control_loop(
                 finish.tell_predecessor(STOPPED_ACCEPTING);
             }
             Wake::Trigger(Trigger::Replaced) => {
-                if replaced {
-                    continue;
-                }
+                // Sent once: the channel's thread ends after it.
                 replaced = true;
                 // Accepting has stopped, and is said (the channel's thread did both at once:
                 // the supervisor lets the new worker accept on it).

@@ -117,7 +117,7 @@ fn with_server(
         Ok(()) => {
             let exit_by = Instant::now() + spec.drain_timeout + Duration::from_secs(2);
             let t0 = Instant::now();
-            let rec = measure::perform(&ctx, 1, &mut cur, Some(exit_by), None);
+            let rec = measure::perform(&ctx, 1, &mut cur, Some(exit_by));
             Some((rec, t0))
         }
         Err(e) => {

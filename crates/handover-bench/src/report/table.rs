@@ -300,7 +300,7 @@ pub fn render(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\nfailed = requests lost (never retried); stale = load connections opened after the new version had answered a probe but served by an older one, plus probes answered by the old version after the switch (both must be 0); ho = handover time, ms; floor = median round trip of the same probe under the same load just before each upgrade (no handover time can be shorter), ms; latency in ms."
+        "\nfailed = requests lost (never retried); stale = load connections opened after the new version had answered a probe but served by an older one, plus probes answered by the old version after the switch (both must be 0); ho = handover time, ms; floor = median round trip of the same probe under the same load just before each upgrade (each handover time includes at least one such trip), ms; latency in ms."
     );
     out
 }

@@ -58,7 +58,6 @@ pub fn perform(
     index: usize,
     cur: &mut Current,
     exit_wait_until: Option<Instant>,
-    floor: Option<ProbeFloor>,
 ) -> UpgradeRecord {
     let (from, to, old_pid) = (cur.version, cur.version.other(), cur.pid);
     let mut before = ProbeCounts::default();
@@ -102,7 +101,7 @@ pub fn perform(
         after,
         old_exit_ms: exit.map(|e| ms(e - t0)),
         error: result.err().map(|e| e.to_string()),
-        probe_floor: floor,
+        probe_floor: None,
     };
     match switch {
         Some((pid, at)) => {
@@ -126,9 +125,9 @@ pub fn perform(
 }
 
 /// The probe's own round trip under the same load with no upgrade in progress: fresh
-/// connections, one at a time, as the switch is probed, until `until`. A handover time can
-/// be no shorter than one such probe, so it is the floor the handover time stands on (behind
-/// a loaded proxy it is most of it). `None` if there was no time for a probe; a floor
+/// connections, one at a time, as the switch is probed, until `until`. A handover time is at
+/// least one such probe's round trip, so their median is about the least a handover time
+/// can be under that load (behind a loaded proxy it is most of it). `None` if there was no time for a probe; a floor
 /// without a median if none was answered with a 200 (timed out, most likely: a server that
 /// leaves fresh connections waiting under that load).
 pub fn probe_floor(ctx: &Ctx, until: Instant) -> Option<ProbeFloor> {

@@ -53,7 +53,7 @@ pub struct UpgradeRecord {
 }
 
 /// Fresh-connection probes answered (200) while nothing was upgrading, and their median round
-/// trip: the least a handover time can be under that load (see [`measure::probe_floor`]).
+/// trip: about the least a handover time can be under that load (see [`measure::probe_floor`]).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ProbeFloor {
     /// Probes answered with a 200.

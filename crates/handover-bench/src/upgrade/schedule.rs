@@ -44,7 +44,8 @@ pub fn under_load(
         crate::abort::sleep(at.saturating_duration_since(Instant::now()));
         let next = (ctx.run_start + interval * (i as u32 + 1)).min(end);
         let wait_until = next.checked_sub(Duration::from_millis(50)).unwrap_or(next);
-        let rec = measure::perform(ctx, i, cur, Some(wait_until), floor);
+        let mut rec = measure::perform(ctx, i, cur, Some(wait_until));
+        rec.probe_floor = floor;
         let give_up = rec.error.is_some();
         records.push(rec);
         if give_up {
@@ -74,7 +75,8 @@ pub fn idle(
         }
         let floor = measure::probe_floor(ctx, Instant::now() + IDLE_FLOOR_WINDOW);
         let until = Instant::now() + exit_timeout;
-        let rec = measure::perform(ctx, i, cur, Some(until), floor);
+        let mut rec = measure::perform(ctx, i, cur, Some(until));
+        rec.probe_floor = floor;
         let give_up = rec.error.is_some();
         records.push(rec);
         if give_up {

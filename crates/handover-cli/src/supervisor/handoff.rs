@@ -46,6 +46,17 @@ impl Drop for Handoff {
     }
 }
 
+/// How the supervisor learnt that an old worker stopped accepting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StopSign {
+    /// `STOPPING=1` on its notification socket.
+    Notify,
+    /// [`handover::sys::STOPPED_ACCEPTING`] on its handshake channel.
+    Channel,
+    /// It exited: nothing accepts there any more, whatever it said.
+    Exited,
+}
+
 impl Supervisor {
     /// The upgrade's new worker `new` is ready. A worker waiting in its handshake is let go
     /// once `older` (sent their stop signal here) have stopped accepting; any other takes over
@@ -83,9 +94,8 @@ impl Supervisor {
         self.upgrade_complete(new, previous_pids);
     }
 
-    /// Worker `id` stopped accepting (`STOPPING=1`) or exited: the new one may go once none
-    /// is left.
-    pub(super) fn stopped_accepting(&mut self, id: WorkerId, on_channel: bool) {
+    /// Worker `id` stopped accepting, as `sign` tells: the new one may go once none is left.
+    pub(super) fn stopped_accepting(&mut self, id: WorkerId, sign: StopSign) {
         let Some(h) = &mut self.handoff else {
             return;
         };
@@ -93,7 +103,7 @@ impl Supervisor {
             return;
         }
         let speaks_handshake = self.workers.get(&id).is_some_and(|w| w.speaks_handshake);
-        if speaks_handshake && !on_channel {
+        if speaks_handshake && sign == StopSign::Notify {
             // Its channel says when accepting has stopped; `STOPPING=1` may come from the
             // start of a lame duck.
             return;

@@ -19,15 +19,26 @@ use crate::drain::ServingState;
 use crate::lineage::{REPLACED, STOPPED_ACCEPTING};
 use crate::os;
 
-/// Starts the thread on `channel` (a second handle on the supervisor's channel); with
-/// `replaced_already`, the supervisor's [`REPLACED`] came with the go-ahead and it acts at once.
+/// Under a supervisor, starts the thread on a second handle on its channel; with a library
+/// predecessor (or none), does nothing. If the supervisor's [`REPLACED`] came with the
+/// go-ahead already, the thread acts at once.
 pub(super) fn watch(
-    channel: UnixStream,
-    replaced_already: bool,
-    shared: Arc<ServingState>,
-    finish: Arc<Finish>,
-    triggers: mpsc::UnboundedSender<Trigger>,
+    shared: &Arc<ServingState>,
+    finish: &Arc<Finish>,
+    triggers: &mpsc::UnboundedSender<Trigger>,
 ) {
+    let (channel, replaced_already) = {
+        let guard = finish.predecessor.lock().expect("not poisoned");
+        let Some(predecessor) = guard.as_ref() else {
+            return;
+        };
+        match predecessor.supervisor_reader() {
+            None => return,
+            Some(Ok(channel)) => (channel, predecessor.was_replaced()),
+            Some(Err(e)) => return cannot_watch(&e),
+        }
+    };
+    let (shared, finish, triggers) = (Arc::clone(shared), Arc::clone(finish), triggers.clone());
     let started = std::thread::Builder::new()
         .name("handover-replaced".to_string())
         .spawn(move || {
@@ -36,10 +47,14 @@ pub(super) fn watch(
             }
         });
     if let Err(e) = started {
-        tracing::warn!(
-            "cannot read the supervisor's channel ({e}): an upgrade will take its stop signal as a stop"
-        );
+        cannot_watch(&e);
     }
+}
+
+fn cannot_watch(e: &std::io::Error) {
+    tracing::warn!(
+        "cannot read the supervisor's channel ({e}): an upgrade will take its stop signal as a stop"
+    );
 }
 
 /// Blocks until the supervisor says [`REPLACED`] (true) or the channel ends (false); other

@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::*;
 use crate::attempt::UpgradeConfig;
-use crate::lineage::REPLACED;
+use crate::lineage::{GoAheadFrom, REPLACED};
 
 type Outcome = Result<HandedOver, UpgradeError>;
 /// Each attempt started: the generation it was for, and how the test ends it.
@@ -365,24 +365,24 @@ async fn a_stop_during_an_upgrade_cancels_it_and_enters_the_lame_duck() {
     assert_eq!(t0.elapsed(), Duration::from_secs(3));
 }
 
-/// A worker started by a supervisor (`from_supervisor`) or by a library generation, and the
+/// A worker told to go ahead `from` a supervisor or a library generation, and the
 /// predecessor's end of its channel.
 async fn started_by(
-    from_supervisor: bool,
+    from: GoAheadFrom,
     lame_duck: Duration,
 ) -> (Running, std::os::unix::net::UnixStream) {
     let (predecessor, worker) = std::os::unix::net::UnixStream::pair().unwrap();
     // As after the handshake: the worker's end is non-blocking.
     worker.set_nonblocking(true).unwrap();
     predecessor.set_nonblocking(true).unwrap();
-    let worker = Predecessor::new(worker, from_supervisor);
+    let worker = Predecessor::new(worker, from);
     let running = start_under(&Attempts::default(), lame_duck, Some(worker)).await;
     (running, predecessor)
 }
 
 /// A worker started by a supervisor, and the supervisor's end of its channel.
 async fn supervised(lame_duck: Duration) -> (Running, std::os::unix::net::UnixStream) {
-    started_by(true, lame_duck).await
+    started_by(GoAheadFrom::Supervisor { replaced: false }, lame_duck).await
 }
 
 /// What the worker has said on the channel so far.
@@ -473,12 +473,8 @@ async fn told_it_is_replaced_during_the_lame_duck_it_drains_at_once() {
 /// accepting and says so.
 #[tokio::test(start_paused = true)]
 async fn replaced_read_with_the_go_ahead_is_not_lost() {
-    let (predecessor, worker) = std::os::unix::net::UnixStream::pair().unwrap();
-    worker.set_nonblocking(true).unwrap();
-    predecessor.set_nonblocking(true).unwrap();
-    let after = crate::lineage::AfterGoAhead::read(&[REPLACED]);
-    let worker = Predecessor::new(worker, after.from_supervisor).replaced_already(after.replaced);
-    let running = start_under(&Attempts::default(), Duration::from_secs(5), Some(worker)).await;
+    let from = crate::lineage::AfterGoAhead::read(&[REPLACED]).from;
+    let (running, predecessor) = started_by(from, Duration::from_secs(5)).await;
     assert_eq!(
         heard_soon(&predecessor, STOPPED_ACCEPTING),
         [STOPPED_ACCEPTING]
@@ -486,8 +482,8 @@ async fn replaced_read_with_the_go_ahead_is_not_lost() {
     assert_eq!(phase(&running), crate::drain::Phase::Paused);
 }
 
-/// Bytes other than REPLACED on a supervisor's channel are not answered and change nothing;
-/// REPLACED after them still works, and is answered once.
+/// Bytes other than REPLACED on a supervisor's channel are not answered; REPLACED after them
+/// still works, and is answered with STOPPED_ACCEPTING alone.
 #[tokio::test(start_paused = true)]
 async fn other_bytes_from_the_supervisor_are_ignored() {
     use std::io::Write;
@@ -500,11 +496,6 @@ async fn other_bytes_from_the_supervisor_are_ignored() {
         "answered the garbage"
     );
     assert_eq!(phase(&running), crate::drain::Phase::Paused);
-    supervisor.write_all(&[REPLACED]).unwrap();
-    for _ in 0..20 {
-        settle().await;
-    }
-    assert!(said(&mut supervisor).is_empty(), "answered twice");
 }
 
 /// A library predecessor says nothing after its go-ahead and record, so nothing it might send
@@ -512,7 +503,16 @@ async fn other_bytes_from_the_supervisor_are_ignored() {
 #[tokio::test(start_paused = true)]
 async fn replaced_means_nothing_from_a_library_predecessor() {
     use std::io::Write;
-    let (running, mut predecessor) = started_by(false, Duration::ZERO).await;
+    let (running, mut predecessor) = started_by(GoAheadFrom::Library, Duration::ZERO).await;
+    // Nothing reads the channel: no thread was started for it (the loop below, in paused
+    // time, could not wait for one).
+    assert!(running
+        .finish
+        .predecessor
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|p| p.supervisor_reader().is_none()));
     predecessor.write_all(&[REPLACED]).unwrap();
     for _ in 0..20 {
         settle().await;
